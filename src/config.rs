@@ -1,0 +1,208 @@
+//! Configuration, 12-factor style: every setting is both an environment variable
+//! and a command-line flag. The value name shown in errors is the environment
+//! variable, so a bad value is reported by the name the operator set.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything that shapes one sitio instance.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Port sitio listens on, all interfaces, IPv4 and IPv6.
+    #[arg(long, env = "PORT", value_name = "PORT", default_value_t = defaults::PORT)]
+    pub port: u16,
+
+    /// Port of the decorated service.
+    #[arg(long, env = "TARGET_PORT", value_name = "TARGET_PORT", default_value_t = defaults::TARGET_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub target_port: u16,
+
+    /// Host of the decorated service (a name or an address).
+    #[arg(long, env = "SITIO_TARGET_HOST", value_name = "SITIO_TARGET_HOST", default_value = defaults::TARGET_HOST)]
+    pub target_host: String,
+
+    /// Port of the admin server (/live, /ready).
+    #[arg(long, env = "SITIO_ADMIN_PORT", value_name = "SITIO_ADMIN_PORT", default_value_t = defaults::ADMIN_PORT)]
+    pub admin_port: u16,
+
+    /// HTML file that replaces the service's 404 pages.
+    #[arg(long, env = "SITIO_ERROR_PAGE_404", value_name = "SITIO_ERROR_PAGE_404")]
+    pub error_page_404: Option<PathBuf>,
+
+    /// HTML file that replaces the service's 5xx pages (and sitio's 502/504).
+    #[arg(long, env = "SITIO_ERROR_PAGE_5XX", value_name = "SITIO_ERROR_PAGE_5XX")]
+    pub error_page_5xx: Option<PathBuf>,
+
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SITIO_DRAIN_SECONDS", value_name = "SITIO_DRAIN_SECONDS", default_value_t = defaults::DRAIN_SECONDS)]
+    pub drain_seconds: u64,
+
+    /// Log format.
+    #[arg(long, env = "SITIO_LOG_FORMAT", value_name = "SITIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Largest request head in bytes (8192..=1048576); larger heads get 431.
+    #[arg(long, env = "SITIO_MAX_HEADER_BYTES", value_name = "SITIO_MAX_HEADER_BYTES",
+          default_value_t = defaults::MAX_HEADER_BYTES, value_parser = parse_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Most request headers (1..=1000); more get 431.
+    #[arg(long, env = "SITIO_MAX_HEADERS", value_name = "SITIO_MAX_HEADERS",
+          default_value_t = defaults::MAX_HEADERS, value_parser = parse_max_headers)]
+    pub max_headers: usize,
+
+    /// Time a client has to send a whole request head (e.g. 10s, 500ms); then 408.
+    #[arg(long, env = "SITIO_HEADER_TIMEOUT", value_name = "SITIO_HEADER_TIMEOUT",
+          default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time an idle keep-alive client connection is kept open.
+    #[arg(long, env = "SITIO_IDLE_TIMEOUT", value_name = "SITIO_IDLE_TIMEOUT",
+          default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Time allowed to open a TCP connection to the service; then 504.
+    #[arg(long, env = "SITIO_CONNECT_TIMEOUT", value_name = "SITIO_CONNECT_TIMEOUT",
+          default_value = "1s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time an idle pooled connection to the service is kept for reuse.
+    #[arg(long, env = "SITIO_UPSTREAM_IDLE_TIMEOUT", value_name = "SITIO_UPSTREAM_IDLE_TIMEOUT",
+          default_value = "30s", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+
+    /// Most client connections served at once; further ones wait in the backlog.
+    #[arg(long, env = "SITIO_MAX_CONNECTIONS", value_name = "SITIO_MAX_CONNECTIONS",
+          default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_max_connections)]
+    pub max_connections: usize,
+
+    /// Worker threads (0: one per CPU core).
+    #[arg(long, env = "SITIO_WORKERS", value_name = "SITIO_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// Per-request access log lines (on|off).
+    #[arg(long, env = "SITIO_ACCESS_LOG", value_name = "SITIO_ACCESS_LOG",
+          default_value = "on", value_parser = parse_switch)]
+    pub access_log: bool,
+}
+
+/// Default values, shared by the flags and [`Config::default`].
+pub mod defaults {
+    /// `PORT`.
+    pub const PORT: u16 = 8080;
+    /// `TARGET_PORT`.
+    pub const TARGET_PORT: u16 = 8087;
+    /// `SITIO_TARGET_HOST`.
+    pub const TARGET_HOST: &str = "127.0.0.1";
+    /// `SITIO_ADMIN_PORT`.
+    pub const ADMIN_PORT: u16 = 9901;
+    /// `SITIO_DRAIN_SECONDS`.
+    pub const DRAIN_SECONDS: u64 = 30;
+    /// `SITIO_MAX_HEADER_BYTES`.
+    pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+    /// `SITIO_MAX_HEADERS`.
+    pub const MAX_HEADERS: usize = 100;
+    /// `SITIO_MAX_CONNECTIONS`.
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    /// Idle upstream connections kept per worker thread.
+    pub const MAX_IDLE_PER_THREAD: usize = 64;
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: defaults::PORT,
+            target_port: defaults::TARGET_PORT,
+            target_host: defaults::TARGET_HOST.to_owned(),
+            admin_port: defaults::ADMIN_PORT,
+            error_page_404: None,
+            error_page_5xx: None,
+            drain_seconds: defaults::DRAIN_SECONDS,
+            log_format: LogFormat::Text,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            max_headers: defaults::MAX_HEADERS,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(1),
+            upstream_idle_timeout: Duration::from_secs(30),
+            max_connections: defaults::MAX_CONNECTIONS,
+            workers: 0,
+            access_log: true,
+        }
+    }
+}
+
+fn parse_range(s: &str, lo: usize, hi: usize, what: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(format!("expected {what} from {lo} to {hi}")),
+    }
+}
+
+fn parse_header_bytes(s: &str) -> Result<usize, String> {
+    parse_range(s, 8192, 1 << 20, "a number of bytes")
+}
+
+fn parse_max_headers(s: &str) -> Result<usize, String> {
+    parse_range(s, 1, 1000, "a number of headers")
+}
+
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    parse_range(s, 1, 1_000_000, "a number of connections")
+}
+
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err("expected on or off".to_owned()),
+    }
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let err = || format!("expected a duration such as 10s, 500ms, 2m or 1h (a bare number means seconds), got {s:?}");
+    let n: u64 = digits.parse().map_err(|_| err())?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(err()),
+    };
+    if d.is_zero() {
+        return Err(format!("expected a duration above zero, got {s:?}"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 days").is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! Content negotiation sitio needs for the pages it generates.
+
+use http::HeaderMap;
+use http::header::ACCEPT;
+
+/// True when the client asks for JSON and not for HTML, so an error should be
+/// `application/problem+json` rather than a page. Browsers always list
+/// `text/html`, API clients list `application/json` (or `*+json`) without it.
+pub fn prefers_json(headers: &HeaderMap) -> bool {
+    let mut json = false;
+    for value in headers.get_all(ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let media = item.split(';').next().unwrap_or("").trim();
+            if media.eq_ignore_ascii_case("text/html")
+                || media.eq_ignore_ascii_case("application/xhtml+xml")
+            {
+                return false;
+            }
+            if media.eq_ignore_ascii_case("application/json")
+                || media.to_ascii_lowercase().ends_with("+json")
+            {
+                json = true;
+            }
+        }
+    }
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn accept(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn api_clients_get_json_browsers_get_html() {
+        assert!(prefers_json(&accept("application/json")));
+        assert!(prefers_json(&accept("application/problem+json; q=0.9")));
+        assert!(!prefers_json(&accept(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        )));
+        assert!(!prefers_json(&accept("application/json, text/html")));
+        assert!(!prefers_json(&accept("*/*")));
+        assert!(!prefers_json(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,97 @@
+//! Per-exchange context shared by all decorators of one request/response.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
+
+use crate::error::ErrorKind;
+
+/// What sitio knows about one request/response exchange. Decorators read it in
+/// every hook and may keep their own per-exchange state in [`Exchange::extensions`].
+#[derive(Debug)]
+pub struct Exchange {
+    /// The request method.
+    pub method: Method,
+    /// The request target as the client sent it.
+    pub uri: Uri,
+    /// The client's HTTP version.
+    pub version: Version,
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// When the request head was read.
+    pub started: Instant,
+    /// When the response head was handed to the client connection.
+    pub response_started: Option<Instant>,
+    /// When the last response byte was handed over (or the exchange failed).
+    pub finished: Option<Instant>,
+    /// The status sent to the client.
+    pub status: Option<StatusCode>,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    /// Request body bytes read from the client.
+    pub bytes_in: u64,
+    /// The failure, if the exchange failed.
+    pub error: Option<ErrorKind>,
+    /// True when the client asked for JSON rather than HTML, so generated pages
+    /// should be `application/problem+json`.
+    pub wants_json: bool,
+    /// True when the exchange became a two-way tunnel (`101 Switching Protocols`).
+    pub upgraded: bool,
+    /// Free room for decorators' own per-exchange state (allocates only when used).
+    pub extensions: Extensions,
+    pub(crate) current: usize,
+    pub(crate) body_watchers: u64,
+}
+
+impl Exchange {
+    pub(crate) fn new(
+        method: Method,
+        uri: Uri,
+        version: Version,
+        headers: &HeaderMap,
+        client_addr: SocketAddr,
+        started: Instant,
+    ) -> Self {
+        Exchange {
+            method,
+            uri,
+            version,
+            client_addr,
+            started,
+            response_started: None,
+            finished: None,
+            status: None,
+            bytes_out: 0,
+            bytes_in: 0,
+            error: None,
+            wants_json: crate::content::prefers_json(headers),
+            upgraded: false,
+            extensions: Extensions::new(),
+            current: 0,
+            body_watchers: 0,
+        }
+    }
+
+    /// The request path, without the query string.
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// Time from the request head to the last response byte, once finished.
+    pub fn latency(&self) -> Option<Duration> {
+        self.finished.map(|t| t.duration_since(self.started))
+    }
+
+    /// Time from the request head to the response head, once it was sent.
+    pub fn time_to_first_byte(&self) -> Option<Duration> {
+        self.response_started.map(|t| t.duration_since(self.started))
+    }
+
+    /// Ask for [`crate::Decorator::on_body_chunk`] calls on this exchange's
+    /// response body. Call it from `on_response`; exchanges nobody watches stream
+    /// their bodies untouched.
+    pub fn watch_body(&mut self) {
+        self.body_watchers |= 1u64 << self.current;
+    }
+}

@@ -1,0 +1,149 @@
+//! One error type that says who failed, so that one place ([`crate::rescue`]) can
+//! turn any failure into the right response and every log line can name the culprit.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::StatusCode;
+
+/// Who is responsible for a failed exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The downstream client sent something sitio refuses, or went away.
+    Client,
+    /// The decorated service could not be reached or misbehaved.
+    Upstream,
+    /// sitio itself failed (a bug or resource exhaustion).
+    Sitio,
+}
+
+/// What went wrong, at the level an operator acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The service refused the TCP connection (nothing listens on the target port).
+    ConnectRefused,
+    /// The service reset the TCP connection while it was being set up.
+    ConnectReset,
+    /// The TCP connection to the service did not complete within the connect timeout.
+    ConnectTimeout,
+    /// The target address could not be resolved or connected for another reason.
+    ConnectFailed,
+    /// The service closed the connection before sending a complete response head.
+    UpstreamClosed,
+    /// The service did not answer within the configured time.
+    UpstreamTimeout,
+    /// The service sent bytes that are not a valid HTTP/1 response.
+    UpstreamProtocol,
+    /// The service's response body broke off before its end.
+    UpstreamBodyAborted,
+    /// The client's request was malformed or ambiguous and was not forwarded.
+    BadRequest,
+    /// The client went away before the response was complete.
+    ClientAborted,
+    /// sitio failed on its own.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The party responsible for this kind of failure.
+    pub fn blame(self) -> Blame {
+        match self {
+            ErrorKind::BadRequest | ErrorKind::ClientAborted => Blame::Client,
+            ErrorKind::Internal => Blame::Sitio,
+            _ => Blame::Upstream,
+        }
+    }
+
+    /// A short stable token, used in the `sitio-error` header, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectRefused => "connect-refused",
+            ErrorKind::ConnectReset => "connect-reset",
+            ErrorKind::ConnectTimeout => "connect-timeout",
+            ErrorKind::ConnectFailed => "connect-failed",
+            ErrorKind::UpstreamClosed => "upstream-closed",
+            ErrorKind::UpstreamTimeout => "upstream-timeout",
+            ErrorKind::UpstreamProtocol => "upstream-protocol",
+            ErrorKind::UpstreamBodyAborted => "upstream-body-aborted",
+            ErrorKind::BadRequest => "bad-request",
+            ErrorKind::ClientAborted => "client-aborted",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The status a client receives when this failure happens before any response byte.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed exchange: its [`ErrorKind`] plus a human-readable detail for logs.
+#[derive(Debug)]
+pub struct ProxyError {
+    kind: ErrorKind,
+    detail: Cow<'static, str>,
+}
+
+impl ProxyError {
+    /// A new error of `kind`, with `detail` explaining it for the logs.
+    pub fn new(kind: ErrorKind, detail: impl Into<Cow<'static, str>>) -> Self {
+        ProxyError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Who is to blame.
+    pub fn blame(&self) -> Blame {
+        self.kind.blame()
+    }
+
+    /// The log detail.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.detail)
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+/// Errors that stop sitio from starting or running at all.
+#[derive(Debug)]
+pub enum StartError {
+    /// A configuration value is unusable; the message names the variable.
+    Config(String),
+    /// A socket could not be bound or used.
+    Io(String, std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(msg) => f.write_str(msg),
+            StartError::Io(what, err) => write!(f, "{what}: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}

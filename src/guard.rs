@@ -1,0 +1,191 @@
+//! Request checks beyond what the HTTP/1 parser enforces: anything that could
+//! make sitio and the service disagree on where a request ends (request
+//! smuggling) is refused before a byte reaches the service.
+
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode, Version, request};
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    /// The status sent to the client.
+    pub status: StatusCode,
+    /// What was wrong, for the log and the error page.
+    pub reason: &'static str,
+}
+
+const fn reject(status: StatusCode, reason: &'static str) -> Rejection {
+    Rejection { status, reason }
+}
+
+/// How an accepted request must be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The request carries a body its method gives no meaning to: send it on a
+    /// connection of its own that the service closes afterwards.
+    pub isolate: bool,
+}
+
+/// Checks a parsed request head.
+pub fn check(head: &request::Parts) -> Result<Verdict, Rejection> {
+    let h = &head.headers;
+    if head.method == Method::CONNECT {
+        return Err(reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported by a reverse proxy",
+        ));
+    }
+    check_host(head.version, h)?;
+    check_suspicious_names(h)?;
+    let has_te = h.contains_key(header::TRANSFER_ENCODING);
+    let content_length = h.get(header::CONTENT_LENGTH);
+    if has_te && content_length.is_some() {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if has_te {
+        check_transfer_encoding(h)?;
+    }
+    let has_body = has_te
+        || content_length
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let body_has_meaning = !matches!(
+        head.method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    Ok(Verdict {
+        isolate: has_body && !body_has_meaning,
+    })
+}
+
+fn check_host(version: Version, h: &HeaderMap) -> Result<(), Rejection> {
+    let mut hosts = h.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(reject(StatusCode::BAD_REQUEST, "more than one Host header")),
+        (None, _) if version == Version::HTTP_11 => {
+            Err(reject(StatusCode::BAD_REQUEST, "HTTP/1.1 request without Host"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Names that some servers fold into `Content-Length` or `Transfer-Encoding`
+/// (`Content_Length`, `Transfer.Encoding`...) but sitio would not.
+fn check_suspicious_names(h: &HeaderMap) -> Result<(), Rejection> {
+    for name in h.keys() {
+        let s = name.as_str();
+        if !(13..=24).contains(&s.len()) || !(s.starts_with('c') || s.starts_with('t')) {
+            continue;
+        }
+        if s == "content-length" || s == "transfer-encoding" {
+            continue;
+        }
+        let folded: String = s.chars().filter(char::is_ascii_alphanumeric).collect();
+        if folded == "contentlength" || folded == "transferencoding" {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "header name resembling Content-Length or Transfer-Encoding",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Only plain `chunked` is accepted: other codings would be silently lost when
+/// the hop-by-hop `Transfer-Encoding` header is re-written (RFC 9112 §6.1: 501).
+fn check_transfer_encoding(h: &HeaderMap) -> Result<(), Rejection> {
+    let mut codings = 0;
+    for value in h.get_all(header::TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return Err(reject(StatusCode::BAD_REQUEST, "invalid Transfer-Encoding"));
+        };
+        for coding in value.split(',') {
+            let coding = coding.trim_matches([' ', '\t']);
+            if coding.is_empty() {
+                continue;
+            }
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(reject(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "Transfer-Encoding other than chunked",
+                ));
+            }
+            codings += 1;
+        }
+    }
+    if codings != 1 {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "Transfer-Encoding must be exactly chunked",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn head(builder: http::request::Builder) -> request::Parts {
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn refuses_ambiguous_framing() {
+        let both = head(
+            Request::post("/")
+                .header("host", "a")
+                .header("content-length", "3")
+                .header("transfer-encoding", "chunked"),
+        );
+        assert_eq!(check(&both).unwrap_err().status, StatusCode::BAD_REQUEST);
+        let twice = head(
+            Request::post("/")
+                .header("host", "a")
+                .header("transfer-encoding", "chunked")
+                .header("transfer-encoding", "chunked"),
+        );
+        assert!(check(&twice).is_err());
+        let gzip = head(
+            Request::post("/")
+                .header("host", "a")
+                .header("transfer-encoding", "gzip, chunked"),
+        );
+        assert_eq!(check(&gzip).unwrap_err().status, StatusCode::NOT_IMPLEMENTED);
+        let lookalike = head(
+            Request::post("/")
+                .header("host", "a")
+                .header("content_length", "3"),
+        );
+        assert!(check(&lookalike).is_err());
+        let no_host = head(Request::get("/"));
+        assert!(check(&no_host).is_err());
+    }
+
+    #[test]
+    fn accepts_ordinary_requests_and_isolates_meaningless_bodies() {
+        let post = head(
+            Request::post("/")
+                .header("host", "a")
+                .header("content-length", "3")
+                .header("x-custom_header", "ok"),
+        );
+        assert_eq!(check(&post), Ok(Verdict { isolate: false }));
+        let get_body = head(
+            Request::get("/")
+                .header("host", "a")
+                .header("content-length", "22"),
+        );
+        assert_eq!(check(&get_body), Ok(Verdict { isolate: true }));
+        let get_zero = head(
+            Request::get("/")
+                .header("host", "a")
+                .header("content-length", "0"),
+        );
+        assert_eq!(check(&get_zero), Ok(Verdict { isolate: false }));
+    }
+}

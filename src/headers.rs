@@ -1,0 +1,185 @@
+//! Header rules for a proxy (RFC 9110 §7.6): hop-by-hop headers stop here, the
+//! forwarding headers are added, `Host` is kept.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Uri, Version, request, response};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// True when the request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers: the fixed list and every header the
+/// `Connection` header names. Returns whether `TE: trailers` was present.
+fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let mut trailers = false;
+    if let Some(te) = headers.get(header::TE) {
+        trailers = te
+            .to_str()
+            .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+            .unwrap_or(false);
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::TRAILER,
+    ] {
+        headers.remove(name);
+    }
+    trailers
+}
+
+/// Turns the client's request head into the one sent to the service.
+///
+/// `isolate` asks the service to close the connection after this request: used
+/// when the request's body has no defined meaning (e.g. GET with a body), so a
+/// service that ignores it cannot read it as a second request.
+pub(crate) fn to_upstream(head: &mut request::Parts, client_ip: IpAddr, isolate: bool) {
+    let upgrade = if is_upgrade_request(&head.headers) {
+        head.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let trailers = strip_hop_by_hop(&mut head.headers);
+    // sitio answers `Expect: 100-continue` itself (as Envoy does): the client's
+    // body is only read once sitio is ready to stream it.
+    head.headers.remove(header::EXPECT);
+
+    // Absolute-form targets (RFC 9112 §3.2.2): the authority is the host.
+    if let Some(authority) = head.uri.authority().cloned() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            head.headers.insert(header::HOST, host);
+        }
+        let path = head
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        if let Ok(uri) = path.parse::<Uri>() {
+            head.uri = uri;
+        }
+    }
+
+    let h = &mut head.headers;
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(proto) = upgrade {
+        h.insert(header::UPGRADE, proto);
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else if isolate {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    append_forwarded_for(h, client_ip);
+    if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    // sitio speaks HTTP/1.1 to the service whatever the client speaks, so the
+    // upstream connection can be kept alive and pooled.
+    head.version = Version::HTTP_11;
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, ip: IpAddr) {
+    let ip = ip.to_canonical().to_string();
+    let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+/// Turns the service's response head into the one sent to the client.
+pub(crate) fn to_client(head: &mut response::Parts) {
+    if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        // The tunnel needs both; everything else hop-by-hop still goes.
+        let upgrade = head.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut head.headers);
+        if let Some(proto) = upgrade {
+            head.headers.insert(header::UPGRADE, proto);
+        }
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        strip_hop_by_hop(&mut head.headers);
+    }
+    head.version = Version::HTTP_11;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let req = Request::get("/x")
+            .header("host", "svc")
+            .header("connection", "keep-alive, x-secret")
+            .header("x-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers, deflate")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("expect", "100-continue")
+            .body(())
+            .unwrap();
+        let (mut head, ()) = req.into_parts();
+        to_upstream(&mut head, "127.0.0.1".parse().unwrap(), false);
+        let h = &head.headers;
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("connection").is_none());
+        assert!(h.get("expect").is_none());
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["host"], "svc");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_its_host() {
+        let req = Request::get("http://example.test:81/a?b=1")
+            .header("host", "other")
+            .body(())
+            .unwrap();
+        let (mut head, ()) = req.into_parts();
+        to_upstream(&mut head, "::1".parse().unwrap(), true);
+        assert_eq!(head.uri, "/a?b=1");
+        assert_eq!(head.headers["host"], "example.test:81");
+        assert_eq!(head.headers["connection"], "close");
+        assert_eq!(head.headers["x-forwarded-for"], "::1");
+    }
+}

@@ -1,0 +1,197 @@
+//! The client connection as hyper sees it: the bytes read during protocol
+//! detection are replayed first, and the header-read and keep-alive idle
+//! timeouts are enforced here, because only here can sitio tell a silent idle
+//! connection (closed quietly) from a client dribbling a request head (sent 408).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+const AWAITING_HEAD: u8 = 0;
+const IN_EXCHANGE: u8 = 1;
+const TUNNEL: u8 = 2;
+
+/// Where a client connection is between requests; shared by the connection's IO
+/// and its exchanges (never across connections, so never contended).
+#[derive(Debug, Default)]
+pub(crate) struct ConnPhase(AtomicU8, AtomicU32);
+
+impl ConnPhase {
+    /// A request head was read: no head timeout while the exchange runs.
+    pub(crate) fn exchange_started(&self) {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .0
+            .compare_exchange(AWAITING_HEAD, IN_EXCHANGE, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// How many exchanges have started on this connection.
+    fn exchanges(&self) -> u32 {
+        self.1.load(Ordering::Relaxed)
+    }
+
+    /// The response is fully sent: the next bytes are a new request head.
+    pub(crate) fn exchange_finished(&self) {
+        let _ = self
+            .0
+            .compare_exchange(IN_EXCHANGE, AWAITING_HEAD, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The connection became a tunnel: HTTP timeouts no longer apply.
+    pub(crate) fn tunnel(&self) {
+        self.0.store(TUNNEL, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Armed {
+    Off,
+    /// Waiting for the first byte of a request head.
+    Idle,
+    /// Some of a head arrived; all of it must arrive in time.
+    Head,
+}
+
+/// What a client that was too slow with its request head receives.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\nsitio-error: header-timeout\r\n\r\n";
+
+/// The error hyper sees when a request head was too slow.
+#[derive(Debug)]
+pub(crate) struct HeaderTimeout;
+
+impl std::fmt::Display for HeaderTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request head not received within the header timeout; sent 408")
+    }
+}
+impl std::error::Error for HeaderTimeout {}
+
+/// A client TCP stream with replayed prefix and HTTP read timeouts.
+pub(crate) struct ClientIo {
+    stream: TcpStream,
+    prefix: Bytes,
+    phase: Arc<ConnPhase>,
+    armed: Armed,
+    /// Exchanges seen when the timer was last armed: a new one means any
+    /// armed head deadline belongs to a request that has since been served.
+    armed_at_exchange: u32,
+    deadline: Pin<Box<Sleep>>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl ClientIo {
+    /// `prefix` was already read from `stream`; its head must be complete by
+    /// `head_deadline` (counted from accept).
+    pub(crate) fn new(
+        stream: TcpStream,
+        prefix: Bytes,
+        phase: Arc<ConnPhase>,
+        head_deadline: Instant,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        ClientIo {
+            stream,
+            prefix,
+            phase,
+            armed: Armed::Head,
+            armed_at_exchange: 0,
+            deadline: Box::pin(tokio::time::sleep_until(head_deadline)),
+            header_timeout,
+            idle_timeout,
+        }
+    }
+
+    fn arm(&mut self, armed: Armed, after: Duration) {
+        self.armed = armed;
+        self.deadline.as_mut().reset(Instant::now() + after);
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        if this.phase.get() != AWAITING_HEAD {
+            this.armed = Armed::Off;
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        if this.armed == Armed::Off || this.armed_at_exchange != this.phase.exchanges() {
+            this.armed_at_exchange = this.phase.exchanges();
+            let idle = this.idle_timeout;
+            this.arm(Armed::Idle, idle);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.armed == Armed::Idle && buf.filled().len() > before {
+                    let head = this.header_timeout;
+                    this.arm(Armed::Head, head);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                ready!(this.deadline.as_mut().poll(cx));
+                match this.armed {
+                    // A quiet keep-alive connection: end it like a clean EOF.
+                    Armed::Idle | Armed::Off => Poll::Ready(Ok(())),
+                    Armed::Head => {
+                        // Best effort: the client is gone or slow anyway.
+                        let _ = Pin::new(&mut this.stream).poll_write(cx, REQUEST_TIMEOUT);
+                        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, HeaderTimeout)))
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,142 @@
+//! One exchange, from request head to the last response byte: guard, request
+//! hooks, the service, response hooks, then a tracked body that reports
+//! completion. This is the per-request hot path.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use crate::body::Body;
+use crate::decorator::{Decorators, Exchange};
+use crate::error::{ErrorKind, ProxyError};
+use crate::io::ConnPhase;
+use crate::tracked::TrackedBody;
+use crate::upstream::{RequestBody, Upstream, UpstreamBody};
+use crate::{guard, headers, rescue, tunnel};
+
+/// What all connections of one sitio instance share.
+pub(crate) struct Shared {
+    pub(crate) decorators: Decorators,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) tasks: tokio_util::task::TaskTracker,
+}
+
+/// What the exchanges of one client connection share. Cloned per request, so
+/// the reference count it bumps is this connection's alone, not a global one.
+pub(crate) struct ConnCtx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) phase: Arc<ConnPhase>,
+    pub(crate) peer: SocketAddr,
+}
+
+/// The hyper service for one client connection.
+#[derive(Clone)]
+pub(crate) struct ProxyService(pub(crate) Arc<ConnCtx>);
+
+type HandleFuture = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = HandleFuture;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let conn = self.0.clone();
+        Box::pin(async move { Ok(handle(conn, req).await) })
+    }
+}
+
+async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedBody> {
+    conn.phase.exchange_started();
+    let started = Instant::now();
+    let (mut head, body) = req.into_parts();
+    let mut ex = Exchange::new(
+        head.method.clone(),
+        head.uri.clone(),
+        head.version,
+        &head.headers,
+        conn.peer,
+        started,
+    );
+    let verdict = match guard::check(&head) {
+        Ok(verdict) => verdict,
+        Err(rejection) => {
+            tracing::warn!(
+                client = %conn.peer,
+                method = %head.method,
+                path = head.uri.path(),
+                status = rejection.status.as_u16(),
+                reason = rejection.reason,
+                "refused request"
+            );
+            ex.error = Some(ErrorKind::BadRequest);
+            let res = rescue::reject(rejection.status, rejection.reason, ex.wants_json);
+            return TrackedBody::respond(conn, res, ex, None);
+        }
+    };
+
+    let chain = &conn.shared.decorators;
+    let mut bytes_in = None;
+    let res = match chain.on_request(&mut head, &mut ex) {
+        Err((answered_by, res)) => chain.on_response(answered_by, res, &mut ex),
+        Ok(()) => {
+            let client_upgrade = if headers::is_upgrade_request(&head.headers) {
+                head.extensions.remove::<OnUpgrade>()
+            } else {
+                None
+            };
+            headers::to_upstream(&mut head, conn.peer.ip(), verdict.isolate);
+            let (body, counter) = RequestBody::new(body);
+            bytes_in = counter;
+            let reusable = !verdict.isolate && client_upgrade.is_none();
+            let sent = conn
+                .shared
+                .upstream
+                .send(Request::from_parts(head, body), reusable)
+                .await;
+            let res = sent.and_then(|(res, sender)| {
+                let (mut rhead, incoming) = res.into_parts();
+                if rhead.status == StatusCode::SWITCHING_PROTOCOLS {
+                    let upstream_upgrade = rhead.extensions.remove::<OnUpgrade>();
+                    let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) else {
+                        return Err(ProxyError::new(
+                            ErrorKind::UpstreamProtocol,
+                            "101 Switching Protocols to a request that asked for no upgrade",
+                        ));
+                    };
+                    ex.upgraded = true;
+                    conn.phase.tunnel();
+                    tunnel::spawn_upgraded(&conn.shared.tasks, client, upstream, conn.peer);
+                }
+                headers::to_client(&mut rhead);
+                let body = Body::upstream(UpstreamBody::new(incoming, sender));
+                Ok(Response::from_parts(rhead, body))
+            });
+            match res {
+                Ok(res) => chain.on_response(chain.len(), res, &mut ex),
+                Err(err) => {
+                    tracing::warn!(
+                        client = %conn.peer,
+                        method = %ex.method,
+                        path = ex.path(),
+                        error = %err,
+                        "service failed"
+                    );
+                    ex.error = Some(err.kind());
+                    let res = chain
+                        .on_upstream_error(&err, &mut ex)
+                        .unwrap_or_else(|| rescue::upstream_failure(&err, ex.wants_json));
+                    chain.on_response(chain.len(), res, &mut ex)
+                }
+            }
+        }
+    };
+    TrackedBody::respond(conn, res, ex, bytes_in)
+}

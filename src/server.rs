@@ -1,0 +1,273 @@
+//! Listening, accepting, serving each connection, and draining on shutdown.
+
+use std::future::Future;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, defaults};
+use crate::decorator::Decorators;
+use crate::detect::{self, Protocol};
+use crate::error::StartError;
+use crate::io::{ClientIo, ConnPhase, HeaderTimeout};
+use crate::proxy::{ConnCtx, ProxyService, Shared};
+use crate::tunnel;
+use crate::upstream::Upstream;
+
+/// The sockets one sitio instance serves: traffic, and optionally the admin API.
+pub struct Listeners {
+    /// Where clients connect.
+    pub traffic: TcpListener,
+    /// Where the orchestrator probes health; `None` runs without admin server.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `PORT` and `SITIO_ADMIN_PORT` on all interfaces (dual-stack IPv6
+    /// where available, else IPv4), with `SO_REUSEPORT` so a replacement
+    /// process can take over the port during a rolling restart.
+    pub fn bind(config: &Config) -> Result<Self, StartError> {
+        let traffic = bind_all_interfaces(config.port)
+            .map_err(|e| StartError::Io(format!("PORT: cannot listen on port {}", config.port), e))?;
+        let admin = bind_all_interfaces(config.admin_port).map_err(|e| {
+            StartError::Io(
+                format!("SITIO_ADMIN_PORT: cannot listen on port {}", config.admin_port),
+                e,
+            )
+        })?;
+        Ok(Listeners {
+            traffic,
+            admin: Some(admin),
+        })
+    }
+}
+
+fn bind_all_interfaces(port: u16) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let v6 = || -> std::io::Result<Socket> {
+        let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+        s.set_only_v6(false)?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+        Ok(s)
+    };
+    let socket = match v6() {
+        Ok(s) => s,
+        Err(_) => {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+            s
+        }
+    };
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Runs sitio until `shutdown` resolves, then drains: stops accepting, reports
+/// not-ready, lets in-flight exchanges finish within `SITIO_DRAIN_SECONDS`,
+/// closes idle keep-alive connections, and returns.
+///
+/// This is the whole program: the binary only parses configuration, binds
+/// [`Listeners`] and calls it; tests call it the same way.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    decorators: Decorators,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let upstream = Upstream::new(
+        config.target_host.clone(),
+        config.target_port,
+        config.connect_timeout,
+        config.upstream_idle_timeout,
+        defaults::MAX_IDLE_PER_THREAD,
+        config.max_header_bytes,
+    );
+    let tasks = tokio_util::task::TaskTracker::new();
+    let shared = Arc::new(Shared {
+        decorators,
+        upstream,
+        tasks: tasks.clone(),
+    });
+    let config = Arc::new(config);
+    let mut http = http1::Builder::new();
+    http.keep_alive(true)
+        .max_buf_size(config.max_header_bytes)
+        .max_headers(config.max_headers)
+        .pipeline_flush(true);
+    let http = Arc::new(http);
+
+    let admin_state = Arc::new(AdminState::default());
+    let admin_task = listeners
+        .admin
+        .map(|l| tokio::spawn(admin::serve(l, admin_state.clone())));
+
+    let listener = listeners.traffic;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(
+            listen = %addr,
+            target = %format!("{}:{}", config.target_host, config.target_port),
+            decorators = ?shared.decorators.names(),
+            "sitio is ready"
+        );
+    }
+    admin_state.ready.store(true, Ordering::Relaxed);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            // Dual-stack sockets report IPv4 clients as ::ffff:a.b.c.d.
+            Ok((stream, peer)) => (stream, SocketAddr::new(peer.ip().to_canonical(), peer.port())),
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let config = config.clone();
+        let http = http.clone();
+        let stop = stop_rx.clone();
+        tasks.spawn(async move {
+            serve_connection(shared, config, http, stream, peer, stop).await;
+            drop(permit);
+        });
+    }
+
+    tracing::info!(in_flight = tasks.len(), "shutting down: draining connections");
+    admin_state.ready.store(false, Ordering::Relaxed);
+    drop(listener);
+    let _ = stop_tx.send(true);
+    tasks.close();
+    let grace = Duration::from_secs(config.drain_seconds);
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "drain time (SITIO_DRAIN_SECONDS) elapsed with connections still open; closing them"
+        );
+    }
+    if let Some(task) = admin_task {
+        task.abort();
+    }
+    tracing::info!("sitio stopped");
+    Ok(())
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    http: Arc<http1::Builder>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let head_deadline = Instant::now() + config.header_timeout;
+    let mut first = BytesMut::with_capacity(1024);
+    let protocol = loop {
+        if let Some(p) = detect::classify(&first) {
+            break p;
+        }
+        tokio::select! {
+            read = stream.read_buf(&mut first) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            () = tokio::time::sleep_until(head_deadline) => {
+                tracing::debug!(client = %peer, "connection sent nothing in time; closed");
+                return;
+            }
+            _ = stop.changed() => return,
+        }
+    };
+    let first = first.freeze();
+    match protocol {
+        Protocol::Http1 => {}
+        Protocol::Http2PriorKnowledge => {
+            return tunnel::opaque(stream, first, &shared.upstream, peer, "h2c").await;
+        }
+        Protocol::Opaque => {
+            return tunnel::opaque(stream, first, &shared.upstream, peer, "opaque").await;
+        }
+    }
+
+    let phase = Arc::new(ConnPhase::default());
+    let io = ClientIo::new(
+        stream,
+        first,
+        phase.clone(),
+        head_deadline,
+        config.header_timeout,
+        config.idle_timeout,
+    );
+    let service = ProxyService(Arc::new(ConnCtx {
+        shared,
+        phase,
+        peer,
+    }));
+    let conn = http.serve_connection(TokioIo::new(io), service).with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        log_connection_error(peer, &e);
+    }
+}
+
+fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
+    if e.is_parse_too_large() {
+        tracing::warn!(client = %peer, error = %e, status = 431, "refused request: head too large");
+    } else if e.is_parse() {
+        tracing::warn!(client = %peer, error = %e, status = 400, "refused malformed request");
+    } else if is_header_timeout(e) {
+        tracing::info!(client = %peer, status = 408, "request head too slow; connection closed");
+    } else {
+        tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+    }
+}
+
+fn is_header_timeout(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err.is::<HeaderTimeout>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.is::<HeaderTimeout>()) {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
