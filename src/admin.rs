@@ -45,8 +45,10 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>) {
 fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut res = response::text(405, "the admin API is read-only\n");
-        res.headers_mut()
-            .insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+        res.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD"),
+        );
         return res;
     }
     match req.uri().path() {

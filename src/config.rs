@@ -38,11 +38,19 @@ pub struct Config {
     pub admin_port: u16,
 
     /// HTML file that replaces the service's 404 pages.
-    #[arg(long, env = "SITIO_ERROR_PAGE_404", value_name = "SITIO_ERROR_PAGE_404")]
+    #[arg(
+        long,
+        env = "SITIO_ERROR_PAGE_404",
+        value_name = "SITIO_ERROR_PAGE_404"
+    )]
     pub error_page_404: Option<PathBuf>,
 
     /// HTML file that replaces the service's 5xx pages (and sitio's 502/504).
-    #[arg(long, env = "SITIO_ERROR_PAGE_5XX", value_name = "SITIO_ERROR_PAGE_5XX")]
+    #[arg(
+        long,
+        env = "SITIO_ERROR_PAGE_5XX",
+        value_name = "SITIO_ERROR_PAGE_5XX"
+    )]
     pub error_page_5xx: Option<PathBuf>,
 
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
@@ -89,12 +97,17 @@ pub struct Config {
     pub max_connections: usize,
 
     /// Worker threads (0: one per CPU core).
-    #[arg(long, env = "SITIO_WORKERS", value_name = "SITIO_WORKERS", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "SITIO_WORKERS",
+        value_name = "SITIO_WORKERS",
+        default_value_t = 0
+    )]
     pub workers: usize,
 
     /// Per-request access log lines (on|off).
     #[arg(long, env = "SITIO_ACCESS_LOG", value_name = "SITIO_ACCESS_LOG",
-          default_value = "on", value_parser = parse_switch)]
+          default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
 }
 
@@ -176,7 +189,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let err = || format!("expected a duration such as 10s, 500ms, 2m or 1h (a bare number means seconds), got {s:?}");
+    let err = || {
+        format!(
+            "expected a duration such as 10s, 500ms, 2m or 1h (a bare number means seconds), got {s:?}"
+        )
+    };
     let n: u64 = digits.parse().map_err(|_| err())?;
     let d = match unit.trim() {
         "" | "s" => Duration::from_secs(n),

@@ -116,7 +116,11 @@ async fn route(req: Request<Incoming>, flaky: &AtomicU64) -> Response<Body> {
 }
 
 fn photo(path: &str) -> Option<String> {
-    let n: usize = path.strip_prefix("/photos/")?.strip_suffix(".svg")?.parse().ok()?;
+    let n: usize = path
+        .strip_prefix("/photos/")?
+        .strip_suffix(".svg")?
+        .parse()
+        .ok()?;
     let (name, colour) = PHOTOS.get(n.checked_sub(1)?)?;
     Some(format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="320" height="200" viewBox="0 0 320 200">
@@ -155,10 +159,15 @@ pub fn print_banner(sitio: SocketAddr, admin: Option<SocketAddr>, backend: Socke
     println!("  through sitio:             http://localhost:{port}/");
     println!("  custom 404 page:           http://localhost:{port}/photos/7.svg");
     println!("  5xx page (every 3rd call): http://localhost:{port}/flaky");
-    println!("  JSON error for API calls:  curl -H 'Accept: application/json' http://localhost:{port}/nope");
+    println!(
+        "  JSON error for API calls:  curl -H 'Accept: application/json' http://localhost:{port}/nope"
+    );
     println!("  the bare service:          http://{backend}/");
     if let Some(admin) = admin {
-        println!("  health:                    http://localhost:{}/ready", admin.port());
+        println!(
+            "  health:                    http://localhost:{}/ready",
+            admin.port()
+        );
     }
     println!("\nCtrl-C stops it.");
 }

@@ -30,14 +30,27 @@ pub fn classify(buf: &[u8]) -> Option<Protocol> {
         };
     }
     for (i, &b) in buf.iter().enumerate() {
-        if b == b' ' {
-            return Some(if i == 0 { Protocol::Opaque } else { Protocol::Http1 });
+        if b == b' ' && i > 0 {
+            return Some(Protocol::Http1);
         }
         if !is_tchar(b) || i >= MAX_METHOD_LEN {
-            return Some(Protocol::Opaque);
+            // An invalid method on an HTTP request line is still HTTP: the
+            // parser must refuse it, not the tunnel pass it to the service
+            // around every decorator.
+            return Some(if looks_like_request_line(buf) {
+                Protocol::Http1
+            } else {
+                Protocol::Opaque
+            });
         }
     }
     None
+}
+
+/// True when the first line (as far as it has arrived) names an HTTP/1 version.
+fn looks_like_request_line(buf: &[u8]) -> bool {
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    buf[..line_end].windows(8).any(|w| w == b" HTTP/1.")
 }
 
 /// RFC 9110 token characters.
@@ -68,5 +81,10 @@ mod tests {
         assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(Protocol::Opaque));
         assert_eq!(classify(b" GET"), Some(Protocol::Opaque));
         assert_eq!(classify(&[b'A'; 40]), Some(Protocol::Opaque));
+        assert_eq!(
+            classify(b"bad_method\x01 /foo HTTP/1.1\r\n"),
+            Some(Protocol::Http1),
+            "a broken request line is refused by the parser, not tunnelled"
+        );
     }
 }

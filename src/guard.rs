@@ -26,8 +26,25 @@ pub struct Verdict {
     pub isolate: bool,
 }
 
+/// What the connection saw in the raw request head, before the parser
+/// normalised it (hyper silently drops `Content-Length` when
+/// `Transfer-Encoding` is also present).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawFraming {
+    /// A `Content-Length` line was present.
+    pub content_length: bool,
+    /// A `Transfer-Encoding` line was present.
+    pub transfer_encoding: bool,
+}
+
 /// Checks a parsed request head.
-pub fn check(head: &request::Parts) -> Result<Verdict, Rejection> {
+pub fn check(head: &request::Parts, raw: RawFraming) -> Result<Verdict, Rejection> {
+    if raw.content_length && raw.transfer_encoding {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
     let h = &head.headers;
     if head.method == Method::CONNECT {
         return Err(reject(
@@ -52,10 +69,15 @@ pub fn check(head: &request::Parts) -> Result<Verdict, Rejection> {
         || content_length
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0");
-    let body_has_meaning = !matches!(
-        head.method,
-        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
-    );
+    if has_body && (head.method == Method::HEAD || head.method == Method::TRACE) {
+        // TRACE must not carry content (RFC 9110 §9.3.8); for HEAD it would be
+        // read by no one and left on the connection.
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "HEAD or TRACE request with a body",
+        ));
+    }
+    let body_has_meaning = !matches!(head.method, Method::GET | Method::DELETE | Method::OPTIONS);
     Ok(Verdict {
         isolate: has_body && !body_has_meaning,
     })
@@ -65,9 +87,10 @@ fn check_host(version: Version, h: &HeaderMap) -> Result<(), Rejection> {
     let mut hosts = h.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(reject(StatusCode::BAD_REQUEST, "more than one Host header")),
-        (None, _) if version == Version::HTTP_11 => {
-            Err(reject(StatusCode::BAD_REQUEST, "HTTP/1.1 request without Host"))
-        }
+        (None, _) if version == Version::HTTP_11 => Err(reject(
+            StatusCode::BAD_REQUEST,
+            "HTTP/1.1 request without Host",
+        )),
         _ => Ok(()),
     }
 }
@@ -94,8 +117,9 @@ fn check_suspicious_names(h: &HeaderMap) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Only plain `chunked` is accepted: other codings would be silently lost when
-/// the hop-by-hop `Transfer-Encoding` header is re-written (RFC 9112 §6.1: 501).
+/// Only `chunked` (next to no-op `identity`) is accepted: other codings would
+/// be silently lost when the hop-by-hop `Transfer-Encoding` header is
+/// re-written (RFC 9112 §6.1: 501).
 fn check_transfer_encoding(h: &HeaderMap) -> Result<(), Rejection> {
     let mut codings = 0;
     for value in h.get_all(header::TRANSFER_ENCODING) {
@@ -104,7 +128,7 @@ fn check_transfer_encoding(h: &HeaderMap) -> Result<(), Rejection> {
         };
         for coding in value.split(',') {
             let coding = coding.trim_matches([' ', '\t']);
-            if coding.is_empty() {
+            if coding.is_empty() || coding.eq_ignore_ascii_case("identity") {
                 continue;
             }
             if !coding.eq_ignore_ascii_case("chunked") {
@@ -134,6 +158,24 @@ mod tests {
         builder.body(()).unwrap().into_parts().0
     }
 
+    fn check_parsed(head: &request::Parts) -> Result<Verdict, Rejection> {
+        check(head, RawFraming::default())
+    }
+
+    #[test]
+    fn refuses_both_lengths_even_when_the_parser_dropped_one() {
+        let te = head(
+            Request::post("/")
+                .header("host", "a")
+                .header("transfer-encoding", "chunked"),
+        );
+        let raw = RawFraming {
+            content_length: true,
+            transfer_encoding: true,
+        };
+        assert_eq!(check(&te, raw).unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+
     #[test]
     fn refuses_ambiguous_framing() {
         let both = head(
@@ -142,28 +184,34 @@ mod tests {
                 .header("content-length", "3")
                 .header("transfer-encoding", "chunked"),
         );
-        assert_eq!(check(&both).unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            check_parsed(&both).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
         let twice = head(
             Request::post("/")
                 .header("host", "a")
                 .header("transfer-encoding", "chunked")
                 .header("transfer-encoding", "chunked"),
         );
-        assert!(check(&twice).is_err());
+        assert!(check_parsed(&twice).is_err());
         let gzip = head(
             Request::post("/")
                 .header("host", "a")
                 .header("transfer-encoding", "gzip, chunked"),
         );
-        assert_eq!(check(&gzip).unwrap_err().status, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(
+            check_parsed(&gzip).unwrap_err().status,
+            StatusCode::NOT_IMPLEMENTED
+        );
         let lookalike = head(
             Request::post("/")
                 .header("host", "a")
                 .header("content_length", "3"),
         );
-        assert!(check(&lookalike).is_err());
+        assert!(check_parsed(&lookalike).is_err());
         let no_host = head(Request::get("/"));
-        assert!(check(&no_host).is_err());
+        assert!(check_parsed(&no_host).is_err());
     }
 
     #[test]
@@ -174,18 +222,18 @@ mod tests {
                 .header("content-length", "3")
                 .header("x-custom_header", "ok"),
         );
-        assert_eq!(check(&post), Ok(Verdict { isolate: false }));
+        assert_eq!(check_parsed(&post), Ok(Verdict { isolate: false }));
         let get_body = head(
             Request::get("/")
                 .header("host", "a")
                 .header("content-length", "22"),
         );
-        assert_eq!(check(&get_body), Ok(Verdict { isolate: true }));
+        assert_eq!(check_parsed(&get_body), Ok(Verdict { isolate: true }));
         let get_zero = head(
             Request::get("/")
                 .header("host", "a")
                 .header("content-length", "0"),
         );
-        assert_eq!(check(&get_zero), Ok(Verdict { isolate: false }));
+        assert_eq!(check_parsed(&get_zero), Ok(Verdict { isolate: false }));
     }
 }

@@ -32,7 +32,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     if let Some(te) = headers.get(header::TE) {
         trailers = te
             .to_str()
-            .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+            .map(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
             .unwrap_or(false);
     }
     if headers.contains_key(header::CONNECTION) {
@@ -48,13 +51,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         }
         headers.remove(header::CONNECTION);
     }
+    // `Trailer` is end-to-end (RFC 9110 §6.6.2), and hyper sends only the
+    // trailer fields it declares, so it must survive.
     for name in [
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::TE,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
-        &header::TRAILER,
     ] {
         headers.remove(name);
     }

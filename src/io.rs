@@ -8,6 +8,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll, ready};
+
+use futures_util::task::AtomicWaker;
+
+use crate::guard::RawFraming;
+use crate::head_scan::HeadScan;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -22,15 +27,33 @@ const TUNNEL: u8 = 2;
 /// Where a client connection is between requests; shared by the connection's IO
 /// and its exchanges (never across connections, so never contended).
 #[derive(Debug, Default)]
-pub(crate) struct ConnPhase(AtomicU8, AtomicU32);
+pub(crate) struct ConnPhase(AtomicU8, AtomicU32, AtomicWaker, AtomicU8);
+
+const RAW_CONTENT_LENGTH: u8 = 1;
+const RAW_TRANSFER_ENCODING: u8 = 2;
 
 impl ConnPhase {
     /// A request head was read: no head timeout while the exchange runs.
-    pub(crate) fn exchange_started(&self) {
+    /// Returns what the raw head showed of its framing.
+    pub(crate) fn exchange_started(&self) -> RawFraming {
         self.1.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .0
-            .compare_exchange(AWAITING_HEAD, IN_EXCHANGE, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.0.compare_exchange(
+            AWAITING_HEAD,
+            IN_EXCHANGE,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        let bits = self.3.swap(0, Ordering::Relaxed);
+        RawFraming {
+            content_length: bits & RAW_CONTENT_LENGTH != 0,
+            transfer_encoding: bits & RAW_TRANSFER_ENCODING != 0,
+        }
+    }
+
+    fn head_scanned(&self, framing: RawFraming) {
+        let bits = u8::from(framing.content_length) * RAW_CONTENT_LENGTH
+            + u8::from(framing.transfer_encoding) * RAW_TRANSFER_ENCODING;
+        self.3.store(bits, Ordering::Relaxed);
     }
 
     /// How many exchanges have started on this connection.
@@ -40,9 +63,20 @@ impl ConnPhase {
 
     /// The response is fully sent: the next bytes are a new request head.
     pub(crate) fn exchange_finished(&self) {
-        let _ = self
+        let finished = self
             .0
-            .compare_exchange(IN_EXCHANGE, AWAITING_HEAD, Ordering::Relaxed, Ordering::Relaxed);
+            .compare_exchange(
+                IN_EXCHANGE,
+                AWAITING_HEAD,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if finished {
+            // hyper may have polled the socket while the exchange still ran, so
+            // no idle timer is armed: have it poll again, which arms one.
+            self.2.wake();
+        }
     }
 
     /// The connection became a tunnel: HTTP timeouts no longer apply.
@@ -88,6 +122,7 @@ pub(crate) struct ClientIo {
     /// Exchanges seen when the timer was last armed: a new one means any
     /// armed head deadline belongs to a request that has since been served.
     armed_at_exchange: u32,
+    scan: HeadScan,
     deadline: Pin<Box<Sleep>>,
     header_timeout: Duration,
     idle_timeout: Duration,
@@ -110,6 +145,7 @@ impl ClientIo {
             phase,
             armed: Armed::Head,
             armed_at_exchange: 0,
+            scan: HeadScan::default(),
             deadline: Box::pin(tokio::time::sleep_until(head_deadline)),
             header_timeout,
             idle_timeout,
@@ -132,21 +168,29 @@ impl AsyncRead for ClientIo {
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
+            if let Some(framing) = this.scan.feed(&this.prefix[..n]) {
+                this.phase.head_scanned(framing);
+            }
             this.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
         if this.phase.get() != AWAITING_HEAD {
+            this.phase.2.register(cx.waker());
             this.armed = Armed::Off;
             return Pin::new(&mut this.stream).poll_read(cx, buf);
         }
         if this.armed == Armed::Off || this.armed_at_exchange != this.phase.exchanges() {
             this.armed_at_exchange = this.phase.exchanges();
+            this.scan.reset();
             let idle = this.idle_timeout;
             this.arm(Armed::Idle, idle);
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                if let Some(framing) = this.scan.feed(&buf.filled()[before..]) {
+                    this.phase.head_scanned(framing);
+                }
                 if this.armed == Armed::Idle && buf.filled().len() > before {
                     let head = this.header_timeout;
                     this.arm(Armed::Head, head);
@@ -171,7 +215,11 @@ impl AsyncRead for ClientIo {
 }
 
 impl AsyncWrite for ClientIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 

@@ -12,7 +12,8 @@
 //! - `detect`: tells HTTP/1 from other protocols by the first bytes.
 //! - `io`: the client connection as hyper sees it (replayed bytes, header and idle timeouts).
 //! - `proxy`: one exchange on the hot path (guard, hooks, service, response).
-//! - `guard`: refuses requests whose framing is ambiguous (smuggling).
+//! - `guard`: refuses requests whose framing is ambiguous (smuggling);
+//!   `head_scan` notes the raw framing headers before hyper normalises them.
 //! - `headers`: hop-by-hop removal and forwarding headers.
 //! - `upstream`: connections to the service: connect timeout, thread-local pool, bodies.
 //! - `tracked`: the response body that reports completion.
@@ -36,6 +37,7 @@ pub mod server;
 mod admin;
 mod detect;
 mod guard;
+mod head_scan;
 mod headers;
 mod io;
 mod proxy;
@@ -51,7 +53,7 @@ pub use decorator::{
 };
 pub use detect::{Protocol, classify};
 pub use error::{Blame, ErrorKind, ProxyError, StartError};
-pub use guard::{Rejection, Verdict, check as check_request};
+pub use guard::{RawFraming, Rejection, Verdict, check as check_request};
 pub use server::{Listeners, run};
 
 /// The decorators `sitio` runs with by default for `config`: the access log

@@ -54,7 +54,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 }
 
 async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedBody> {
-    conn.phase.exchange_started();
+    let raw_framing = conn.phase.exchange_started();
     let started = Instant::now();
     let (mut head, body) = req.into_parts();
     let mut ex = Exchange::new(
@@ -65,7 +65,7 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
         conn.peer,
         started,
     );
-    let verdict = match guard::check(&head) {
+    let verdict = match guard::check(&head, raw_framing) {
         Ok(verdict) => verdict,
         Err(rejection) => {
             tracing::warn!(
@@ -93,8 +93,8 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                 None
             };
             headers::to_upstream(&mut head, conn.peer.ip(), verdict.isolate);
-            let (body, counter) = RequestBody::new(body);
-            bytes_in = counter;
+            let (body, body_state) = RequestBody::new(body);
+            bytes_in = body_state;
             let reusable = !verdict.isolate && client_upgrade.is_none();
             let sent = conn
                 .shared
@@ -119,8 +119,26 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                 let body = Body::upstream(UpstreamBody::new(incoming, sender));
                 Ok(Response::from_parts(rhead, body))
             });
+            let client_body_broken = bytes_in.as_ref().is_some_and(|b| b.malformed());
             match res {
                 Ok(res) => chain.on_response(chain.len(), res, &mut ex),
+                Err(_) if client_body_broken => {
+                    // The service saw an aborted request, never a complete one.
+                    tracing::warn!(
+                        client = %conn.peer,
+                        method = %ex.method,
+                        path = ex.path(),
+                        status = 400,
+                        "refused request: malformed body"
+                    );
+                    ex.error = Some(ErrorKind::BadRequest);
+                    let res = rescue::reject(
+                        StatusCode::BAD_REQUEST,
+                        "malformed request body",
+                        ex.wants_json,
+                    );
+                    chain.on_response(chain.len(), res, &mut ex)
+                }
                 Err(err) => {
                     tracing::warn!(
                         client = %conn.peer,

@@ -16,7 +16,9 @@ pub static SITIO_ERROR: HeaderName = HeaderName::from_static("sitio-error");
 pub fn upstream_failure(err: &ProxyError, wants_json: bool) -> Response<Body> {
     let status = err.kind().status();
     let detail = match err.kind() {
-        crate::ErrorKind::ConnectRefused => "The service refused the connection: it is not listening.",
+        crate::ErrorKind::ConnectRefused => {
+            "The service refused the connection: it is not listening."
+        }
         crate::ErrorKind::ConnectReset => "The service reset the connection.",
         crate::ErrorKind::ConnectTimeout => "The service did not accept the connection in time.",
         crate::ErrorKind::UpstreamTimeout => "The service did not answer in time.",

@@ -37,11 +37,15 @@ impl Listeners {
     /// where available, else IPv4), with `SO_REUSEPORT` so a replacement
     /// process can take over the port during a rolling restart.
     pub fn bind(config: &Config) -> Result<Self, StartError> {
-        let traffic = bind_all_interfaces(config.port)
-            .map_err(|e| StartError::Io(format!("PORT: cannot listen on port {}", config.port), e))?;
+        let traffic = bind_all_interfaces(config.port).map_err(|e| {
+            StartError::Io(format!("PORT: cannot listen on port {}", config.port), e)
+        })?;
         let admin = bind_all_interfaces(config.admin_port).map_err(|e| {
             StartError::Io(
-                format!("SITIO_ADMIN_PORT: cannot listen on port {}", config.admin_port),
+                format!(
+                    "SITIO_ADMIN_PORT: cannot listen on port {}",
+                    config.admin_port
+                ),
                 e,
             )
         })?;
@@ -105,13 +109,16 @@ pub async fn run(
     });
     let config = Arc::new(config);
     let mut http = http1::Builder::new();
+    // Not `pipeline_flush(true)`: with it, hyper never flushes the 400/431 it
+    // writes for a malformed head (the bad bytes stay in its read buffer, which
+    // it takes for a pipelined request still to come).
     http.keep_alive(true)
         .max_buf_size(config.max_header_bytes)
-        .max_headers(config.max_headers)
-        .pipeline_flush(true);
+        .max_headers(config.max_headers);
     let http = Arc::new(http);
 
     let admin_state = Arc::new(AdminState::default());
+    let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
     let admin_task = listeners
         .admin
         .map(|l| tokio::spawn(admin::serve(l, admin_state.clone())));
@@ -120,6 +127,7 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(
             listen = %addr,
+            admin = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             target = %format!("{}:{}", config.target_host, config.target_port),
             decorators = ?shared.decorators.names(),
             "sitio is ready"
@@ -141,7 +149,10 @@ pub async fn run(
         };
         let (stream, peer) = match accepted {
             // Dual-stack sockets report IPv4 clients as ::ffff:a.b.c.d.
-            Ok((stream, peer)) => (stream, SocketAddr::new(peer.ip().to_canonical(), peer.port())),
+            Ok((stream, peer)) => (
+                stream,
+                SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+            ),
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -159,7 +170,10 @@ pub async fn run(
         });
     }
 
-    tracing::info!(in_flight = tasks.len(), "shutting down: draining connections");
+    tracing::info!(
+        in_flight = tasks.len(),
+        "shutting down: draining connections"
+    );
     admin_state.ready.store(false, Ordering::Relaxed);
     drop(listener);
     let _ = stop_tx.send(true);
@@ -230,7 +244,9 @@ async fn serve_connection(
         phase,
         peer,
     }));
-    let conn = http.serve_connection(TokioIo::new(io), service).with_upgrades();
+    let conn = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -262,10 +278,12 @@ fn is_header_timeout(e: &hyper::Error) -> bool {
         if err.is::<HeaderTimeout>() {
             return true;
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<HeaderTimeout>()) {
-                return true;
-            }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<HeaderTimeout>())
+        {
+            return true;
         }
         source = err.source();
     }

@@ -4,7 +4,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -16,13 +15,14 @@ use crate::body::{Body, BoxError};
 use crate::decorator::Exchange;
 use crate::error::ErrorKind;
 use crate::proxy::ConnCtx;
+use crate::upstream::RequestBodyState;
 
 /// A response body whose end completes its exchange.
 pub(crate) struct TrackedBody {
     inner: Body,
     exchange: Exchange,
     conn: Arc<ConnCtx>,
-    bytes_in: Option<Arc<AtomicU64>>,
+    bytes_in: Option<Arc<RequestBodyState>>,
     done: bool,
 }
 
@@ -32,7 +32,7 @@ impl TrackedBody {
         conn: Arc<ConnCtx>,
         res: Response<Body>,
         mut exchange: Exchange,
-        bytes_in: Option<Arc<AtomicU64>>,
+        bytes_in: Option<Arc<RequestBodyState>>,
     ) -> Response<TrackedBody> {
         exchange.status = Some(res.status());
         exchange.response_started = Some(Instant::now());
@@ -57,8 +57,8 @@ impl TrackedBody {
         if ex.error.is_none() {
             ex.error = error;
         }
-        if let Some(counter) = &self.bytes_in {
-            ex.bytes_in = counter.load(Ordering::Relaxed);
+        if let Some(body) = &self.bytes_in {
+            ex.bytes_in = body.bytes();
         }
         self.conn.shared.decorators.on_complete(ex);
         self.conn.phase.exchange_finished();
@@ -67,10 +67,9 @@ impl TrackedBody {
     /// A response that carries no body by definition, so hyper never reads it.
     fn bodiless(&self) -> bool {
         self.exchange.method == Method::HEAD
-            || self
-                .exchange
-                .status
-                .is_some_and(|s| s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED || s.is_informational())
+            || self.exchange.status.is_some_and(|s| {
+                s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED || s.is_informational()
+            })
     }
 }
 

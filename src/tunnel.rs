@@ -13,7 +13,12 @@ use tokio_util::task::TaskTracker;
 use crate::upstream::Upstream;
 
 /// Joins client and service once both sides of an upgrade have switched.
-pub(crate) fn spawn_upgraded(tasks: &TaskTracker, client: OnUpgrade, upstream: OnUpgrade, peer: SocketAddr) {
+pub(crate) fn spawn_upgraded(
+    tasks: &TaskTracker,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    peer: SocketAddr,
+) {
     tasks.spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,

@@ -75,6 +75,7 @@ impl Decorators {
 
     /// Runs request hooks outermost first. `Err((i, response))` means decorator
     /// `i` answered; only the decorators outside it see that response.
+    #[allow(clippy::result_large_err)] // the answer is moved out once, not copied around
     pub(crate) fn on_request(
         &self,
         head: &mut request::Parts,

@@ -85,7 +85,8 @@ impl Exchange {
 
     /// Time from the request head to the response head, once it was sent.
     pub fn time_to_first_byte(&self) -> Option<Duration> {
-        self.response_started.map(|t| t.duration_since(self.started))
+        self.response_started
+            .map(|t| t.duration_since(self.started))
     }
 
     /// Ask for [`crate::Decorator::on_body_chunk`] calls on this exchange's

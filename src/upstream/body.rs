@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,23 +13,43 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use super::PooledSender;
 
+/// What the exchange learns about the request body while it streams.
+#[derive(Debug, Default)]
+pub(crate) struct RequestBodyState {
+    bytes: AtomicU64,
+    malformed: AtomicBool,
+}
+
+impl RequestBodyState {
+    /// Bytes read from the client so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// True when the client's body could not be read to its end (a bad chunk
+    /// size, a short body, a reset): a failure of the client, not the service.
+    pub(crate) fn malformed(&self) -> bool {
+        self.malformed.load(Ordering::Relaxed)
+    }
+}
+
 /// The client's request body on its way to the service, counting its bytes.
 pub(crate) struct RequestBody {
     inner: Incoming,
-    counter: Option<Arc<AtomicU64>>,
+    state: Option<Arc<RequestBodyState>>,
 }
 
 impl RequestBody {
-    /// Wraps `inner`; the returned counter (only for requests that have a body,
-    /// so body-less requests allocate nothing) tracks bytes read so far.
-    pub(crate) fn new(inner: Incoming) -> (Self, Option<Arc<AtomicU64>>) {
-        let counter = (!inner.is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
+    /// Wraps `inner`; the returned state (only for requests that have a body,
+    /// so body-less requests allocate nothing) is shared with the exchange.
+    pub(crate) fn new(inner: Incoming) -> (Self, Option<Arc<RequestBodyState>>) {
+        let state = (!inner.is_end_stream()).then(Arc::default);
         (
             RequestBody {
                 inner,
-                counter: counter.clone(),
+                state: state.clone(),
             },
-            counter,
+            state,
         )
     }
 }
@@ -43,9 +63,18 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(counter)) = (&polled, &self.counter) {
-            if let Some(data) = frame.data_ref() {
-                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(state) = &self.state {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        state.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                // A bad chunk size, a short body, a reset: all the client's doing.
+                Poll::Ready(Some(Err(_))) => {
+                    state.malformed.store(true, Ordering::Relaxed);
+                }
+                _ => {}
             }
         }
         polled

@@ -4,7 +4,7 @@
 mod body;
 mod pool;
 
-pub(crate) use body::{RequestBody, UpstreamBody};
+pub(crate) use body::{RequestBody, RequestBodyState, UpstreamBody};
 
 use std::io;
 use std::net::SocketAddr;
@@ -60,8 +60,9 @@ impl Upstream {
     /// A plain TCP connection to the service (for tunnels and HTTP alike).
     pub(crate) async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {
         let connect = async {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((self.host.as_str(), self.port)).await?.collect();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await?
+                .collect();
             let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for target host");
             for addr in addrs {
                 match TcpStream::connect(addr).await {
@@ -75,7 +76,10 @@ impl Upstream {
             Err(_) => {
                 return Err(ProxyError::new(
                     ErrorKind::ConnectTimeout,
-                    format!("no connection to {}:{} within {:?}", self.host, self.port, self.connect_timeout),
+                    format!(
+                        "no connection to {}:{} within {:?}",
+                        self.host, self.port, self.connect_timeout
+                    ),
                 ));
             }
             Ok(Err(e)) => return Err(connect_error(&self.host, self.port, e)),
@@ -157,7 +161,9 @@ impl PooledSender {
 fn connect_error(host: &str, port: u16, e: io::Error) -> ProxyError {
     let kind = match e.kind() {
         io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ErrorKind::ConnectReset,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+            ErrorKind::ConnectReset
+        }
         io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
         _ => ErrorKind::ConnectFailed,
     };
@@ -169,9 +175,8 @@ fn send_error(e: hyper::Error) -> ProxyError {
         ErrorKind::UpstreamProtocol
     } else if e.is_timeout() {
         ErrorKind::UpstreamTimeout
-    } else if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
-        ErrorKind::UpstreamClosed
     } else {
+        // Closed, reset or cancelled before a complete response head.
         ErrorKind::UpstreamClosed
     };
     ProxyError::new(kind, format!("upstream: {e}"))

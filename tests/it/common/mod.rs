@@ -1,0 +1,293 @@
+//! Test harness: sitio started through `sitio::run` on port 0, real backends
+//! (an in-process hyper service, `python3 -m http.server`, a recording origin),
+//! and raw-socket clients that see exactly the bytes on the wire.
+
+#![allow(dead_code)]
+
+pub mod backend;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use sitio::{Config, Decorators, Listeners};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running sitio instance; stopped (drained) on [`Sitio::stop`] or dropped.
+pub struct Sitio {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), sitio::StartError>>>,
+}
+
+/// A config pointing at `target_port` on 127.0.0.1, with test-friendly limits.
+pub fn config_for(target_port: u16) -> Config {
+    Config {
+        target_port,
+        access_log: false,
+        drain_seconds: 5,
+        ..Config::default()
+    }
+}
+
+impl Sitio {
+    pub async fn start(config: Config, decorators: Decorators) -> Sitio {
+        let traffic = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = traffic.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let listeners = Listeners {
+            traffic,
+            admin: Some(admin),
+        };
+        let task = tokio::spawn(sitio::run(listeners, config, decorators, async {
+            let _ = rx.await;
+        }));
+        Sitio {
+            addr,
+            admin: admin_addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signals shutdown and waits for the drain to end.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Sitio {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// `python3 -m http.server` serving `dir`, on a port the OS picks (as in the seed).
+pub struct PythonServer {
+    pub port: u16,
+    _child: Child,
+}
+
+impl PythonServer {
+    pub async fn start(dir: &std::path::Path, extra: &[&str]) -> PythonServer {
+        let mut child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 is installed (the README's test command installs it)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("http.server started")
+            .unwrap()
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let port = line
+            .split(" port ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected http.server banner: {line}"));
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        PythonServer {
+            port,
+            _child: child,
+        }
+    }
+}
+
+/// A parsed HTTP/1 response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (Content-Length, chunked, or close-delimited) from `stream`,
+/// keeping any bytes past it in `buf` for the next call.
+pub async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> Option<RawResponse> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut res = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(n)) = res.parse(buf) {
+            let status = res.code.unwrap();
+            let headers: Vec<(String, String)> = res
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            buf.drain(..n);
+            let find = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+            };
+            let bodiless =
+                head_request || status == 204 || status == 304 || (100..200).contains(&status);
+            let body = if bodiless {
+                Vec::new()
+            } else if let Some(len) = find("content-length") {
+                let len: usize = len.trim().parse().unwrap();
+                fill(stream, buf, len).await?;
+                buf.drain(..len).collect()
+            } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+                read_chunked(stream, buf).await?
+            } else {
+                let mut rest = std::mem::take(buf);
+                let _ = stream.read_to_end(&mut rest).await;
+                rest
+            };
+            return Some(RawResponse {
+                status,
+                headers,
+                body,
+            });
+        }
+        if read_more(stream, buf).await == 0 {
+            return None;
+        }
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
+    let mut chunk = [0u8; 16384];
+    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+        Ok(Ok(n)) => {
+            buf.extend_from_slice(&chunk[..n]);
+            n
+        }
+        _ => 0,
+    }
+}
+
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> Option<()> {
+    while buf.len() < len {
+        if read_more(stream, buf).await == 0 {
+            return None;
+        }
+    }
+    Some(())
+}
+
+async fn read_line(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(p) = buf.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&buf[..p]).to_string();
+            buf.drain(..p + 2);
+            return Some(line);
+        }
+        if read_more(stream, buf).await == 0 {
+            return None;
+        }
+    }
+}
+
+async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(stream, buf).await?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).ok()?;
+        if size == 0 {
+            // Trailers, then the empty line.
+            while !read_line(stream, buf).await?.is_empty() {}
+            return Some(body);
+        }
+        fill(stream, buf, size + 2).await?;
+        body.extend(buf.drain(..size));
+        buf.drain(..2);
+    }
+}
+
+/// Sends `raw` on a new connection and reads one response.
+pub async fn raw_request(addr: SocketAddr, raw: &[u8]) -> Option<RawResponse> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut buf = Vec::new();
+    read_response(&mut s, &mut buf, raw.starts_with(b"HEAD ")).await
+}
+
+/// Runs `curl` with `args` and returns (exit ok, stdout).
+pub async fn curl(args: &[&str]) -> (bool, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl is installed (the README's test command installs it)");
+    (out.status.success(), out.stdout)
+}
+
+/// True when the peer closed `stream` (EOF or reset) within `within`.
+pub async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut b = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Resident memory of this test process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}

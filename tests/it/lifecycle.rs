@@ -1,0 +1,223 @@
+//! The binary as an operator runs it: configuration errors, dual-stack
+//! listening, the admin API, and draining on SIGTERM.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::common::backend::Backend;
+use crate::common::*;
+
+const SITIO: &str = env!("CARGO_BIN_EXE_sitio");
+
+/// Starts the binary on ports picked by the OS; returns it with its traffic
+/// and admin ports, read from its JSON "ready" log line.
+async fn start_binary(target_port: u16, extra_env: &[(&str, &str)]) -> (Child, u16, u16) {
+    let mut child = Command::new(SITIO)
+        .env_clear()
+        .env("PORT", "0")
+        .env("SITIO_ADMIN_PORT", "0")
+        .env("TARGET_PORT", target_port.to_string())
+        .env("SITIO_LOG_FORMAT", "json")
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["message"] == "sitio is ready" {
+                return v;
+            }
+        }
+        panic!("sitio exited before it was ready");
+    })
+    .await
+    .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let port_of = |field: &str| -> u16 {
+        let addr = ready[field].as_str().unwrap();
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    };
+    (child, port_of("listen"), port_of("admin"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_stops_startup_naming_the_variable() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("PORT", "eighty", "PORT"),
+        ("TARGET_PORT", "0", "TARGET_PORT"),
+        ("TARGET_PORT", "70000", "TARGET_PORT"),
+        ("SITIO_HEADER_TIMEOUT", "ten", "10s, 500ms"),
+        ("SITIO_MAX_HEADER_BYTES", "100", "8192 to 1048576"),
+        ("SITIO_LOG_FORMAT", "xml", "text, json"),
+        ("SITIO_ACCESS_LOG", "maybe", "on or off"),
+        (
+            "SITIO_ERROR_PAGE_404",
+            "/nonexistent/404.html",
+            "SITIO_ERROR_PAGE_404",
+        ),
+    ];
+    for (var, value, expected) in cases {
+        let out = Command::new(SITIO)
+            .env_clear()
+            .env("PORT", "0")
+            .env("SITIO_ADMIN_PORT", "0")
+            .env(var, value)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(var),
+            "{var}={value} must be named: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "{var}={value} must say what is accepted: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_lists_every_setting_with_its_variable() {
+    let out = Command::new(SITIO).arg("--help").output().await.unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "PORT",
+        "TARGET_PORT",
+        "SITIO_TARGET_HOST",
+        "SITIO_ADMIN_PORT",
+        "SITIO_ERROR_PAGE_404",
+        "SITIO_ERROR_PAGE_5XX",
+        "SITIO_DRAIN_SECONDS",
+        "SITIO_LOG_FORMAT",
+        "SITIO_HEADER_TIMEOUT",
+        "SITIO_CONNECT_TIMEOUT",
+        "SITIO_IDLE_TIMEOUT",
+        "SITIO_MAX_CONNECTIONS",
+    ] {
+        assert!(
+            help.contains(&format!("env: {var}=")),
+            "--help lacks {var}:\n{help}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listens_on_ipv4_and_ipv6_and_reports_health() {
+    let backend = Backend::start().await;
+    let (_child, port, admin) = start_binary(backend.port(), &[]).await;
+    let v4 = format!("http://127.0.0.1:{port}/status/200");
+    let (ok, _) = curl(&["-f", "-o", "/dev/null", &v4]).await;
+    assert!(ok, "IPv4");
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = format!("http://[::1]:{port}/status/200");
+        let (ok, _) = curl(&["-f", "-o", "/dev/null", &v6]).await;
+        assert!(ok, "IPv6");
+    }
+    let (ok, body) = curl(&["-f", &format!("http://127.0.0.1:{admin}/live")]).await;
+    assert!(ok);
+    assert_eq!(body, b"live\n");
+    let (_, body) = curl(&[&format!("http://127.0.0.1:{admin}/ready")]).await;
+    assert_eq!(body, b"ready\n");
+    let (_, code) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        &format!("http://127.0.0.1:{admin}/ready"),
+    ])
+    .await;
+    assert_eq!(code, b"405", "the admin API is read-only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let backend = Backend::start().await;
+    let (mut child, port, admin) =
+        start_binary(backend.port(), &[("SITIO_DRAIN_SECONDS", "10")]).await;
+    let url = format!("http://127.0.0.1:{port}/slow/1500");
+    let mut in_flight = Vec::new();
+    for _ in 0..5 {
+        let url = url.clone();
+        in_flight.push(tokio::spawn(async move {
+            curl(&["-f", "-w", "%{http_code}", "-o", "/dev/null", &url]).await
+        }));
+    }
+    // An idle keep-alive connection: drain must close it, not wait for it.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut idle, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(
+        read_response(&mut idle, &mut buf, false)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let signalled = Instant::now();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (_, ready) = curl(&[
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{admin}/ready"),
+    ])
+    .await;
+    assert_eq!(ready, b"503", "/ready reports draining");
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(2)).await,
+        "idle keep-alive closed on drain"
+    );
+    let (accepted, _) = curl(&[
+        "-f",
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{port}/status/200"),
+    ])
+    .await;
+    assert!(!accepted, "no new connections while draining");
+
+    for req in in_flight {
+        let (ok, code) = req.await.unwrap();
+        assert!(
+            ok && code == b"200",
+            "in-flight request completed: {ok} {code:?}"
+        );
+    }
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "exited once the last request was done"
+    );
+}

@@ -1,0 +1,219 @@
+//! Limits like trusted proxies: head size, header count, slow heads, idle
+//! connections, connection cap, and malformed requests.
+
+use std::time::Duration;
+
+use sitio::Decorators;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::common::backend::Backend;
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_and_too_many_headers_get_431() {
+    let backend = Backend::start().await;
+    let sitio = Sitio::start(config_for(backend.port()), Decorators::none()).await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    assert_eq!(
+        raw_request(sitio.addr, big.as_bytes())
+            .await
+            .unwrap()
+            .status,
+        431
+    );
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..101 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(
+        raw_request(sitio.addr, many.as_bytes())
+            .await
+            .unwrap()
+            .status,
+        431
+    );
+    // Just under the limits still passes.
+    let fine = format!(
+        "GET /status/200 HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(60 * 1024)
+    );
+    assert_eq!(
+        raw_request(sitio.addr, fine.as_bytes())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(backend.requests(), 1);
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_head_gets_408_and_the_connection_closes() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.header_timeout = Duration::from_millis(500);
+    let sitio = Sitio::start(config, Decorators::none()).await;
+
+    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").await.unwrap(); // never finished
+    let mut buf = Vec::new();
+    let res = tokio::time::timeout(
+        Duration::from_secs(3),
+        read_response(&mut s, &mut buf, false),
+    )
+    .await
+    .expect("sitio answers a stalled head")
+    .unwrap();
+    assert_eq!(res.status, 408);
+    assert!(closed_within(&mut s, Duration::from_secs(1)).await);
+
+    // Same after a first exchange: the timer starts again with the next head.
+    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+    s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(
+        read_response(&mut s, &mut buf, false).await.unwrap().status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await; // idle, longer than the head timeout
+    s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_response(&mut s, &mut buf, false).await.unwrap().status,
+        200,
+        "an idle keep-alive connection is not a slow head"
+    );
+    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let res = read_response(&mut s, &mut buf, false).await.unwrap();
+    assert_eq!(res.status, 408);
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_quietly() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.idle_timeout = Duration::from_millis(400);
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+    s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(
+        read_response(&mut s, &mut buf, false).await.unwrap().status,
+        200
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest),
+    )
+    .await;
+    assert!(closed.is_ok(), "idle connection closed by sitio");
+    assert!(rest.is_empty(), "no 408 for a connection that sent nothing");
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_for_a_free_slot() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.max_connections = 2;
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+        s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_response(&mut s, &mut buf, false).await.unwrap().status,
+            200
+        );
+        held.push(s);
+    }
+    let third = tokio::spawn(raw_request(
+        sitio.addr,
+        b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection must wait while two are open"
+    );
+    drop(held.pop());
+    let res = tokio::time::timeout(Duration::from_secs(3), third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status, 200);
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_400_and_never_reach_the_service() {
+    let backend = Backend::start().await;
+    let sitio = Sitio::start(config_for(backend.port()), Decorators::none()).await;
+    let cases: &[&[u8]] = &[
+        b"GET /x HTTP/1.1 junk\r\nHost: t\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n  b\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        b"GET /x HTTP/1.1\r\nHost: t\r\nBad\x01Name: v\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: t\r\nX: bad\x00value\r\n\r\n",
+        b"GET /x HTTP/1.1\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ];
+    for raw in cases {
+        let res = raw_request(sitio.addr, raw).await;
+        let status = res.map(|r| r.status);
+        assert_eq!(status, Some(400), "{}", String::from_utf8_lossy(raw));
+    }
+    assert_eq!(backend.requests(), 0, "no malformed request was forwarded");
+
+    // A bad chunk inside a streamed body: the head may already be at the
+    // service, but the request is aborted there, never completed, and the
+    // client is told it was at fault.
+    for raw in [
+        &b"POST /count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"[..],
+        b"POST /count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4x\r\nabcd\r\n0\r\n\r\n",
+    ] {
+        let res = raw_request(sitio.addr, raw).await.unwrap();
+        assert_eq!(res.status, 400, "{}", String::from_utf8_lossy(raw));
+        assert_eq!(res.header("connection"), Some("close"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        backend
+            .counts
+            .complete_bodies
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    // A body that merely contains HTTP text is just a body.
+    let smuggle_text = b"GET /admin HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut raw = format!(
+        "POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        smuggle_text.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(smuggle_text);
+    let res = raw_request(sitio.addr, &raw).await.unwrap();
+    assert_eq!(
+        (res.status, res.body),
+        (200, smuggle_text.len().to_string().into_bytes())
+    );
+    sitio.stop().await;
+}

@@ -1,0 +1,11 @@
+//! Integration tests: sitio through its public `run` entry, on real sockets,
+//! against real backends.
+
+mod common;
+mod decorators;
+mod errors;
+mod lifecycle;
+mod limits;
+mod proxying;
+mod smuggling;
+mod tunnels;
