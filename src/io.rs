@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 const AWAITING_HEAD: u8 = 0;
@@ -113,9 +112,9 @@ impl std::fmt::Display for HeaderTimeout {
 }
 impl std::error::Error for HeaderTimeout {}
 
-/// A client TCP stream with replayed prefix and HTTP read timeouts.
-pub(crate) struct ClientIo {
-    stream: TcpStream,
+/// A client stream with replayed prefix and HTTP read timeouts.
+pub(crate) struct ClientIo<S> {
+    stream: S,
     prefix: Bytes,
     phase: Arc<ConnPhase>,
     armed: Armed,
@@ -128,11 +127,11 @@ pub(crate) struct ClientIo {
     idle_timeout: Duration,
 }
 
-impl ClientIo {
+impl<S> ClientIo<S> {
     /// `prefix` was already read from `stream`; its head must be complete by
     /// `head_deadline` (counted from accept).
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: S,
         prefix: Bytes,
         phase: Arc<ConnPhase>,
         head_deadline: Instant,
@@ -158,7 +157,7 @@ impl ClientIo {
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -214,7 +213,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -23,6 +23,7 @@
 //! - [`body`], [`response`]: the body type and response helpers for decorators.
 //! - [`config`]: settings from env vars and flags; `admin`: `/live`, `/ready`.
 //! - [`demo`]: the embedded photo-library service behind `sitio demo`.
+//! - `fuzzing` (tests and the `fuzzing` feature): drives one connection in memory for `fuzz/`.
 
 pub mod body;
 pub mod config;
@@ -30,6 +31,8 @@ pub mod content;
 pub mod decorator;
 pub mod demo;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod rescue;
 pub mod response;
 pub mod server;

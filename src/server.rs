@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
@@ -81,6 +81,35 @@ fn bind_all_interfaces(port: u16) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// Builds what every connection of one instance shares.
+pub(crate) fn prepare(
+    config: Config,
+    decorators: Decorators,
+    tasks: tokio_util::task::TaskTracker,
+) -> (Arc<Shared>, Arc<Config>, Arc<http1::Builder>) {
+    let upstream = Upstream::new(
+        config.target_host.clone(),
+        config.target_port,
+        config.connect_timeout,
+        config.upstream_idle_timeout,
+        defaults::MAX_IDLE_PER_THREAD,
+        config.max_header_bytes,
+    );
+    let shared = Arc::new(Shared {
+        decorators,
+        upstream,
+        tasks,
+    });
+    let mut http = http1::Builder::new();
+    // Not `pipeline_flush(true)`: with it, hyper never flushes the 400/431 it
+    // writes for a malformed head (the bad bytes stay in its read buffer, which
+    // it takes for a pipelined request still to come).
+    http.keep_alive(true)
+        .max_buf_size(config.max_header_bytes)
+        .max_headers(config.max_headers);
+    (shared, Arc::new(config), Arc::new(http))
+}
+
 /// Runs sitio until `shutdown` resolves, then drains: stops accepting, reports
 /// not-ready, lets in-flight exchanges finish within `SITIO_DRAIN_SECONDS`,
 /// closes idle keep-alive connections, and returns.
@@ -93,29 +122,8 @@ pub async fn run(
     decorators: Decorators,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let upstream = Upstream::new(
-        config.target_host.clone(),
-        config.target_port,
-        config.connect_timeout,
-        config.upstream_idle_timeout,
-        defaults::MAX_IDLE_PER_THREAD,
-        config.max_header_bytes,
-    );
     let tasks = tokio_util::task::TaskTracker::new();
-    let shared = Arc::new(Shared {
-        decorators,
-        upstream,
-        tasks: tasks.clone(),
-    });
-    let config = Arc::new(config);
-    let mut http = http1::Builder::new();
-    // Not `pipeline_flush(true)`: with it, hyper never flushes the 400/431 it
-    // writes for a malformed head (the bad bytes stay in its read buffer, which
-    // it takes for a pipelined request still to come).
-    http.keep_alive(true)
-        .max_buf_size(config.max_header_bytes)
-        .max_headers(config.max_headers);
-    let http = Arc::new(http);
+    let (shared, config, http) = prepare(config, decorators, tasks.clone());
 
     let admin_state = Arc::new(AdminState::default());
     let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
@@ -164,6 +172,8 @@ pub async fn run(
         let config = config.clone();
         let http = http.clone();
         let stop = stop_rx.clone();
+        // Small writes (heads, last chunks) must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
         tasks.spawn(async move {
             serve_connection(shared, config, http, stream, peer, stop).await;
             drop(permit);
@@ -192,15 +202,19 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve_connection(
+/// Serves one client connection: detects its protocol, then proxies HTTP/1
+/// exchanges or tunnels the bytes. Generic over the stream so that it can be
+/// driven in memory (fuzzing).
+pub(crate) async fn serve_connection<S>(
     shared: Arc<Shared>,
     config: Arc<Config>,
     http: Arc<http1::Builder>,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let head_deadline = Instant::now() + config.header_timeout;
     let mut first = BytesMut::with_capacity(1024);
     let protocol = loop {

@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWriteExt, copy_bidirectional};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, copy_bidirectional};
 use tokio_util::task::TaskTracker;
 
 use crate::upstream::Upstream;
@@ -45,8 +44,8 @@ pub(crate) fn spawn_upgraded(
 
 /// Relays a non-HTTP/1 connection to the service untouched; `prefix` holds the
 /// bytes read while detecting the protocol. Half-closes are passed on.
-pub(crate) async fn opaque(
-    mut client: TcpStream,
+pub(crate) async fn opaque<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: S,
     prefix: Bytes,
     upstream: &Upstream,
     peer: SocketAddr,

@@ -2,6 +2,7 @@
 //! listening, the admin API, and draining on SIGTERM.
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -12,9 +13,11 @@ use crate::common::*;
 
 const SITIO: &str = env!("CARGO_BIN_EXE_sitio");
 
+type Lines = Arc<Mutex<Vec<serde_json::Value>>>;
+
 /// Starts the binary on ports picked by the OS; returns it with its traffic
-/// and admin ports, read from its JSON "ready" log line.
-async fn start_binary(target_port: u16, extra_env: &[(&str, &str)]) -> (Child, u16, u16) {
+/// and admin ports, read from its JSON "ready" log line, and its later log lines.
+async fn start_binary(target_port: u16, extra_env: &[(&str, &str)]) -> (Child, u16, u16, Lines) {
     let mut child = Command::new(SITIO)
         .env_clear()
         .env("PORT", "0")
@@ -39,12 +42,20 @@ async fn start_binary(target_port: u16, extra_env: &[(&str, &str)]) -> (Child, u
     })
     .await
     .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let logged = Lines::default();
+    let sink = logged.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(v) = serde_json::from_str(&line) {
+                sink.lock().unwrap().push(v);
+            }
+        }
+    });
     let port_of = |field: &str| -> u16 {
         let addr = ready[field].as_str().unwrap();
         addr.rsplit(':').next().unwrap().parse().unwrap()
     };
-    (child, port_of("listen"), port_of("admin"))
+    (child, port_of("listen"), port_of("admin"), logged)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +124,7 @@ async fn help_lists_every_setting_with_its_variable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listens_on_ipv4_and_ipv6_and_reports_health() {
     let backend = Backend::start().await;
-    let (_child, port, admin) = start_binary(backend.port(), &[]).await;
+    let (_child, port, admin, logged) = start_binary(backend.port(), &[]).await;
     let v4 = format!("http://127.0.0.1:{port}/status/200");
     let (ok, _) = curl(&["-f", "-o", "/dev/null", &v4]).await;
     assert!(ok, "IPv4");
@@ -138,12 +149,82 @@ async fn listens_on_ipv4_and_ipv6_and_reports_health() {
     ])
     .await;
     assert_eq!(code, b"405", "the admin API is read-only");
+
+    // One JSON access line per request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logged = logged.lock().unwrap();
+    let access: Vec<_> = logged
+        .iter()
+        .filter(|v| v["target"] == "sitio::access")
+        .collect();
+    assert!(access.len() >= 2, "{logged:?}");
+    let line = access[0];
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/status/200");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["bytes_out"], 21);
+    assert!(line["latency_us"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_decorates_its_photo_library() {
+    let mut child = Command::new(SITIO)
+        .arg("demo")
+        .env_clear()
+        .env("PORT", "0")
+        .env("SITIO_ADMIN_PORT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("  through sitio:") {
+                return url.trim().trim_end_matches('/').to_string();
+            }
+        }
+        panic!("no banner");
+    })
+    .await
+    .unwrap();
+    let (ok, index) = curl(&["-f", &format!("{base}/")]).await;
+    assert!(ok && String::from_utf8_lossy(&index).contains("Photo library"));
+    let (_, photo) = curl(&[
+        "-w",
+        "%{http_code} %{content_type}",
+        "-o",
+        "/dev/null",
+        &format!("{base}/photos/1.svg"),
+    ])
+    .await;
+    assert_eq!(photo, b"200 image/svg+xml");
+    let (_, broken) = curl(&["-w", "\n%{http_code}", &format!("{base}/photos/7.svg")]).await;
+    let broken = String::from_utf8_lossy(&broken);
+    assert!(
+        broken.contains("Look Somewhere Else") && broken.ends_with("404"),
+        "{broken}"
+    );
+    let mut failures = 0;
+    for _ in 0..3 {
+        let (_, flaky) = curl(&["-w", "\n%{http_code}", &format!("{base}/flaky")]).await;
+        let flaky = String::from_utf8_lossy(&flaky);
+        if flaky.ends_with("500") {
+            failures += 1;
+            assert!(flaky.contains("The service is having trouble"), "{flaky}");
+        }
+    }
+    assert_eq!(failures, 1, "every third call fails, with sitio's page");
+    let (_, json) = curl(&["-H", "Accept: application/json", &format!("{base}/nope")]).await;
+    let problem: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(problem["status"], 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let backend = Backend::start().await;
-    let (mut child, port, admin) =
+    let (mut child, port, admin, _) =
         start_binary(backend.port(), &[("SITIO_DRAIN_SECONDS", "10")]).await;
     let url = format!("http://127.0.0.1:{port}/slow/1500");
     let mut in_flight = Vec::new();

@@ -1,0 +1,44 @@
+//! The seed's `service.on('http:500', header => send_mail())`: a decorator that
+//! reports every failure of the service, whether it answered 5xx or could not
+//! be reached at all. Here the "mail" is a warning in the log.
+//!
+//! ```sh
+//! cargo run --example notify_on_crash    # sitio on PORT=8080, service on 8087
+//! ```
+
+use http::Response;
+use sitio::{Action, Body, Config, Decorator, Decorators, Exchange, Listeners, ProxyError};
+
+struct NotifyOnCrash;
+
+impl Decorator for NotifyOnCrash {
+    fn on_response(&self, head: &mut http::response::Parts, ex: &mut Exchange) -> Action {
+        if head.status.is_server_error() {
+            send_mail(&format!(
+                "{} {} answered {}",
+                ex.method,
+                ex.path(),
+                head.status
+            ));
+        }
+        Action::Continue
+    }
+
+    fn on_upstream_error(&self, err: &ProxyError, ex: &mut Exchange) -> Option<Response<Body>> {
+        send_mail(&format!("{} {} failed: {err}", ex.method, ex.path()));
+        None // keep sitio's own 502/504 page
+    }
+}
+
+fn send_mail(what: &str) {
+    tracing::warn!(target: "notify_on_crash", "the service crashed: {what}");
+}
+
+#[tokio::main]
+async fn main() -> Result<(), sitio::StartError> {
+    let config = Config::default();
+    sitio::init_logging(config.log_format);
+    let decorators = Decorators::builder().with(NotifyOnCrash).build();
+    let listeners = Listeners::bind(&config)?;
+    sitio::run(listeners, config, decorators, sitio::shutdown_signal()).await
+}

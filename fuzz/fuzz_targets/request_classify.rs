@@ -1,0 +1,16 @@
+//! Protocol detection on arbitrary first bytes: never panics, and its answer
+//! never changes once given as more bytes arrive (no guessing from one read).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let full = sitio::classify(data);
+    for cut in 0..data.len() {
+        if let Some(early) = sitio::classify(&data[..cut]) {
+            if early != sitio::Protocol::Opaque {
+                assert_eq!(Some(early), full, "decided {early:?} after {cut} bytes");
+            }
+        }
+    }
+});
