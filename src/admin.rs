@@ -1,36 +1,59 @@
-//! The admin server: health for the orchestrator (`/live`, `/ready`). Read-only.
-//! Other parts (metrics, stats, dashboard) add their routes here.
+//! The admin server: health for the orchestrator (`/live`, `/ready`),
+//! `/metrics` for Prometheus, `/stats` as JSON, the live `/tap`, and the
+//! dashboard at `/`. Read-only; everything it serves is embedded in the binary.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::StreamBody;
+use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::body::Body;
 use crate::response;
+use crate::telemetry::{Telemetry, prometheus, report};
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+/// SSE comment sent when the tap is quiet, so proxies and browsers keep it open.
+const TAP_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// State the admin server reports.
-#[derive(Debug, Default)]
 pub(crate) struct AdminState {
     /// True while sitio accepts traffic; false before listening and while draining.
     pub(crate) ready: AtomicBool,
+    telemetry: Arc<Telemetry>,
 }
 
-/// Serves the admin API on `listener` until the task is aborted.
+impl AdminState {
+    pub(crate) fn new(telemetry: Arc<Telemetry>) -> Self {
+        AdminState {
+            ready: AtomicBool::new(false),
+            telemetry,
+        }
+    }
+}
+
+/// Serves the admin API on `listener` until the task is aborted (which also
+/// ends its connections, long-lived tap streams included).
 pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        while connections.try_join_next().is_some() {}
         let state = state.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(&req, &state)) }
@@ -42,19 +65,80 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     }
 }
 
+fn with_type(mut res: Response<Body>, content_type: &'static str) -> Response<Body> {
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
 fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut res = response::text(405, "the admin API is read-only\n");
-        res.headers_mut().insert(
-            http::header::ALLOW,
-            http::HeaderValue::from_static("GET, HEAD"),
-        );
+        res.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return res;
     }
+    let t = &state.telemetry;
     match req.uri().path() {
         "/live" => response::text(200, "live\n"),
         "/ready" if state.ready.load(Ordering::Relaxed) => response::text(200, "ready\n"),
         "/ready" => response::text(StatusCode::SERVICE_UNAVAILABLE.as_u16(), "draining\n"),
-        _ => response::text(404, "not found: try /live or /ready\n"),
+        "/metrics" => with_type(
+            response::text(200, prometheus::render(t)),
+            prometheus::CONTENT_TYPE,
+        ),
+        "/stats" => with_type(
+            response::text(200, report::stats_json(t).to_string()),
+            "application/json",
+        ),
+        "/tap" => tap(
+            t,
+            req.uri()
+                .query()
+                .is_some_and(|q| q.contains("format=ndjson")),
+        ),
+        "/" | "/index.html" => {
+            with_type(response::html(200, DASHBOARD), "text/html; charset=utf-8")
+        }
+        _ => response::text(
+            404,
+            "not found: try / (dashboard), /stats, /metrics, /tap, /live or /ready\n",
+        ),
     }
+}
+
+/// Streams completed exchanges as Server-Sent Events (or NDJSON).
+fn tap(t: &Telemetry, ndjson: bool) -> Response<Body> {
+    let hub = t.tap.clone();
+    let rx = hub.subscribe();
+    let events = futures_util::stream::unfold(rx, move |mut rx| {
+        let hub = hub.clone();
+        async move {
+            loop {
+                let chunk = match tokio::time::timeout(TAP_HEARTBEAT, rx.recv()).await {
+                    Ok(Ok(event)) if ndjson => [&event[..], b"\n"].concat(),
+                    Ok(Ok(event)) => [b"data: ", &event[..], b"\n\n"].concat(),
+                    Ok(Err(RecvError::Lagged(n))) => {
+                        hub.lost(n);
+                        continue;
+                    }
+                    Ok(Err(RecvError::Closed)) => return None,
+                    Err(_) if ndjson => continue,
+                    Err(_) => b": still here\n\n".to_vec(),
+                };
+                return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(chunk))), rx));
+            }
+        }
+    });
+    let content_type = if ndjson {
+        "application/x-ndjson"
+    } else {
+        "text/event-stream"
+    };
+    with_type(
+        Response::new(Body::stream(StreamBody::new(events))),
+        content_type,
+    )
 }

@@ -17,6 +17,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// A period that may be switched off (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Interval(pub Option<Duration>);
+
 /// Everything that shapes one sitio instance.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -105,6 +109,26 @@ pub struct Config {
     )]
     pub workers: usize,
 
+    /// Per-endpoint statistics, `/stats`, `/metrics` requests, tap and dashboard (on|off).
+    #[arg(long, env = "SITIO_STATS", value_name = "SITIO_STATS",
+          default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    pub stats: bool,
+
+    /// Route patterns for statistics, comma-separated (e.g. `/users/{id},/static/*`).
+    #[arg(long, env = "SITIO_ROUTES", value_name = "SITIO_ROUTES", default_value = "",
+          value_parser = parse_routes)]
+    pub routes: String,
+
+    /// Most distinct routes counted (1..=100000); later ones count as `{other}`.
+    #[arg(long, env = "SITIO_MAX_ROUTES", value_name = "SITIO_MAX_ROUTES",
+          default_value_t = defaults::MAX_ROUTES, value_parser = parse_max_routes)]
+    pub max_routes: usize,
+
+    /// Log a summary table this often (e.g. 2s); `off` by default.
+    #[arg(long, env = "SITIO_STATS_INTERVAL", value_name = "SITIO_STATS_INTERVAL",
+          default_value = "off", value_parser = parse_interval)]
+    pub stats_interval: Interval,
+
     /// Per-request access log lines (on|off).
     #[arg(long, env = "SITIO_ACCESS_LOG", value_name = "SITIO_ACCESS_LOG",
           default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
@@ -129,6 +153,8 @@ pub mod defaults {
     pub const MAX_HEADERS: usize = 100;
     /// `SITIO_MAX_CONNECTIONS`.
     pub const MAX_CONNECTIONS: usize = 10_000;
+    /// `SITIO_MAX_ROUTES`.
+    pub const MAX_ROUTES: usize = 500;
     /// Idle upstream connections kept per worker thread.
     pub const MAX_IDLE_PER_THREAD: usize = 64;
 }
@@ -153,6 +179,10 @@ impl Default for Config {
             max_connections: defaults::MAX_CONNECTIONS,
             workers: 0,
             access_log: true,
+            stats: true,
+            routes: String::new(),
+            max_routes: defaults::MAX_ROUTES,
+            stats_interval: Interval(None),
         }
     }
 }
@@ -174,6 +204,25 @@ fn parse_max_headers(s: &str) -> Result<usize, String> {
 
 fn parse_max_connections(s: &str) -> Result<usize, String> {
     parse_range(s, 1, 1_000_000, "a number of connections")
+}
+
+fn parse_max_routes(s: &str) -> Result<usize, String> {
+    parse_range(s, 1, 100_000, "a number of routes")
+}
+
+fn parse_routes(s: &str) -> Result<String, String> {
+    crate::telemetry::Routes::new(s, 1)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{e} (expected patterns such as /users/{{id}},/static/*)"))
+}
+
+fn parse_interval(s: &str) -> Result<Interval, String> {
+    match s.trim() {
+        "off" | "0" | "" => Ok(Interval(None)),
+        other => parse_duration(other)
+            .map(|d| Interval(Some(d)))
+            .map_err(|e| format!("{e}, or off")),
+    }
 }
 
 fn parse_switch(s: &str) -> Result<bool, String> {

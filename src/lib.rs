@@ -21,7 +21,10 @@
 //! - [`decorator`]: the decorator API, the chain, and the built-in decorators.
 //! - [`error`]: who failed and how; [`rescue`] turns failures into responses.
 //! - [`body`], [`response`]: the body type and response helpers for decorators.
-//! - [`config`]: settings from env vars and flags; `admin`: `/live`, `/ready`.
+//! - [`telemetry`]: per-endpoint statistics (sharded per thread), route folding,
+//!   Prometheus text, `/stats` JSON, the tap, process figures.
+//! - [`config`]: settings from env vars and flags; `admin`: health, metrics, stats,
+//!   tap and the dashboard (`src/dashboard.html`).
 //! - [`demo`]: the embedded photo-library service behind `sitio demo`.
 //! - `fuzzing` (tests and the `fuzzing` feature): drives one connection in memory for `fuzz/`.
 
@@ -36,6 +39,7 @@ pub mod fuzzing;
 pub mod rescue;
 pub mod response;
 pub mod server;
+pub mod telemetry;
 
 mod admin;
 mod detect;

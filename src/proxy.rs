@@ -17,6 +17,7 @@ use crate::body::Body;
 use crate::decorator::{Decorators, Exchange};
 use crate::error::{ErrorKind, ProxyError};
 use crate::io::ConnPhase;
+use crate::telemetry::{Routes, Telemetry};
 use crate::tracked::TrackedBody;
 use crate::upstream::{RequestBody, Upstream, UpstreamBody};
 use crate::{guard, headers, rescue, tunnel};
@@ -24,6 +25,8 @@ use crate::{guard, headers, rescue, tunnel};
 /// What all connections of one sitio instance share.
 pub(crate) struct Shared {
     pub(crate) decorators: Decorators,
+    pub(crate) routes: Routes,
+    pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) tasks: tokio_util::task::TaskTracker,
 }
@@ -57,9 +60,11 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
     let raw_framing = conn.phase.exchange_started();
     let started = Instant::now();
     let (mut head, body) = req.into_parts();
+    let route = conn.shared.routes.route_of(head.uri.path());
     let mut ex = Exchange::new(
         head.method.clone(),
         head.uri.clone(),
+        route,
         head.version,
         &head.headers,
         conn.peer,

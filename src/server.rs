@@ -21,6 +21,7 @@ use crate::detect::{self, Protocol};
 use crate::error::StartError;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
+use crate::telemetry::{Recorder, Routes, Telemetry, report};
 use crate::tunnel;
 use crate::upstream::Upstream;
 
@@ -95,8 +96,24 @@ pub(crate) fn prepare(
         defaults::MAX_IDLE_PER_THREAD,
         config.max_header_bytes,
     );
+    let telemetry = Telemetry::new(config.stats, config.max_routes);
+    // Statistics see every exchange, including those other decorators answer.
+    let decorators = match &telemetry.stats {
+        Some(stats) => decorators.wrapped_in(Recorder {
+            stats: stats.clone(),
+            tap: telemetry.tap.clone(),
+        }),
+        None => decorators,
+    };
+    // Patterns were validated when the configuration was parsed.
+    let routes = Routes::new(&config.routes, config.max_routes).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "SITIO_ROUTES ignored");
+        Routes::new("", config.max_routes).unwrap_or_else(|_| unreachable!("empty patterns parse"))
+    });
     let shared = Arc::new(Shared {
         decorators,
+        routes,
+        telemetry,
         upstream,
         tasks,
     });
@@ -125,7 +142,9 @@ pub async fn run(
     let tasks = tokio_util::task::TaskTracker::new();
     let (shared, config, http) = prepare(config, decorators, tasks.clone());
 
-    let admin_state = Arc::new(AdminState::default());
+    let telemetry = shared.telemetry.clone();
+    let admin_state = Arc::new(AdminState::new(telemetry.clone()));
+    let background = spawn_background(&telemetry, config.stats_interval.0);
     let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
     let admin_task = listeners
         .admin
@@ -172,10 +191,12 @@ pub async fn run(
         let config = config.clone();
         let http = http.clone();
         let stop = stop_rx.clone();
+        let open = shared.telemetry.connections.open();
         // Small writes (heads, last chunks) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         tasks.spawn(async move {
             serve_connection(shared, config, http, stream, peer, stop).await;
+            drop(open);
             drop(permit);
         });
     }
@@ -196,6 +217,9 @@ pub async fn run(
         );
     }
     if let Some(task) = admin_task {
+        task.abort();
+    }
+    for task in background {
         task.abort();
     }
     tracing::info!("sitio stopped");
@@ -234,13 +258,17 @@ pub(crate) async fn serve_connection<S>(
         }
     };
     let first = first.freeze();
+    let connections = &shared.telemetry.connections;
+    connections.classified(protocol);
     match protocol {
         Protocol::Http1 => {}
         Protocol::Http2PriorKnowledge => {
-            return tunnel::opaque(stream, first, &shared.upstream, peer, "h2c").await;
+            let upstream = &shared.upstream;
+            return tunnel::opaque(stream, first, upstream, peer, "h2c", connections).await;
         }
         Protocol::Opaque => {
-            return tunnel::opaque(stream, first, &shared.upstream, peer, "opaque").await;
+            let upstream = &shared.upstream;
+            return tunnel::opaque(stream, first, upstream, peer, "opaque", connections).await;
         }
     }
 
@@ -272,6 +300,36 @@ pub(crate) async fn serve_connection<S>(
     if let Err(e) = result {
         log_connection_error(peer, &e);
     }
+}
+
+/// Refreshes process figures every second and, when asked, logs a summary.
+fn spawn_background(
+    telemetry: &Arc<Telemetry>,
+    summary_every: Option<Duration>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let t = telemetry.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            t.process.refresh();
+        }
+    }));
+    if let Some(every) = summary_every {
+        let t = telemetry.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Some(table) = report::summary_table(&t, 20) {
+                    tracing::info!(target: "sitio::stats", "requests so far:\n{table}");
+                }
+            }
+        }));
+    }
+    tasks
 }
 
 fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {

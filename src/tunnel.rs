@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, copy_bidirectional};
 use tokio_util::task::TaskTracker;
 
+use crate::telemetry::Connections;
 use crate::upstream::Upstream;
 
 /// Joins client and service once both sides of an upgrade have switched.
@@ -50,6 +51,7 @@ pub(crate) async fn opaque<S: AsyncRead + AsyncWrite + Unpin>(
     upstream: &Upstream,
     peer: SocketAddr,
     protocol: &'static str,
+    connections: &Connections,
 ) {
     let mut service = match upstream.connect_tcp().await {
         Ok(s) => s,
@@ -63,14 +65,18 @@ pub(crate) async fn opaque<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     match copy_bidirectional(&mut client, &mut service).await {
-        Ok((up, down)) => tracing::info!(
-            target: "sitio::access",
-            client = %peer,
-            protocol,
-            bytes_in = up + prefix.len() as u64,
-            bytes_out = down,
-            "tunnel closed"
-        ),
+        Ok((up, down)) => {
+            let up = up + prefix.len() as u64;
+            connections.tunnelled(up, down);
+            tracing::info!(
+                target: "sitio::access",
+                client = %peer,
+                protocol,
+                bytes_in = up,
+                bytes_out = down,
+                "tunnel closed"
+            );
+        }
         Err(e) => tracing::debug!(client = %peer, protocol, error = %e, "tunnel failed"),
     }
 }

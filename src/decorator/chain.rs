@@ -15,13 +15,13 @@ pub const MAX_DECORATORS: usize = 64;
 /// An ordered, shareable list of decorators. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Decorators {
-    chain: Arc<[Box<dyn Decorator>]>,
+    chain: Arc<[Arc<dyn Decorator>]>,
 }
 
 /// Builds a [`Decorators`] chain; the first decorator added is the outermost.
 #[derive(Default)]
 pub struct DecoratorsBuilder {
-    chain: Vec<Box<dyn Decorator>>,
+    chain: Vec<Arc<dyn Decorator>>,
 }
 
 impl DecoratorsBuilder {
@@ -35,7 +35,7 @@ impl DecoratorsBuilder {
             self.chain.len() < MAX_DECORATORS,
             "sitio supports at most {MAX_DECORATORS} decorators in one chain"
         );
-        self.chain.push(Box::new(decorator));
+        self.chain.push(Arc::new(decorator));
         self
     }
 
@@ -56,6 +56,20 @@ impl Decorators {
     /// A chain with no decorators: sitio as a plain, correct reverse proxy.
     pub fn none() -> Self {
         Decorators::default()
+    }
+
+    /// This chain inside `decorator`: it becomes the outermost layer.
+    ///
+    /// # Panics
+    /// When the chain already holds [`MAX_DECORATORS`].
+    pub fn wrapped_in(&self, decorator: impl Decorator) -> Decorators {
+        assert!(self.chain.len() < MAX_DECORATORS, "too many decorators");
+        let mut chain: Vec<Arc<dyn Decorator>> = Vec::with_capacity(self.chain.len() + 1);
+        chain.push(Arc::new(decorator));
+        chain.extend(self.chain.iter().cloned());
+        Decorators {
+            chain: chain.into(),
+        }
     }
 
     /// How many decorators the chain holds.
@@ -83,6 +97,7 @@ impl Decorators {
     ) -> Result<(), (usize, Response<Body>)> {
         for (i, d) in self.chain.iter().enumerate() {
             ex.current = i;
+            ex.requested |= 1u64 << i;
             if let Action::Respond(res) = d.on_request(head, ex) {
                 return Err((i, res));
             }
@@ -140,8 +155,9 @@ impl Decorators {
     }
 
     /// Runs completion hooks, innermost first.
-    pub(crate) fn on_complete(&self, ex: &Exchange) {
-        for d in self.chain.iter().rev() {
+    pub(crate) fn on_complete(&self, ex: &mut Exchange) {
+        for (i, d) in self.chain.iter().enumerate().rev() {
+            ex.current = i;
             d.on_complete(ex);
         }
     }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use compact_str::CompactString;
 use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
 
 use crate::error::ErrorKind;
@@ -15,6 +16,9 @@ pub struct Exchange {
     pub method: Method,
     /// The request target as the client sent it.
     pub uri: Uri,
+    /// The route the path folds into (ids as `{id}`, query dropped), as used
+    /// by statistics; bounded in number (`SITIO_MAX_ROUTES`).
+    pub route: CompactString,
     /// The client's HTTP version.
     pub version: Version,
     /// The client's address.
@@ -42,12 +46,15 @@ pub struct Exchange {
     pub extensions: Extensions,
     pub(crate) current: usize,
     pub(crate) body_watchers: u64,
+    pub(crate) requested: u64,
 }
 
 impl Exchange {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         method: Method,
         uri: Uri,
+        route: CompactString,
         version: Version,
         headers: &HeaderMap,
         client_addr: SocketAddr,
@@ -56,6 +63,7 @@ impl Exchange {
         Exchange {
             method,
             uri,
+            route,
             version,
             client_addr,
             started,
@@ -70,6 +78,7 @@ impl Exchange {
             extensions: Extensions::new(),
             current: 0,
             body_watchers: 0,
+            requested: 0,
         }
     }
 
@@ -87,6 +96,13 @@ impl Exchange {
     pub fn time_to_first_byte(&self) -> Option<Duration> {
         self.response_started
             .map(|t| t.duration_since(self.started))
+    }
+
+    /// True when the calling decorator's `on_request` ran for this exchange
+    /// (it does not when the guard refused the request or an outer decorator
+    /// answered first). Lets `on_complete` pair up with `on_request`.
+    pub fn request_hook_ran(&self) -> bool {
+        self.requested & (1u64 << self.current) != 0
     }
 
     /// Ask for [`crate::Decorator::on_body_chunk`] calls on this exchange's

@@ -1,0 +1,152 @@
+//! Telemetry: per-endpoint statistics, connection counters, the live tap and
+//! process figures, shown by `/stats`, `/metrics`, `/tap` and the dashboard.
+
+pub mod process;
+pub mod prometheus;
+pub mod report;
+pub mod routes;
+pub mod stats;
+pub mod tap;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use crate::decorator::{Action, Decorator, Exchange};
+use crate::detect::Protocol;
+
+pub use routes::Routes;
+pub use stats::StatsHub;
+pub use tap::TapHub;
+
+/// Connection counters; touched once per connection, never per request.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: AtomicU64,
+    http1: AtomicU64,
+    opaque: AtomicU64,
+    h2c: AtomicU64,
+    opaque_bytes_in: AtomicU64,
+    opaque_bytes_out: AtomicU64,
+}
+
+impl Connections {
+    /// Counts a connection as open until the guard drops.
+    pub(crate) fn open(self: &Arc<Self>) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    /// Counts a connection by the protocol it was found to speak.
+    pub(crate) fn classified(&self, protocol: Protocol) {
+        let counter = match protocol {
+            Protocol::Http1 => &self.http1,
+            Protocol::Opaque => &self.opaque,
+            Protocol::Http2PriorKnowledge => &self.h2c,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds a closed tunnel's bytes.
+    pub(crate) fn tunnelled(&self, bytes_in: u64, bytes_out: u64) {
+        self.opaque_bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        self.opaque_bytes_out
+            .fetch_add(bytes_out, Ordering::Relaxed);
+    }
+
+    /// Connections open now.
+    pub fn open_now(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far, by protocol label.
+    pub fn totals(&self) -> [(&'static str, u64); 3] {
+        [
+            ("http1", self.http1.load(Ordering::Relaxed)),
+            ("opaque", self.opaque.load(Ordering::Relaxed)),
+            ("h2c", self.h2c.load(Ordering::Relaxed)),
+        ]
+    }
+
+    /// Bytes through opaque tunnels: (from clients, to clients).
+    pub fn tunnel_bytes(&self) -> (u64, u64) {
+        (
+            self.opaque_bytes_in.load(Ordering::Relaxed),
+            self.opaque_bytes_out.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Keeps a connection counted as open.
+pub(crate) struct OpenConnection(Arc<Connections>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything the admin server reports, for one sitio instance.
+pub struct Telemetry {
+    /// Per-endpoint statistics, when `SITIO_STATS` is on.
+    pub stats: Option<Arc<StatsHub>>,
+    /// Connection counters.
+    pub connections: Arc<Connections>,
+    /// The live request feed.
+    pub tap: Arc<TapHub>,
+    /// Process and host figures, refreshed in the background.
+    pub process: Arc<process::Sampler>,
+    /// The most distinct routes counted before `{other}`.
+    pub max_routes: usize,
+    started: Instant,
+    started_wall: SystemTime,
+}
+
+impl Telemetry {
+    pub(crate) fn new(stats_on: bool, max_routes: usize) -> Arc<Self> {
+        Arc::new(Telemetry {
+            stats: stats_on.then(Arc::default),
+            connections: Arc::default(),
+            tap: Arc::default(),
+            process: Arc::default(),
+            max_routes,
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+        })
+    }
+
+    /// Seconds since this instance started.
+    pub fn uptime_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Unix time this instance started.
+    pub fn start_time_unix(&self) -> f64 {
+        self.started_wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+}
+
+/// The built-in decorator that feeds statistics and the tap; sitio puts it
+/// outermost so it sees every exchange, including those others answer.
+pub(crate) struct Recorder {
+    pub(crate) stats: Arc<StatsHub>,
+    pub(crate) tap: Arc<TapHub>,
+}
+
+impl Decorator for Recorder {
+    fn name(&self) -> &'static str {
+        "stats"
+    }
+
+    fn on_request(&self, _head: &mut http::request::Parts, ex: &mut Exchange) -> Action {
+        self.stats.started(ex);
+        Action::Continue
+    }
+
+    fn on_complete(&self, ex: &Exchange) {
+        self.stats.completed(ex, ex.request_hook_ran());
+        self.tap.publish(ex);
+    }
+}

@@ -1,0 +1,210 @@
+//! `/metrics` in the Prometheus text format (0.0.4), written directly: the
+//! format is small, and writing it here keeps counter names exactly as
+//! `promtool check metrics` wants them (`_total` on the family name).
+
+use std::fmt::Write;
+
+use super::Telemetry;
+use super::process;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every metric of `t`.
+pub fn render(t: &Telemetry) -> String {
+    let mut out = String::new();
+    if let Some(stats) = &t.stats {
+        let snap = stats.snapshot();
+        family(
+            &mut out,
+            "sitio_requests_total",
+            "counter",
+            "Completed requests by method, route and status.",
+        );
+        for (method, route, e) in &snap.endpoints {
+            for (status, n) in &e.status {
+                let _ = writeln!(
+                    out,
+                    "sitio_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
+                    escape(method.as_str()),
+                    escape(route)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "sitio_request_duration_seconds",
+            "histogram",
+            "Time from request head to last response byte.",
+        );
+        for (method, route, e) in &snap.endpoints {
+            let labels = format!(
+                "method=\"{}\",route=\"{}\"",
+                escape(method.as_str()),
+                escape(route)
+            );
+            for le in BUCKETS {
+                let n = e.latency.count_between(0, (le * 1e6) as u64);
+                let _ = writeln!(
+                    out,
+                    "sitio_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}"
+                );
+            }
+            let count = e.latency.len();
+            let _ = writeln!(
+                out,
+                "sitio_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "sitio_request_duration_seconds_sum{{{labels}}} {}",
+                e.latency_sum_us as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "sitio_request_duration_seconds_count{{{labels}}} {count}"
+            );
+        }
+        family(
+            &mut out,
+            "sitio_requests_in_flight",
+            "gauge",
+            "Requests being served now.",
+        );
+        for (method, route, e) in &snap.endpoints {
+            let _ = writeln!(
+                out,
+                "sitio_requests_in_flight{{method=\"{}\",route=\"{}\"}} {}",
+                escape(method.as_str()),
+                escape(route),
+                e.in_flight.max(0)
+            );
+        }
+        family(
+            &mut out,
+            "sitio_upstream_errors_total",
+            "counter",
+            "Failures reaching the service, by kind.",
+        );
+        for (kind, n) in &snap.upstream_errors {
+            let _ = writeln!(out, "sitio_upstream_errors_total{{kind=\"{kind}\"}} {n}");
+        }
+    }
+    family(
+        &mut out,
+        "sitio_connections_open",
+        "gauge",
+        "Client connections open now.",
+    );
+    let _ = writeln!(out, "sitio_connections_open {}", t.connections.open_now());
+    family(
+        &mut out,
+        "sitio_connections_total",
+        "counter",
+        "Client connections by detected protocol.",
+    );
+    for (protocol, n) in t.connections.totals() {
+        let _ = writeln!(
+            out,
+            "sitio_connections_total{{protocol=\"{protocol}\"}} {n}"
+        );
+    }
+    let (tin, tout) = t.connections.tunnel_bytes();
+    family(
+        &mut out,
+        "sitio_tunnel_bytes_total",
+        "counter",
+        "Bytes through opaque TCP tunnels.",
+    );
+    let _ = writeln!(out, "sitio_tunnel_bytes_total{{direction=\"in\"}} {tin}");
+    let _ = writeln!(out, "sitio_tunnel_bytes_total{{direction=\"out\"}} {tout}");
+    family(
+        &mut out,
+        "sitio_tap_dropped_events_total",
+        "counter",
+        "Tap events lost by slow readers.",
+    );
+    let _ = writeln!(out, "sitio_tap_dropped_events_total {}", t.tap.dropped());
+    family(&mut out, "sitio_build_info", "gauge", "Build information.");
+    let _ = writeln!(
+        out,
+        "sitio_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let sample = t.process.latest();
+    family(
+        &mut out,
+        "process_cpu_seconds_total",
+        "counter",
+        "CPU time used by sitio.",
+    );
+    let _ = writeln!(
+        out,
+        "process_cpu_seconds_total {}",
+        process::cpu_seconds_now()
+    );
+    family(
+        &mut out,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of sitio.",
+    );
+    let rss = if sample.rss_bytes > 0 {
+        sample.rss_bytes
+    } else {
+        current_rss()
+    };
+    let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+    family(
+        &mut out,
+        "process_open_fds",
+        "gauge",
+        "Open file descriptors of sitio.",
+    );
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let _ = writeln!(out, "process_open_fds {fds}");
+    family(
+        &mut out,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of sitio, Unix seconds.",
+    );
+    let _ = writeln!(out, "process_start_time_seconds {}", t.start_time_unix());
+    out
+}
+
+fn current_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

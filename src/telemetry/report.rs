@@ -1,0 +1,112 @@
+//! `/stats` as JSON, and the periodic summary table for the log.
+
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use super::Telemetry;
+use super::stats::Endpoint;
+
+fn ms(us: u64) -> f64 {
+    (us as f64 / 10.0).round() / 100.0
+}
+
+fn percentiles(h: &Histogram<u32>) -> Value {
+    if h.is_empty() {
+        return json!({"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0});
+    }
+    json!({
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p90": ms(h.value_at_quantile(0.90)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "max": ms(h.max()),
+        "mean": ms(h.mean() as u64),
+    })
+}
+
+fn endpoint_json(method: &str, route: &str, e: &Endpoint) -> Value {
+    let status: serde_json::Map<String, Value> = e
+        .status
+        .iter()
+        .map(|(code, n)| (code.to_string(), json!(n)))
+        .collect();
+    let mut latency = percentiles(&e.latency);
+    if e.hits > 0 {
+        // The exact mean, from the exact sum.
+        latency["mean"] = json!(ms(e.latency_sum_us / e.hits));
+    }
+    json!({
+        "method": method,
+        "route": route,
+        "hits": e.hits,
+        "status": status,
+        "errors": e.server_errors(),
+        "latency_ms": latency,
+        "ttfb_ms": percentiles(&e.ttfb),
+        "bytes_in": e.bytes_in,
+        "bytes_out": e.bytes_out,
+        "in_flight": e.in_flight.max(0),
+    })
+}
+
+/// The `/stats` document.
+pub fn stats_json(t: &Telemetry) -> Value {
+    let (endpoints, upstream_errors, requests) = match &t.stats {
+        Some(stats) => {
+            let snap = stats.snapshot();
+            let list: Vec<Value> = snap
+                .endpoints
+                .iter()
+                .map(|(m, r, e)| endpoint_json(m.as_str(), r, e))
+                .collect();
+            (list, json!(snap.upstream_errors), stats.completed_total())
+        }
+        None => (Vec::new(), json!({}), 0),
+    };
+    let totals: serde_json::Map<String, Value> = t
+        .connections
+        .totals()
+        .iter()
+        .map(|(p, n)| ((*p).to_owned(), json!(n)))
+        .collect();
+    let (tin, tout) = t.connections.tunnel_bytes();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "stats_enabled": t.stats.is_some(),
+        "uptime_s": (t.uptime_secs() * 10.0).round() / 10.0,
+        "requests_total": requests,
+        "connections_open": t.connections.open_now(),
+        "connections_total": totals,
+        "tunnel_bytes": {"in": tin, "out": tout},
+        "upstream_errors": upstream_errors,
+        "endpoints": endpoints,
+        "max_routes": t.max_routes,
+        "tap": {"readers": t.tap.readers(), "dropped": t.tap.dropped()},
+        "process": t.process.latest(),
+    })
+}
+
+/// A compact table of the busiest endpoints, for the log.
+pub fn summary_table(t: &Telemetry, rows: usize) -> Option<String> {
+    let stats = t.stats.as_ref()?;
+    let mut snap = stats.snapshot().endpoints;
+    snap.sort_by(|a, b| b.2.hits.cmp(&a.2.hits));
+    let mut out = format!(
+        "{:<7} {:<40} {:>8} {:>9} {:>9} {:>6}\n",
+        "method", "route", "hits", "p50 ms", "p99 ms", "5xx"
+    );
+    for (method, route, e) in snap.iter().take(rows) {
+        let _ = writeln!(
+            out,
+            "{:<7} {:<40} {:>8} {:>9.2} {:>9.2} {:>6}",
+            method.as_str(),
+            route.as_str(),
+            e.hits,
+            ms(e.latency.value_at_quantile(0.5)),
+            ms(e.latency.value_at_quantile(0.99)),
+            e.server_errors()
+        );
+    }
+    Some(out)
+}

@@ -1,0 +1,254 @@
+//! Paths folded into routes, so per-endpoint statistics have bounded
+//! cardinality with zero configuration: ids, UUIDs, hashes and random tokens
+//! become `{id}`, query strings are dropped, operator patterns win, and past a
+//! limit every new route is counted as `{other}`.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use compact_str::CompactString;
+
+/// The route every path beyond the limit is counted under.
+pub const OTHER: &str = "{other}";
+const MAX_SEGMENTS: usize = 16;
+
+/// An operator pattern such as `/users/{id}` or `/static/*`.
+#[derive(Debug, Clone)]
+struct Pattern {
+    text: CompactString,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal(String),
+    Any,
+    Rest,
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Result<Pattern, String> {
+        if !text.starts_with('/') {
+            return Err(format!("route pattern {text:?} must start with /"));
+        }
+        let parts: Vec<&str> = text[1..].split('/').collect();
+        let mut segments = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            segments.push(if *part == "*" {
+                if i + 1 != parts.len() {
+                    return Err(format!("in route pattern {text:?}, * may only end it"));
+                }
+                Segment::Rest
+            } else if part.starts_with('{') && part.ends_with('}') && part.len() > 2 {
+                Segment::Any
+            } else {
+                Segment::Literal((*part).to_owned())
+            });
+        }
+        Ok(Pattern {
+            text: text.into(),
+            segments,
+        })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
+        for seg in &self.segments {
+            match seg {
+                Segment::Rest => return true,
+                Segment::Any => {
+                    if parts.next().is_none_or(str::is_empty) {
+                        return false;
+                    }
+                }
+                Segment::Literal(lit) => {
+                    if parts.next() != Some(lit.as_str()) {
+                        return false;
+                    }
+                }
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+/// Folds paths into routes and bounds how many distinct routes exist.
+#[derive(Debug)]
+pub struct Routes {
+    id: u64,
+    patterns: Vec<Pattern>,
+    max: usize,
+    known: Mutex<HashSet<CompactString>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Negative answers cached per thread before the cache is cleared.
+const LOCAL_CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    /// Routes this thread already knows are admitted (or refused), per table,
+    /// so the shared table is locked only the first time a thread meets a route.
+    static ADMITTED: RefCell<HashMap<u64, HashMap<CompactString, bool>>> = RefCell::new(HashMap::new());
+}
+
+impl Routes {
+    /// A table from the comma-separated `SITIO_ROUTES` patterns, admitting at
+    /// most `max` distinct routes.
+    pub fn new(patterns: &str, max: usize) -> Result<Routes, String> {
+        let patterns = patterns
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(Pattern::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Routes {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            patterns,
+            max,
+            known: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The route `path` is counted under.
+    pub fn route_of(&self, path: &str) -> CompactString {
+        let folded = match self.patterns.iter().find(|p| p.matches(path)) {
+            Some(p) => p.text.clone(),
+            None => fold(path),
+        };
+        if self.admit(&folded) {
+            folded
+        } else {
+            CompactString::const_new(OTHER)
+        }
+    }
+
+    fn admit(&self, route: &CompactString) -> bool {
+        ADMITTED.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let local = cache.entry(self.id).or_default();
+            if let Some(&ok) = local.get(route) {
+                return ok;
+            }
+            let ok = {
+                let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+                if known.contains(route) {
+                    true
+                } else if known.len() < self.max {
+                    known.insert(route.clone());
+                    true
+                } else {
+                    false
+                }
+            };
+            if local.len() >= LOCAL_CACHE_LIMIT {
+                local.clear();
+            }
+            local.insert(route.clone(), ok);
+            ok
+        })
+    }
+}
+
+/// Folds a path with the built-in rules: query dropped, id-like segments
+/// replaced by `{id}`, at most a few segments kept.
+pub fn fold(path: &str) -> CompactString {
+    let path = path.split('?').next().unwrap_or("");
+    let mut out = CompactString::default();
+    for (i, seg) in path.split('/').skip(1).enumerate() {
+        if i == MAX_SEGMENTS {
+            out.push_str("/…");
+            break;
+        }
+        out.push('/');
+        if is_id_like(seg) {
+            out.push_str("{id}");
+        } else {
+            out.push_str(seg);
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+fn is_id_like(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    if b.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    if is_uuid(b) {
+        return true;
+    }
+    if b.len() >= 8 && digits > 0 && b.iter().all(u8::is_ascii_hexdigit) {
+        return true;
+    }
+    // Long random tokens (base64url, ulids...): long, mixed letters and digits.
+    let letters = b.iter().filter(|c| c.is_ascii_alphabetic()).count();
+    b.len() >= 16
+        && digits >= 2
+        && letters >= 2
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+}
+
+fn is_uuid(b: &[u8]) -> bool {
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_hashes_uuids_and_tokens_fold() {
+        assert_eq!(
+            fold("/users/42/orders/9f8e7d6c5b4a"),
+            "/users/{id}/orders/{id}"
+        );
+        assert_eq!(
+            fold("/u/123e4567-e89b-12d3-a456-426614174000?x=1"),
+            "/u/{id}"
+        );
+        assert_eq!(fold("/files/aZ3kQ9xLm2Pq7RtY8wVb/raw"), "/files/{id}/raw");
+        assert_eq!(fold("/photos/7.svg"), "/photos/7.svg");
+        assert_eq!(fold("/api/v2/health"), "/api/v2/health");
+        assert_eq!(
+            fold("/deadbeef"),
+            "/deadbeef",
+            "hex without digits is a word"
+        );
+        assert_eq!(fold(""), "/");
+        assert_eq!(fold("/"), "/");
+    }
+
+    #[test]
+    fn operator_patterns_win_and_the_table_is_bounded() {
+        let routes = Routes::new("/users/{id}, /static/*", 3).unwrap();
+        assert_eq!(routes.route_of("/users/alice"), "/users/{id}");
+        assert_eq!(routes.route_of("/static/css/a.css"), "/static/*");
+        assert_eq!(routes.route_of("/users/alice/x"), "/users/alice/x");
+        assert_eq!(
+            routes.route_of("/new-one"),
+            OTHER,
+            "limit of 3 routes reached"
+        );
+        assert_eq!(
+            routes.route_of("/users/bob"),
+            "/users/{id}",
+            "known routes still count"
+        );
+        assert!(Routes::new("users", 3).is_err());
+        assert!(Routes::new("/a/*/b", 3).is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! Per-endpoint statistics recorded per worker thread and merged on read, so
+//! the request path never takes a lock another core holds: each thread
+//! records into its own shard (its mutex is only ever contended by a reader
+//! merging shards for `/stats` or `/metrics`).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use compact_str::CompactString;
+use hdrhistogram::Histogram;
+use http::Method;
+
+use crate::decorator::Exchange;
+use crate::error::ErrorKind;
+
+/// Latencies are recorded in microseconds, clamped to this range.
+const MAX_MICROS: u64 = 60_000_000;
+
+fn new_histogram() -> Histogram<u32> {
+    // Two significant digits: 1% precision, a few KiB per histogram.
+    Histogram::new_with_bounds(1, MAX_MICROS, 2)
+        .unwrap_or_else(|_| Histogram::new(2).expect("valid sigfig"))
+}
+
+/// Counters and distributions of one (method, route).
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Completed exchanges.
+    pub hits: u64,
+    /// Completed exchanges by status code.
+    pub status: BTreeMap<u16, u64>,
+    /// Request head to last response byte, in µs.
+    pub latency: Histogram<u32>,
+    /// Request head to response head, in µs.
+    pub ttfb: Histogram<u32>,
+    /// Sum of latencies in µs (exact, for means and Prometheus sums).
+    pub latency_sum_us: u64,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Response body bytes.
+    pub bytes_out: u64,
+    /// Exchanges started and not yet complete.
+    pub in_flight: i64,
+}
+
+impl Endpoint {
+    fn new() -> Self {
+        Endpoint {
+            hits: 0,
+            status: BTreeMap::new(),
+            latency: new_histogram(),
+            ttfb: new_histogram(),
+            latency_sum_us: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            in_flight: 0,
+        }
+    }
+
+    fn merge(&mut self, other: &Endpoint) {
+        self.hits += other.hits;
+        for (code, n) in &other.status {
+            *self.status.entry(*code).or_default() += n;
+        }
+        let _ = self.latency.add(&other.latency);
+        let _ = self.ttfb.add(&other.ttfb);
+        self.latency_sum_us += other.latency_sum_us;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.in_flight += other.in_flight;
+    }
+
+    /// Exchanges answered with a 5xx status.
+    pub fn server_errors(&self) -> u64 {
+        self.status.range(500..600).map(|(_, n)| n).sum()
+    }
+}
+
+type Key = (Method, CompactString);
+
+#[derive(Default)]
+struct Shard {
+    endpoints: HashMap<Key, Endpoint>,
+    upstream_errors: HashMap<ErrorKind, u64>,
+}
+
+/// All shards of one sitio instance.
+pub struct StatsHub {
+    id: u64,
+    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+    completed: AtomicU64,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static LOCAL: RefCell<Vec<(u64, Arc<Mutex<Shard>>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Default for StatsHub {
+    fn default() -> Self {
+        StatsHub {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shards: Mutex::new(Vec::new()),
+            completed: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A merged view of all shards at one moment.
+pub struct Snapshot {
+    /// Per (method, route), sorted by route then method.
+    pub endpoints: Vec<(Method, CompactString, Endpoint)>,
+    /// Failures reaching the service, by kind.
+    pub upstream_errors: BTreeMap<&'static str, u64>,
+}
+
+impl StatsHub {
+    fn with_shard<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            let shard = match local.iter().find(|(id, _)| *id == self.id) {
+                Some((_, shard)) => shard.clone(),
+                None => {
+                    let shard = Arc::new(Mutex::new(Shard::default()));
+                    lock(&self.shards).push(shard.clone());
+                    local.push((self.id, shard.clone()));
+                    shard
+                }
+            };
+            drop(local);
+            let mut guard = lock(&shard);
+            f(&mut guard)
+        })
+    }
+
+    /// An exchange started (its request hooks ran).
+    pub fn started(&self, ex: &Exchange) {
+        self.with_shard(|s| endpoint(s, ex).in_flight += 1);
+    }
+
+    /// An exchange completed; `was_started` tells whether [`StatsHub::started`] saw it.
+    pub fn completed(&self, ex: &Exchange, was_started: bool) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        let latency = micros(ex.latency());
+        let ttfb = micros(ex.time_to_first_byte());
+        self.with_shard(|s| {
+            if let Some(kind) = ex.error
+                && kind.blame() == crate::Blame::Upstream
+            {
+                *s.upstream_errors.entry(kind).or_default() += 1;
+            }
+            let e = endpoint(s, ex);
+            e.hits += 1;
+            if let Some(status) = ex.status {
+                *e.status.entry(status.as_u16()).or_default() += 1;
+            }
+            e.latency.saturating_record(latency);
+            e.ttfb.saturating_record(ttfb);
+            e.latency_sum_us += latency;
+            e.bytes_in += ex.bytes_in;
+            e.bytes_out += ex.bytes_out;
+            if was_started {
+                e.in_flight -= 1;
+            }
+        });
+    }
+
+    /// Completed exchanges so far (cheap: one counter).
+    pub fn completed_total(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    /// Merges every shard.
+    pub fn snapshot(&self) -> Snapshot {
+        let shards: Vec<_> = lock(&self.shards).clone();
+        let mut endpoints: HashMap<Key, Endpoint> = HashMap::new();
+        let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for shard in shards {
+            let shard = lock(&shard);
+            for (key, e) in &shard.endpoints {
+                endpoints
+                    .entry(key.clone())
+                    .or_insert_with(Endpoint::new)
+                    .merge(e);
+            }
+            for (kind, n) in &shard.upstream_errors {
+                *errors.entry(kind.as_str()).or_default() += n;
+            }
+        }
+        let mut endpoints: Vec<_> = endpoints.into_iter().map(|((m, r), e)| (m, r, e)).collect();
+        endpoints.sort_by(|a, b| (a.1.as_str(), a.0.as_str()).cmp(&(b.1.as_str(), b.0.as_str())));
+        Snapshot {
+            endpoints,
+            upstream_errors: errors,
+        }
+    }
+}
+
+fn endpoint<'s>(s: &'s mut Shard, ex: &Exchange) -> &'s mut Endpoint {
+    // Standard methods and routes up to 24 bytes clone without allocating.
+    let key = (ex.method.clone(), ex.route.clone());
+    s.endpoints.entry(key).or_insert_with(Endpoint::new)
+}
+
+fn micros(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| (d.as_micros() as u64).clamp(1, MAX_MICROS))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
