@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::StreamBody;
@@ -16,15 +15,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::body::Body;
 use crate::response;
 use crate::telemetry::{Telemetry, prometheus, report};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
-/// SSE comment sent when the tap is quiet, so proxies and browsers keep it open.
-const TAP_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// State the admin server reports.
 pub(crate) struct AdminState {
@@ -93,12 +89,15 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
             response::text(200, report::stats_json(t).to_string()),
             "application/json",
         ),
-        "/tap" => tap(
-            t,
-            req.uri()
-                .query()
-                .is_some_and(|q| q.contains("format=ndjson")),
-        ),
+        "/tap" => {
+            let query = req.uri().query().unwrap_or("");
+            let ndjson = query.split('&').any(|kv| kv == "format=ndjson");
+            let limit = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("limit="))
+                .and_then(|n| n.parse().ok());
+            tap(t, ndjson, limit)
+        }
         "/" | "/index.html" => {
             with_type(response::html(200, DASHBOARD), "text/html; charset=utf-8")
         }
@@ -110,35 +109,17 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
 }
 
 /// Streams completed exchanges as Server-Sent Events (or NDJSON).
-fn tap(t: &Telemetry, ndjson: bool) -> Response<Body> {
-    let hub = t.tap.clone();
-    let rx = hub.subscribe();
-    let events = futures_util::stream::unfold(rx, move |mut rx| {
-        let hub = hub.clone();
-        async move {
-            loop {
-                let chunk = match tokio::time::timeout(TAP_HEARTBEAT, rx.recv()).await {
-                    Ok(Ok(event)) if ndjson => [&event[..], b"\n"].concat(),
-                    Ok(Ok(event)) => [b"data: ", &event[..], b"\n\n"].concat(),
-                    Ok(Err(RecvError::Lagged(n))) => {
-                        hub.lost(n);
-                        continue;
-                    }
-                    Ok(Err(RecvError::Closed)) => return None,
-                    Err(_) if ndjson => continue,
-                    Err(_) => b": still here\n\n".to_vec(),
-                };
-                return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(chunk))), rx));
-            }
-        }
-    });
+fn tap(t: &Telemetry, ndjson: bool, limit: Option<u64>) -> Response<Body> {
     let content_type = if ndjson {
         "application/x-ndjson"
     } else {
         "text/event-stream"
     };
+    let frames = futures_util::StreamExt::map(t.tap.stream(ndjson, limit), |chunk| {
+        Ok::<_, Infallible>(Frame::data(chunk))
+    });
     with_type(
-        Response::new(Body::stream(StreamBody::new(events))),
+        Response::new(Body::stream(StreamBody::new(frames))),
         content_type,
     )
 }

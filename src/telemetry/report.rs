@@ -32,9 +32,9 @@ fn endpoint_json(method: &str, route: &str, e: &Endpoint) -> Value {
         .map(|(code, n)| (code.to_string(), json!(n)))
         .collect();
     let mut latency = percentiles(&e.latency);
-    if e.hits > 0 {
+    if let Some(mean) = e.latency_sum_us.checked_div(e.hits) {
         // The exact mean, from the exact sum.
-        latency["mean"] = json!(ms(e.latency_sum_us / e.hits));
+        latency["mean"] = json!(ms(mean));
     }
     json!({
         "method": method,
@@ -91,7 +91,7 @@ pub fn stats_json(t: &Telemetry) -> Value {
 pub fn summary_table(t: &Telemetry, rows: usize) -> Option<String> {
     let stats = t.stats.as_ref()?;
     let mut snap = stats.snapshot().endpoints;
-    snap.sort_by(|a, b| b.2.hits.cmp(&a.2.hits));
+    snap.sort_by_key(|e| std::cmp::Reverse(e.2.hits));
     let mut out = format!(
         "{:<7} {:<40} {:>8} {:>9} {:>9} {:>6}\n",
         "method", "route", "hits", "p50 ms", "p99 ms", "5xx"

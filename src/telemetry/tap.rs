@@ -2,15 +2,21 @@
 //! Bounded: a slow reader loses events (counted), it never slows traffic, and
 //! nothing is built for the feed while nobody listens.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::Stream;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::decorator::Exchange;
 
 /// How many events a reader may fall behind before it loses some.
 const BACKLOG: usize = 1024;
+/// SSE comment sent when the tap is quiet, so proxies and browsers keep it open.
+const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Fans completed exchanges out to tap readers.
 pub struct TapHub {
@@ -66,14 +72,50 @@ impl TapHub {
         let _ = self.tx.send(Bytes::from(event.to_string()));
     }
 
-    /// A new reader.
-    pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
-        self.tx.subscribe()
-    }
-
-    /// Records events a slow reader lost.
-    pub fn lost(&self, n: u64) {
-        self.dropped.fetch_add(n, Ordering::Relaxed);
+    /// A new reader's feed: SSE (`data: {json}`) or NDJSON, ending after
+    /// `limit` events when given. Events the reader is too slow for are
+    /// skipped and counted in [`TapHub::dropped`].
+    pub fn stream(
+        self: &Arc<Self>,
+        ndjson: bool,
+        limit: Option<u64>,
+    ) -> impl Stream<Item = Bytes> + Send + 'static {
+        // An SSE client reconnects when a stream ends; a limited tap is done,
+        // so it tells the browser to wait a day before trying again.
+        let retry: &'static [u8] = match (ndjson, limit) {
+            (true, _) => b"",
+            (false, Some(_)) => b"retry: 86400000\n\n",
+            (false, None) => b"retry: 2000\n\n",
+        };
+        let preamble =
+            futures_util::stream::iter((!retry.is_empty()).then(|| Bytes::from_static(retry)));
+        let hub = self.clone();
+        let events =
+            futures_util::stream::unfold((self.tx.subscribe(), limit), move |(mut rx, left)| {
+                let hub = hub.clone();
+                async move {
+                    if left == Some(0) {
+                        return None;
+                    }
+                    loop {
+                        let chunk = match tokio::time::timeout(HEARTBEAT, rx.recv()).await {
+                            Ok(Ok(event)) if ndjson => [&event[..], b"\n"].concat(),
+                            Ok(Ok(event)) => [b"data: ", &event[..], b"\n\n"].concat(),
+                            Ok(Err(RecvError::Lagged(n))) => {
+                                hub.dropped.fetch_add(n, Ordering::Relaxed);
+                                continue;
+                            }
+                            Ok(Err(RecvError::Closed)) => return None,
+                            Err(_) if ndjson => continue,
+                            Err(_) => b": still here\n\n".to_vec(),
+                        };
+                        let is_event = !chunk.starts_with(b":");
+                        let left = left.map(|n| n - u64::from(is_event));
+                        return Some((Bytes::from(chunk), (rx, left)));
+                    }
+                }
+            });
+        futures_util::StreamExt::chain(preamble, events)
     }
 
     /// Events lost by slow readers so far.
@@ -84,5 +126,49 @@ impl TapHub {
     /// Readers connected now.
     pub fn readers(&self) -> usize {
         self.tx.receiver_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn exchange(path: &str) -> Exchange {
+        let uri: http::Uri = path.parse().unwrap();
+        let mut ex = Exchange::new(
+            http::Method::GET,
+            uri,
+            path.into(),
+            http::Version::HTTP_11,
+            &http::HeaderMap::new(),
+            "127.0.0.1:1".parse().unwrap(),
+            std::time::Instant::now(),
+        );
+        ex.status = Some(http::StatusCode::OK);
+        ex
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_loses_events_and_they_are_counted() {
+        let hub = Arc::new(TapHub::default());
+        let feed = hub.stream(true, Some(1));
+        futures_util::pin_mut!(feed);
+        for i in 0..(BACKLOG + 100) {
+            hub.publish(&exchange(&format!("/e/{i}")));
+        }
+        let first = feed.next().await.unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("\"path\":\"/e/100\""));
+        assert_eq!(hub.dropped(), 100);
+        assert!(feed.next().await.is_none(), "limit reached");
+    }
+
+    #[test]
+    fn nothing_is_built_without_readers_and_statics_are_recognised() {
+        let hub = TapHub::default();
+        hub.publish(&exchange("/x"));
+        assert_eq!(hub.readers(), 0);
+        assert!(is_static("/css/site.CSS"));
+        assert!(!is_static("/api/users/42"));
     }
 }

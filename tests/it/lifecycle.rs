@@ -2,61 +2,13 @@
 //! listening, the admin API, and draining on SIGTERM.
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::common::backend::Backend;
 use crate::common::*;
-
-const SITIO: &str = env!("CARGO_BIN_EXE_sitio");
-
-type Lines = Arc<Mutex<Vec<serde_json::Value>>>;
-
-/// Starts the binary on ports picked by the OS; returns it with its traffic
-/// and admin ports, read from its JSON "ready" log line, and its later log lines.
-async fn start_binary(target_port: u16, extra_env: &[(&str, &str)]) -> (Child, u16, u16, Lines) {
-    let mut child = Command::new(SITIO)
-        .env_clear()
-        .env("PORT", "0")
-        .env("SITIO_ADMIN_PORT", "0")
-        .env("TARGET_PORT", target_port.to_string())
-        .env("SITIO_LOG_FORMAT", "json")
-        .envs(extra_env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if v["message"] == "sitio is ready" {
-                return v;
-            }
-        }
-        panic!("sitio exited before it was ready");
-    })
-    .await
-    .unwrap();
-    let logged = Lines::default();
-    let sink = logged.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(v) = serde_json::from_str(&line) {
-                sink.lock().unwrap().push(v);
-            }
-        }
-    });
-    let port_of = |field: &str| -> u16 {
-        let addr = ready[field].as_str().unwrap();
-        addr.rsplit(':').next().unwrap().parse().unwrap()
-    };
-    (child, port_of("listen"), port_of("admin"), logged)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_stops_startup_naming_the_variable() {
@@ -68,6 +20,10 @@ async fn bad_configuration_stops_startup_naming_the_variable() {
         ("SITIO_MAX_HEADER_BYTES", "100", "8192 to 1048576"),
         ("SITIO_LOG_FORMAT", "xml", "text, json"),
         ("SITIO_ACCESS_LOG", "maybe", "on or off"),
+        ("SITIO_STATS", "sometimes", "on or off"),
+        ("SITIO_ROUTES", "users/{id}", "must start with /"),
+        ("SITIO_MAX_ROUTES", "0", "1 to 100000"),
+        ("SITIO_STATS_INTERVAL", "often", "or off"),
         (
             "SITIO_ERROR_PAGE_404",
             "/nonexistent/404.html",

@@ -8,4 +8,5 @@ mod lifecycle;
 mod limits;
 mod proxying;
 mod smuggling;
+mod telemetry;
 mod tunnels;

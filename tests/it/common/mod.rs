@@ -5,9 +5,11 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod browser;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sitio::{Config, Decorators, Listeners};
@@ -16,6 +18,57 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// The sitio binary under test.
+pub const SITIO: &str = env!("CARGO_BIN_EXE_sitio");
+
+pub type Lines = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// Starts the binary on ports picked by the OS; returns it with its traffic
+/// and admin ports, read from its JSON "ready" log line, and its later log lines.
+pub async fn start_binary(
+    target_port: u16,
+    extra_env: &[(&str, &str)],
+) -> (Child, u16, u16, Lines) {
+    let mut child = Command::new(SITIO)
+        .env_clear()
+        .env("PORT", "0")
+        .env("SITIO_ADMIN_PORT", "0")
+        .env("TARGET_PORT", target_port.to_string())
+        .env("SITIO_LOG_FORMAT", "json")
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["message"] == "sitio is ready" {
+                return v;
+            }
+        }
+        panic!("sitio exited before it was ready");
+    })
+    .await
+    .unwrap();
+    let logged = Lines::default();
+    let sink = logged.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(v) = serde_json::from_str(&line) {
+                sink.lock().unwrap().push(v);
+            }
+        }
+    });
+    let port_of = |field: &str| -> u16 {
+        let addr = ready[field].as_str().unwrap();
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    };
+    (child, port_of("listen"), port_of("admin"), logged)
+}
 
 /// A running sitio instance; stopped (drained) on [`Sitio::stop`] or dropped.
 pub struct Sitio {
