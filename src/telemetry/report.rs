@@ -60,7 +60,7 @@ pub fn stats_json(t: &Telemetry) -> Value {
                 .iter()
                 .map(|(m, r, e)| endpoint_json(m.as_str(), r, e))
                 .collect();
-            (list, json!(snap.upstream_errors), stats.completed_total())
+            (list, json!(snap.upstream_errors), snap.requests_total())
         }
         None => (Vec::new(), json!({}), 0),
     };

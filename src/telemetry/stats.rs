@@ -91,7 +91,6 @@ struct Shard {
 pub struct StatsHub {
     id: u64,
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
-    completed: AtomicU64,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -105,7 +104,6 @@ impl Default for StatsHub {
         StatsHub {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shards: Mutex::new(Vec::new()),
-            completed: AtomicU64::new(0),
         }
     }
 }
@@ -116,6 +114,13 @@ pub struct Snapshot {
     pub endpoints: Vec<(Method, CompactString, Endpoint)>,
     /// Failures reaching the service, by kind.
     pub upstream_errors: BTreeMap<&'static str, u64>,
+}
+
+impl Snapshot {
+    /// Completed exchanges over all endpoints.
+    pub fn requests_total(&self) -> u64 {
+        self.endpoints.iter().map(|(_, _, e)| e.hits).sum()
+    }
 }
 
 impl StatsHub {
@@ -144,7 +149,6 @@ impl StatsHub {
 
     /// An exchange completed; `was_started` tells whether [`StatsHub::started`] saw it.
     pub fn completed(&self, ex: &Exchange, was_started: bool) {
-        self.completed.fetch_add(1, Ordering::Relaxed);
         let latency = micros(ex.latency());
         let ttfb = micros(ex.time_to_first_byte());
         self.with_shard(|s| {
@@ -167,11 +171,6 @@ impl StatsHub {
                 e.in_flight -= 1;
             }
         });
-    }
-
-    /// Completed exchanges so far (cheap: one counter).
-    pub fn completed_total(&self) -> u64 {
-        self.completed.load(Ordering::Relaxed)
     }
 
     /// Merges every shard.

@@ -159,6 +159,24 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // /metrics and /stats tell the same story.
+    let s = stats(&sitio).await;
+    assert_eq!(s["requests_total"], sent);
+    let metric_total: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("sitio_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(metric_total, sent);
+    for e in s["endpoints"].as_array().unwrap() {
+        let count_line = format!(
+            "sitio_request_duration_seconds_count{{method=\"{}\",route=\"{}\"}} {}",
+            e["method"].as_str().unwrap(),
+            e["route"].as_str().unwrap(),
+            e["hits"]
+        );
+        assert!(metrics.contains(&count_line), "missing {count_line}");
+    }
     for needle in [
         "sitio_requests_total{method=\"GET\",route=\"/status/{id}\",status=\"200\"} 2",
         "sitio_request_duration_seconds_count{method=\"GET\",route=\"/slow/{id}\"} 1",
