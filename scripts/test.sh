@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: installs what the tests use
 # (curl and python3 as real clients and backends, Prometheus and promtool for
-# /metrics, Chromium for the dashboard), then checks formatting, lints, and
+# /metrics, Chromium for the dashboard, Docker for the pod test, kubectl and
+# kubernetes-validate for the manifests), then checks formatting, lints, and
 # runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,12 +13,20 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+command -v docker >/dev/null 2>&1 || missing+=(docker.io)
 if ((${#missing[@]})); then
   echo "installing test dependencies: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+# The Kubernetes schema validator (ships the OpenAPI schemas, works offline).
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  python3 -m pip install -q kubernetes-validate 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
 
 cargo fmt --check

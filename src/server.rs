@@ -155,7 +155,7 @@ pub async fn run(
         tracing::info!(
             listen = %addr,
             admin = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-            target = %format!("{}:{}", config.target_host, config.target_port),
+            service = %format!("{}:{}", config.target_host, config.target_port),
             decorators = ?shared.decorators.names(),
             "sitio is ready"
         );

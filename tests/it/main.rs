@@ -2,7 +2,9 @@
 //! against real backends.
 
 mod common;
+mod container;
 mod decorators;
+mod deploy;
 mod errors;
 mod lifecycle;
 mod limits;

