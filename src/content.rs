@@ -1,7 +1,7 @@
 //! Content negotiation sitio needs for the pages it generates.
 
-use http::HeaderMap;
 use http::header::ACCEPT;
+use http::{HeaderMap, HeaderValue};
 
 /// True when the client asks for JSON and not for HTML, so an error should be
 /// `application/problem+json` rather than a page. Browsers always list
@@ -9,19 +9,34 @@ use http::header::ACCEPT;
 pub fn prefers_json(headers: &HeaderMap) -> bool {
     let mut json = false;
     for value in headers.get_all(ACCEPT) {
-        let Ok(value) = value.to_str() else { continue };
-        for item in value.split(',') {
-            let media = item.split(';').next().unwrap_or("").trim();
-            if media.eq_ignore_ascii_case("text/html")
-                || media.eq_ignore_ascii_case("application/xhtml+xml")
-            {
-                return false;
-            }
-            if media.eq_ignore_ascii_case("application/json")
-                || media.to_ascii_lowercase().ends_with("+json")
-            {
-                json = true;
-            }
+        match accept_verdict(value) {
+            Some(false) => return false,
+            Some(true) => json = true,
+            None => {}
+        }
+    }
+    json
+}
+
+/// [`prefers_json`] for a single `Accept` value.
+pub fn accept_prefers_json(value: &HeaderValue) -> bool {
+    accept_verdict(value) == Some(true)
+}
+
+/// `Some(false)`: HTML is acceptable; `Some(true)`: JSON and not HTML; `None`: neither.
+fn accept_verdict(value: &HeaderValue) -> Option<bool> {
+    let mut json = None;
+    for item in value.to_str().ok()?.split(',') {
+        let media = item.split(';').next().unwrap_or("").trim();
+        if media.eq_ignore_ascii_case("text/html")
+            || media.eq_ignore_ascii_case("application/xhtml+xml")
+        {
+            return Some(false);
+        }
+        if media.eq_ignore_ascii_case("application/json")
+            || media.to_ascii_lowercase().ends_with("+json")
+        {
+            json = Some(true);
         }
     }
     json

@@ -70,7 +70,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
 /// `isolate` asks the service to close the connection after this request: used
 /// when the request's body has no defined meaning (e.g. GET with a body), so a
 /// service that ignores it cannot read it as a second request.
-pub(crate) fn to_upstream(head: &mut request::Parts, client_ip: IpAddr, isolate: bool) {
+pub(crate) fn to_upstream(head: &mut request::Parts, client_ip: &HeaderValue, isolate: bool) {
     let upgrade = if is_upgrade_request(&head.headers) {
         head.headers.get(header::UPGRADE).cloned()
     } else {
@@ -115,13 +115,21 @@ pub(crate) fn to_upstream(head: &mut request::Parts, client_ip: IpAddr, isolate:
     head.version = Version::HTTP_11;
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, ip: IpAddr) {
-    let ip = ip.to_canonical().to_string();
-    let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+/// The client address as a header value; built once per connection.
+pub(crate) fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
+    let appended = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or("unknown"))).ok()
+        }
+        // The common case: no allocation, the connection's value is shared.
+        _ => Some(ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = appended {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
 }
@@ -161,7 +169,11 @@ mod tests {
             .body(())
             .unwrap();
         let (mut head, ()) = req.into_parts();
-        to_upstream(&mut head, "127.0.0.1".parse().unwrap(), false);
+        to_upstream(
+            &mut head,
+            &ip_header_value("127.0.0.1".parse().unwrap()),
+            false,
+        );
         let h = &head.headers;
         assert!(h.get("x-secret").is_none());
         assert!(h.get("keep-alive").is_none());
@@ -180,7 +192,7 @@ mod tests {
             .body(())
             .unwrap();
         let (mut head, ()) = req.into_parts();
-        to_upstream(&mut head, "::1".parse().unwrap(), true);
+        to_upstream(&mut head, &ip_header_value("::1".parse().unwrap()), true);
         assert_eq!(head.uri, "/a?b=1");
         assert_eq!(head.headers["host"], "example.test:81");
         assert_eq!(head.headers["connection"], "close");

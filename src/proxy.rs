@@ -37,6 +37,8 @@ pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
     pub(crate) phase: Arc<ConnPhase>,
     pub(crate) peer: SocketAddr,
+    /// `peer`'s address as an `X-Forwarded-For` value, built once.
+    pub(crate) forwarded_for: http::HeaderValue,
 }
 
 /// The hyper service for one client connection.
@@ -82,7 +84,7 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                 "refused request"
             );
             ex.error = Some(ErrorKind::BadRequest);
-            let res = rescue::reject(rejection.status, rejection.reason, ex.wants_json);
+            let res = rescue::reject(rejection.status, rejection.reason, ex.wants_json());
             return TrackedBody::respond(conn, res, ex, None);
         }
     };
@@ -97,7 +99,7 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
             } else {
                 None
             };
-            headers::to_upstream(&mut head, conn.peer.ip(), verdict.isolate);
+            headers::to_upstream(&mut head, &conn.forwarded_for, verdict.isolate);
             let (body, body_state) = RequestBody::new(body);
             bytes_in = body_state;
             let reusable = !verdict.isolate && client_upgrade.is_none();
@@ -140,7 +142,7 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                     let res = rescue::reject(
                         StatusCode::BAD_REQUEST,
                         "malformed request body",
-                        ex.wants_json,
+                        ex.wants_json(),
                     );
                     chain.on_response(chain.len(), res, &mut ex)
                 }
@@ -155,7 +157,7 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                     ex.error = Some(err.kind());
                     let res = chain
                         .on_upstream_error(&err, &mut ex)
-                        .unwrap_or_else(|| rescue::upstream_failure(&err, ex.wants_json));
+                        .unwrap_or_else(|| rescue::upstream_failure(&err, ex.wants_json()));
                     chain.on_response(chain.len(), res, &mut ex)
                 }
             }

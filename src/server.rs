@@ -285,6 +285,7 @@ pub(crate) async fn serve_connection<S>(
         shared,
         phase,
         peer,
+        forwarded_for: crate::headers::ip_header_value(peer.ip()),
     }));
     let conn = http
         .serve_connection(TokioIo::new(io), service)

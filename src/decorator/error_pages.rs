@@ -80,7 +80,7 @@ impl Decorator for ErrorPages {
         let Some(page) = page else {
             return Action::Continue;
         };
-        let mut res = if ex.wants_json {
+        let mut res = if ex.wants_json() {
             build::problem(code, head.status.canonical_reason().unwrap_or("Error"))
         } else {
             build::html(code, page.clone())

@@ -37,9 +37,8 @@ pub struct Exchange {
     pub bytes_in: u64,
     /// The failure, if the exchange failed.
     pub error: Option<ErrorKind>,
-    /// True when the client asked for JSON rather than HTML, so generated pages
-    /// should be `application/problem+json`.
-    pub wants_json: bool,
+    /// The client's `Accept` header, kept (a cheap clone) for [`Exchange::wants_json`].
+    accept: Option<http::HeaderValue>,
     /// True when the exchange became a two-way tunnel (`101 Switching Protocols`).
     pub upgraded: bool,
     /// Free room for decorators' own per-exchange state (allocates only when used).
@@ -73,13 +72,21 @@ impl Exchange {
             bytes_out: 0,
             bytes_in: 0,
             error: None,
-            wants_json: crate::content::prefers_json(headers),
+            accept: headers.get(http::header::ACCEPT).cloned(),
             upgraded: false,
             extensions: Extensions::new(),
             current: 0,
             body_watchers: 0,
             requested: 0,
         }
+    }
+
+    /// True when the client asked for JSON rather than HTML, so generated pages
+    /// should be `application/problem+json`. Worked out only when asked.
+    pub fn wants_json(&self) -> bool {
+        self.accept
+            .as_ref()
+            .is_some_and(crate::content::accept_prefers_json)
     }
 
     /// The request path, without the query string.

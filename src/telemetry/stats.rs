@@ -127,17 +127,16 @@ impl StatsHub {
     fn with_shard<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
-            let shard = match local.iter().find(|(id, _)| *id == self.id) {
-                Some((_, shard)) => shard.clone(),
+            let at = match local.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => at,
                 None => {
                     let shard = Arc::new(Mutex::new(Shard::default()));
                     lock(&self.shards).push(shard.clone());
-                    local.push((self.id, shard.clone()));
-                    shard
+                    local.push((self.id, shard));
+                    local.len() - 1
                 }
             };
-            drop(local);
-            let mut guard = lock(&shard);
+            let mut guard = lock(&local[at].1);
             f(&mut guard)
         })
     }
