@@ -95,6 +95,16 @@ pub struct Config {
           default_value = "30s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
 
+    /// Longest wait for the service's response head; then 504 (`off` to wait forever).
+    #[arg(long, env = "SITIO_UPSTREAM_TIMEOUT", value_name = "SITIO_UPSTREAM_TIMEOUT",
+          default_value = "60s", value_parser = parse_interval)]
+    pub upstream_timeout: Interval,
+
+    /// Send a safe request again when a stale pooled connection fails (on|off).
+    #[arg(long, env = "SITIO_RETRIES", value_name = "SITIO_RETRIES",
+          default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    pub retries: bool,
+
     /// Most client connections served at once; further ones wait in the backlog.
     #[arg(long, env = "SITIO_MAX_CONNECTIONS", value_name = "SITIO_MAX_CONNECTIONS",
           default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_max_connections)]
@@ -183,6 +193,8 @@ impl Default for Config {
             routes: String::new(),
             max_routes: defaults::MAX_ROUTES,
             stats_interval: Interval(None),
+            upstream_timeout: Interval(Some(Duration::from_secs(60))),
+            retries: true,
         }
     }
 }

@@ -95,6 +95,8 @@ pub(crate) fn prepare(
         config.upstream_idle_timeout,
         defaults::MAX_IDLE_PER_THREAD,
         config.max_header_bytes,
+        config.upstream_timeout.0,
+        config.retries,
     );
     let telemetry = Telemetry::new(config.stats, config.max_routes);
     // Statistics see every exchange, including those other decorators answer.

@@ -35,7 +35,8 @@ impl RequestBodyState {
 
 /// The client's request body on its way to the service, counting its bytes.
 pub(crate) struct RequestBody {
-    inner: Incoming,
+    /// `None` for a request sitio sends again, which never has a body.
+    inner: Option<Incoming>,
     state: Option<Arc<RequestBodyState>>,
 }
 
@@ -46,11 +47,19 @@ impl RequestBody {
         let state = (!inner.is_end_stream()).then(Arc::default);
         (
             RequestBody {
-                inner,
+                inner: Some(inner),
                 state: state.clone(),
             },
             state,
         )
+    }
+
+    /// No body.
+    pub(crate) fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            state: None,
+        }
     }
 }
 
@@ -62,7 +71,10 @@ impl HttpBody for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if let Some(state) = &self.state {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -81,11 +93,13 @@ impl HttpBody for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

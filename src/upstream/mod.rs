@@ -3,6 +3,7 @@
 
 mod body;
 mod pool;
+mod retry;
 
 pub(crate) use body::{RequestBody, RequestBodyState, UpstreamBody};
 
@@ -31,6 +32,8 @@ pub(crate) struct Upstream {
     connect_timeout: Duration,
     pool: pool::Limits,
     max_header_bytes: usize,
+    response_timeout: Option<Duration>,
+    retries: bool,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -43,6 +46,8 @@ impl Upstream {
         idle_timeout: Duration,
         max_idle_per_thread: usize,
         max_header_bytes: usize,
+        response_timeout: Option<Duration>,
+        retries: bool,
     ) -> Arc<Self> {
         Arc::new(Upstream {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -54,6 +59,8 @@ impl Upstream {
                 max_idle: max_idle_per_thread,
             },
             max_header_bytes,
+            response_timeout,
+            retries,
         })
     }
 
@@ -105,28 +112,68 @@ impl Upstream {
         Ok(sender)
     }
 
-    /// Sends `req`, reusing an idle connection when one is free. A request that
-    /// never left because the idle connection had just been closed by the
-    /// service is sent again on a fresh connection: it is safe whatever the
-    /// method, since not a byte of it was written.
+    /// Sends `req`, reusing an idle connection when one is free, and waits
+    /// for the response head at most the upstream timeout (then 504).
+    ///
+    /// Two kinds of resend, both on a fresh connection: a request that never
+    /// left because the pooled connection was already closed (always safe),
+    /// and a safe body-less request whose pooled connection, idle for a while,
+    /// died before any response byte (the service closed it meanwhile), within
+    /// the retry budget.
     ///
     /// Returns the response and, when the connection may be reused after the
     /// body, its sender.
     pub(crate) async fn send(
         &self,
+        req: Request<RequestBody>,
+        reusable: bool,
+    ) -> Result<(Response<Incoming>, Option<PooledSender>), ProxyError> {
+        let sent = self.send_inner(req, reusable);
+        match self.response_timeout {
+            None => sent.await,
+            Some(limit) => tokio::time::timeout(limit, sent).await.unwrap_or_else(|_| {
+                Err(ProxyError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("no response head within {limit:?} (SITIO_UPSTREAM_TIMEOUT)"),
+                ))
+            }),
+        }
+    }
+
+    async fn send_inner(
+        &self,
         mut req: Request<RequestBody>,
         reusable: bool,
     ) -> Result<(Response<Incoming>, Option<PooledSender>), ProxyError> {
+        retry::note_request();
         if reusable {
-            while let Some(mut sender) = pool::checkout(self.id, &self.pool) {
+            while let Some((mut sender, idle_for)) = pool::checkout(self.id, &self.pool) {
                 if !sender.is_ready() && sender.ready().await.is_err() {
                     continue;
                 }
+                // The copy costs a header clone, so only when it may be used.
+                let copy = if self.retries && idle_for >= retry::STALE_AFTER {
+                    retry::resendable_copy(&req)
+                } else {
+                    None
+                };
                 match sender.try_send_request(req).await {
                     Ok(res) => return Ok((res, Some(self.pooled(sender)))),
                     Err(mut e) => match e.take_message() {
                         Some(unsent) => req = unsent,
-                        None => return Err(send_error(e.into_error())),
+                        None => {
+                            let err = e.into_error();
+                            match copy {
+                                Some(copy)
+                                    if retry::closed_before_response(&err) && retry::take() =>
+                                {
+                                    tracing::debug!(error = %err, "stale pooled connection; sending again");
+                                    req = copy;
+                                    break;
+                                }
+                                _ => return Err(send_error(err)),
+                            }
+                        }
                     },
                 }
             }

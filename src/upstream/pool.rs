@@ -25,15 +25,17 @@ thread_local! {
     static IDLE: RefCell<Vec<Idle>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The most recently used live connection to `upstream_id`, if any.
-pub(crate) fn checkout(upstream_id: u64, limits: &Limits) -> Option<Sender> {
+/// The most recently used live connection to `upstream_id`, if any, with how
+/// long it sat idle.
+pub(crate) fn checkout(upstream_id: u64, limits: &Limits) -> Option<(Sender, Duration)> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let now = Instant::now();
         while let Some(pos) = idle.iter().rposition(|c| c.upstream_id == upstream_id) {
             let conn = idle.swap_remove(pos);
-            if !conn.sender.is_closed() && now.duration_since(conn.since) < limits.idle_timeout {
-                return Some(conn.sender);
+            let idle_for = now.duration_since(conn.since);
+            if !conn.sender.is_closed() && idle_for < limits.idle_timeout {
+                return Some((conn.sender, idle_for));
             }
         }
         None

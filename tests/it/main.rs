@@ -9,6 +9,7 @@ mod errors;
 mod lifecycle;
 mod limits;
 mod proxying;
+mod resilience;
 mod smuggling;
 mod telemetry;
 mod tunnels;

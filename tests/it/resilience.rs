@@ -1,0 +1,142 @@
+//! Resilience: upstream timeouts, safe retries on stale connections, the
+//! circuit breaker, and notifications when the service fails.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sitio::Decorators;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::backend::Backend;
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_slower_than_the_upstream_timeout_gets_504() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.upstream_timeout = sitio::config::Interval(Some(Duration::from_millis(300)));
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let started = Instant::now();
+    let res = raw_request(sitio.addr, b"GET /slow/3000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 504);
+    assert_eq!(res.header("sitio-error"), Some("upstream-timeout"));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let res = raw_request(sitio.addr, b"GET /slow/10 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200, "fast answers are untouched");
+    sitio.stop().await;
+}
+
+/// A service that answers the first request of each connection and keeps it
+/// alive, then drops the connection when a second request arrives on it: what
+/// a service closing an idle keep-alive connection looks like to a proxy that
+/// picked that connection at the same moment.
+async fn closes_reused_connections() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut served = 0;
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    if served == 1 {
+                        return; // closes without a response byte
+                    }
+                    served += 1;
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    (port, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_safe_request_on_a_stale_pooled_connection_is_sent_again() {
+    let (port, answered) = closes_reused_connections().await;
+    let sitio = Sitio::start(config_for(port), Decorators::none()).await;
+    let mut client = TcpStream::connect(sitio.addr).await.unwrap();
+    let mut buf = Vec::new();
+    for round in 0..3 {
+        client
+            .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let res = read_response(&mut client, &mut buf, false).await.unwrap();
+        assert_eq!(
+            res.status, 200,
+            "round {round}: the stale connection is invisible to the client"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await; // the pooled connection goes stale
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 3);
+
+    // Not a safe request: not sent twice, the client is told.
+    client
+        .write_all(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx")
+        .await
+        .unwrap();
+    let res = read_response(&mut client, &mut buf, false).await.unwrap();
+    assert_eq!(res.status, 502);
+    assert_eq!(res.header("sitio-error"), Some("upstream-closed"));
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn retries_can_be_switched_off() {
+    let (port, _) = closes_reused_connections().await;
+    let mut config = config_for(port);
+    config.retries = false;
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let mut client = TcpStream::connect(sitio.addr).await.unwrap();
+    let mut buf = Vec::new();
+    client
+        .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_response(&mut client, &mut buf, false)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client
+        .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_response(&mut client, &mut buf, false)
+            .await
+            .unwrap()
+            .status,
+        502
+    );
+    sitio.stop().await;
+}
