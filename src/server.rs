@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, defaults};
+use crate::config::Config;
 use crate::decorator::Decorators;
 use crate::detect::{self, Protocol};
 use crate::error::StartError;
@@ -88,16 +88,7 @@ pub(crate) fn prepare(
     decorators: Decorators,
     tasks: tokio_util::task::TaskTracker,
 ) -> (Arc<Shared>, Arc<Config>, Arc<http1::Builder>) {
-    let upstream = Upstream::new(
-        config.target_host.clone(),
-        config.target_port,
-        config.connect_timeout,
-        config.upstream_idle_timeout,
-        defaults::MAX_IDLE_PER_THREAD,
-        config.max_header_bytes,
-        config.upstream_timeout.0,
-        config.retries,
-    );
+    let upstream = Upstream::new(&config);
     let telemetry = Telemetry::new(config.stats, config.max_routes);
     // Statistics see every exchange, including those other decorators answer.
     let decorators = match &telemetry.stats {

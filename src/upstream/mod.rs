@@ -19,6 +19,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::config::{Config, defaults};
 use crate::error::{ErrorKind, ProxyError};
 
 /// A pooled sender: hyper's handle for one upstream HTTP/1 connection.
@@ -39,28 +40,20 @@ pub(crate) struct Upstream {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Upstream {
-    pub(crate) fn new(
-        host: String,
-        port: u16,
-        connect_timeout: Duration,
-        idle_timeout: Duration,
-        max_idle_per_thread: usize,
-        max_header_bytes: usize,
-        response_timeout: Option<Duration>,
-        retries: bool,
-    ) -> Arc<Self> {
+    /// The service `config` points at.
+    pub(crate) fn new(config: &Config) -> Arc<Self> {
         Arc::new(Upstream {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            host,
-            port,
-            connect_timeout,
+            host: config.target_host.clone(),
+            port: config.target_port,
+            connect_timeout: config.connect_timeout,
             pool: pool::Limits {
-                idle_timeout,
-                max_idle: max_idle_per_thread,
+                idle_timeout: config.upstream_idle_timeout,
+                max_idle: defaults::MAX_IDLE_PER_THREAD,
             },
-            max_header_bytes,
-            response_timeout,
-            retries,
+            max_header_bytes: config.max_header_bytes,
+            response_timeout: config.upstream_timeout.0,
+            retries: config.retries,
         })
     }
 
