@@ -105,6 +105,20 @@ pub struct Config {
           default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub retries: bool,
 
+    /// Consecutive service failures that open the circuit breaker (0: no breaker).
+    #[arg(
+        long,
+        env = "SITIO_BREAKER_FAILURES",
+        value_name = "SITIO_BREAKER_FAILURES",
+        default_value_t = 0
+    )]
+    pub breaker_failures: u32,
+
+    /// How long an open circuit refuses requests before letting a probe through.
+    #[arg(long, env = "SITIO_BREAKER_COOLDOWN", value_name = "SITIO_BREAKER_COOLDOWN",
+          default_value = "5s", value_parser = parse_duration)]
+    pub breaker_cooldown: Duration,
+
     /// Most client connections served at once; further ones wait in the backlog.
     #[arg(long, env = "SITIO_MAX_CONNECTIONS", value_name = "SITIO_MAX_CONNECTIONS",
           default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_max_connections)]
@@ -195,6 +209,8 @@ impl Default for Config {
             stats_interval: Interval(None),
             upstream_timeout: Interval(Some(Duration::from_secs(60))),
             retries: true,
+            breaker_failures: 0,
+            breaker_cooldown: Duration::from_secs(5),
         }
     }
 }

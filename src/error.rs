@@ -36,6 +36,8 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// The service's response body broke off before its end.
     UpstreamBodyAborted,
+    /// The circuit breaker is open: sitio answered without calling the service.
+    CircuitOpen,
     /// The client's request was malformed or ambiguous and was not forwarded.
     BadRequest,
     /// The client went away before the response was complete.
@@ -65,6 +67,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream-timeout",
             ErrorKind::UpstreamProtocol => "upstream-protocol",
             ErrorKind::UpstreamBodyAborted => "upstream-body-aborted",
+            ErrorKind::CircuitOpen => "circuit-open",
             ErrorKind::BadRequest => "bad-request",
             ErrorKind::ClientAborted => "client-aborted",
             ErrorKind::Internal => "internal",
@@ -77,6 +80,7 @@ impl ErrorKind {
             ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }

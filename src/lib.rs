@@ -19,6 +19,7 @@
 //! - `tracked`: the response body that reports completion.
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
 //! - [`decorator`]: the decorator API, the chain, and the built-in decorators.
+//! - [`resilience`]: the circuit breaker and crash notifications.
 //! - [`error`]: who failed and how; [`rescue`] turns failures into responses.
 //! - [`body`], [`response`]: the body type and response helpers for decorators.
 //! - [`telemetry`]: per-endpoint statistics (sharded per thread), route folding,
@@ -37,6 +38,7 @@ pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod rescue;
+pub mod resilience;
 pub mod response;
 pub mod server;
 pub mod telemetry;

@@ -24,6 +24,9 @@ pub fn upstream_failure(err: &ProxyError, wants_json: bool) -> Response<Body> {
         crate::ErrorKind::UpstreamTimeout => "The service did not answer in time.",
         crate::ErrorKind::UpstreamClosed => "The service closed the connection without answering.",
         crate::ErrorKind::UpstreamProtocol => "The service sent an invalid HTTP response.",
+        crate::ErrorKind::CircuitOpen => {
+            "The service is failing; sitio gives it a moment before trying again."
+        }
         _ => "The service could not be reached.",
     };
     let mut res = page(status, detail, wants_json);

@@ -21,6 +21,7 @@ use crate::detect::{self, Protocol};
 use crate::error::StartError;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
+use crate::resilience::{Breaker, CircuitBreaker};
 use crate::telemetry::{Recorder, Routes, Telemetry, report};
 use crate::tunnel;
 use crate::upstream::Upstream;
@@ -89,7 +90,19 @@ pub(crate) fn prepare(
     tasks: tokio_util::task::TaskTracker,
 ) -> (Arc<Shared>, Arc<Config>, Arc<http1::Builder>) {
     let upstream = Upstream::new(&config);
-    let telemetry = Telemetry::new(config.stats, config.max_routes);
+    let breaker = (config.breaker_failures > 0).then(|| {
+        Arc::new(Breaker::new(
+            config.breaker_failures,
+            config.breaker_cooldown,
+        ))
+    });
+    // The breaker sits next to the service, so every other decorator (error
+    // pages, logs, statistics) sees its 503s like any other response.
+    let decorators = match &breaker {
+        Some(b) => decorators.wrapping(CircuitBreaker(b.clone())),
+        None => decorators,
+    };
+    let telemetry = Telemetry::new(config.stats, config.max_routes, breaker);
     // Statistics see every exchange, including those other decorators answer.
     let decorators = match &telemetry.stats {
         Some(stats) => decorators.wrapped_in(Recorder {

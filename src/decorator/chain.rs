@@ -72,6 +72,20 @@ impl Decorators {
         }
     }
 
+    /// This chain around `decorator`: it becomes the innermost layer, next to
+    /// the service.
+    ///
+    /// # Panics
+    /// When the chain already holds [`MAX_DECORATORS`].
+    pub fn wrapping(&self, decorator: impl Decorator) -> Decorators {
+        assert!(self.chain.len() < MAX_DECORATORS, "too many decorators");
+        let mut chain: Vec<Arc<dyn Decorator>> = self.chain.iter().cloned().collect();
+        chain.push(Arc::new(decorator));
+        Decorators {
+            chain: chain.into(),
+        }
+    }
+
     /// How many decorators the chain holds.
     pub fn len(&self) -> usize {
         self.chain.len()

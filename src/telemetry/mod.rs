@@ -98,13 +98,20 @@ pub struct Telemetry {
     pub process: Arc<process::Sampler>,
     /// The most distinct routes counted before `{other}`.
     pub max_routes: usize,
+    /// The circuit breaker, when configured.
+    pub breaker: Option<Arc<crate::resilience::Breaker>>,
     started: Instant,
     started_wall: SystemTime,
 }
 
 impl Telemetry {
-    pub(crate) fn new(stats_on: bool, max_routes: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        stats_on: bool,
+        max_routes: usize,
+        breaker: Option<Arc<crate::resilience::Breaker>>,
+    ) -> Arc<Self> {
         Arc::new(Telemetry {
+            breaker,
             stats: stats_on.then(Arc::default),
             connections: Arc::default(),
             tap: Arc::default(),

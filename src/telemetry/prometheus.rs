@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::Telemetry;
 use super::process;
+use crate::resilience::CircuitState;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 15] = [
@@ -148,6 +149,34 @@ pub fn render(t: &Telemetry) -> String {
         "Tap events lost by slow readers.",
     );
     let _ = writeln!(out, "sitio_tap_dropped_events_total {}", t.tap.dropped());
+    if let Some(b) = &t.breaker {
+        family(
+            &mut out,
+            "sitio_circuit_state",
+            "gauge",
+            "Circuit breaker state (1 for the current one).",
+        );
+        let now = b.state();
+        for state in [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ] {
+            let _ = writeln!(
+                out,
+                "sitio_circuit_state{{state=\"{}\"}} {}",
+                state.as_str(),
+                u8::from(state == now)
+            );
+        }
+        family(
+            &mut out,
+            "sitio_circuit_opened_total",
+            "counter",
+            "Times the circuit breaker opened.",
+        );
+        let _ = writeln!(out, "sitio_circuit_opened_total {}", b.opened_total());
+    }
     family(&mut out, "sitio_build_info", "gauge", "Build information.");
     let _ = writeln!(
         out,

@@ -83,6 +83,11 @@ pub fn stats_json(t: &Telemetry) -> Value {
         "endpoints": endpoints,
         "max_routes": t.max_routes,
         "tap": {"readers": t.tap.readers(), "dropped": t.tap.dropped()},
+        "circuit": t.breaker.as_ref().map(|b| json!({
+            "state": b.state().as_str(),
+            "consecutive_failures": b.consecutive_failures(),
+            "opened_total": b.opened_total(),
+        })),
         "process": t.process.latest(),
     })
 }

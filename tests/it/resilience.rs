@@ -140,3 +140,77 @@ async fn retries_can_be_switched_off() {
     );
     sitio.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_opens_after_failures_and_a_probe_closes_it() {
+    let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = reserved.local_addr().unwrap().port();
+    drop(reserved);
+    let mut config = config_for(port);
+    config.breaker_failures = 3;
+    config.breaker_cooldown = Duration::from_millis(800);
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let get = || raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n");
+
+    for _ in 0..3 {
+        assert_eq!(
+            get().await.unwrap().status,
+            502,
+            "failures pass through until the threshold"
+        );
+    }
+    let res = get().await.unwrap();
+    assert_eq!(res.status, 503);
+    assert_eq!(res.header("sitio-error"), Some("circuit-open"));
+    assert_eq!(res.header("retry-after"), Some("1"));
+
+    // The service comes back, but the circuit is open: nothing reaches it yet.
+    let backend = Backend::serve(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    assert_eq!(get().await.unwrap().status, 503);
+    assert_eq!(backend.connections(), 0, "an open circuit calls nobody");
+    let s: serde_json::Value = serde_json::from_slice(
+        &raw_request(sitio.admin, b"GET /stats HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(s["circuit"]["state"], "open");
+    let metrics = raw_request(sitio.admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(metrics.body).unwrap();
+    assert!(
+        metrics.contains("sitio_circuit_state{state=\"open\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sitio_circuit_opened_total 1"));
+
+    // After the cool-down one probe goes through; it succeeds and closes the circuit.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(get().await.unwrap().status, 200);
+    for _ in 0..3 {
+        assert_eq!(get().await.unwrap().status, 200);
+    }
+    assert_eq!(backend.requests(), 4);
+
+    // A failing probe opens it again at once.
+    drop(backend);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        get().await.unwrap();
+    }
+    assert_eq!(get().await.unwrap().status, 503);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        get().await.unwrap().status,
+        502,
+        "the probe reaches the (dead) service"
+    );
+    assert_eq!(
+        get().await.unwrap().status,
+        503,
+        "and the circuit is open again"
+    );
+    sitio.stop().await;
+}

@@ -53,13 +53,17 @@ impl Backend {
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
         let task = tokio::spawn(async move {
+            // Connections live in this task's set, so dropping the backend
+            // ends them all, as a process exit would.
+            let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                while conns.try_join_next().is_some() {}
                 c.connections.fetch_add(1, Ordering::SeqCst);
                 let c = c.clone();
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     let service = service_fn(move |req| {
                         c.requests.fetch_add(1, Ordering::SeqCst);
                         let c = c.clone();

@@ -1,0 +1,165 @@
+//! The circuit breaker: after `SITIO_BREAKER_FAILURES` consecutive failures of
+//! the service, sitio answers 503 at once for `SITIO_BREAKER_COOLDOWN`, then
+//! lets one probe through (half-open): success closes the circuit, failure
+//! opens it again. While closed, a request costs one atomic load.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::request;
+
+use crate::decorator::{Action, Decorator, Exchange};
+use crate::error::{Blame, ErrorKind, ProxyError};
+use crate::rescue;
+
+/// The circuit's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Requests flow.
+    Closed,
+    /// Requests are refused until the cool-down ends.
+    Open,
+    /// The cool-down ended: the next request is a probe.
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// A lower-case name for JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half-open",
+        }
+    }
+}
+
+/// Shared breaker state (one per sitio instance).
+pub struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    epoch: Instant,
+    consecutive: AtomicU32,
+    /// Milliseconds since `epoch` until which the circuit is open; 0 = closed.
+    open_until: AtomicU64,
+    probing: AtomicBool,
+    opened: AtomicU64,
+}
+
+/// Marks the exchange that is the half-open probe.
+#[derive(Clone, Copy)]
+struct Probe;
+
+impl Breaker {
+    /// A breaker opening after `threshold` consecutive failures, for `cooldown`.
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Breaker {
+            threshold: threshold.max(1),
+            cooldown,
+            epoch: Instant::now(),
+            consecutive: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            opened: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The state now.
+    pub fn state(&self) -> CircuitState {
+        match self.open_until.load(Ordering::Acquire) {
+            0 => CircuitState::Closed,
+            until if self.now_ms() < until => CircuitState::Open,
+            _ => CircuitState::HalfOpen,
+        }
+    }
+
+    /// Consecutive failures seen while closed.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive.load(Ordering::Relaxed)
+    }
+
+    /// Times the circuit opened.
+    pub fn opened_total(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    fn open(&self, why: &str) {
+        self.open_until.store(
+            self.now_ms() + self.cooldown.as_millis() as u64,
+            Ordering::Release,
+        );
+        self.probing.store(false, Ordering::Release);
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(cooldown = ?self.cooldown, "circuit opened: {why}");
+    }
+
+    fn close(&self) {
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.open_until.store(0, Ordering::Release);
+        self.probing.store(false, Ordering::Release);
+        tracing::info!("circuit closed: the probe succeeded");
+    }
+}
+
+/// The decorator that applies a [`Breaker`].
+pub struct CircuitBreaker(pub std::sync::Arc<Breaker>);
+
+impl Decorator for CircuitBreaker {
+    fn name(&self) -> &'static str {
+        "circuit_breaker"
+    }
+
+    fn on_request(&self, _: &mut request::Parts, ex: &mut Exchange) -> Action {
+        let b = &self.0;
+        let until = b.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Action::Continue;
+        }
+        let now = b.now_ms();
+        if now >= until
+            && b.probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            ex.extensions.insert(Probe);
+            return Action::Continue;
+        }
+        ex.error = Some(ErrorKind::CircuitOpen);
+        let err = ProxyError::new(ErrorKind::CircuitOpen, "circuit open");
+        let mut res = rescue::upstream_failure(&err, ex.wants_json());
+        let wait = until.saturating_sub(now).div_ceil(1000).max(1);
+        if let Ok(v) = http::HeaderValue::from_str(&wait.to_string()) {
+            res.headers_mut().insert(http::header::RETRY_AFTER, v);
+        }
+        Action::Respond(res)
+    }
+
+    fn on_complete(&self, ex: &Exchange) {
+        if ex.error == Some(ErrorKind::CircuitOpen) || !ex.request_hook_ran() {
+            return;
+        }
+        let b = &self.0;
+        let failed = ex.error.is_some_and(|e| e.blame() == Blame::Upstream)
+            || ex.status.is_some_and(|s| s.is_server_error());
+        let probe = ex.extensions.get::<Probe>().is_some();
+        if failed {
+            if probe {
+                b.open("the probe failed");
+            } else {
+                let n = b.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= b.threshold && b.open_until.load(Ordering::Acquire) == 0 {
+                    b.open(&format!("{n} consecutive failures"));
+                }
+            }
+        } else if probe {
+            b.close();
+        } else if b.consecutive.load(Ordering::Relaxed) != 0 {
+            // Written only after a failure, so a healthy service costs no store.
+            b.consecutive.store(0, Ordering::Relaxed);
+        }
+    }
+}
