@@ -119,6 +119,20 @@ pub struct Config {
           default_value = "5s", value_parser = parse_duration)]
     pub breaker_cooldown: Duration,
 
+    /// Webhook (http://) told when the service answers 5xx, becomes unreachable, recovers.
+    #[arg(long, env = "SITIO_NOTIFY_URL", value_name = "SITIO_NOTIFY_URL", value_parser = parse_notify_url)]
+    pub notify_url: Option<http::Uri>,
+
+    /// At most one notification per route and kind this often; later ones are folded.
+    #[arg(long, env = "SITIO_NOTIFY_INTERVAL", value_name = "SITIO_NOTIFY_INTERVAL",
+          default_value = "30s", value_parser = parse_duration)]
+    pub notify_interval: Duration,
+
+    /// Notification body: `json` (sitio's event) or `slack` (incoming-webhook text).
+    #[arg(long, env = "SITIO_NOTIFY_FORMAT", value_name = "SITIO_NOTIFY_FORMAT", value_enum,
+          default_value_t = crate::resilience::NotifyFormat::Json)]
+    pub notify_format: crate::resilience::NotifyFormat,
+
     /// Most client connections served at once; further ones wait in the backlog.
     #[arg(long, env = "SITIO_MAX_CONNECTIONS", value_name = "SITIO_MAX_CONNECTIONS",
           default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_max_connections)]
@@ -211,6 +225,9 @@ impl Default for Config {
             retries: true,
             breaker_failures: 0,
             breaker_cooldown: Duration::from_secs(5),
+            notify_url: None,
+            notify_interval: Duration::from_secs(30),
+            notify_format: crate::resilience::NotifyFormat::Json,
         }
     }
 }
@@ -250,6 +267,21 @@ fn parse_interval(s: &str) -> Result<Interval, String> {
         other => parse_duration(other)
             .map(|d| Interval(Some(d)))
             .map_err(|e| format!("{e}, or off")),
+    }
+}
+
+fn parse_notify_url(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("expected an http:// URL: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http"), Some(_)) => Ok(uri),
+        (Some("https"), _) => Err(
+            "expected an http:// URL: https webhooks are not supported yet (use an http relay, e.g. a sidecar)"
+                .to_owned(),
+        ),
+        _ => Err("expected an http:// URL with a host, e.g. http://alerts:8080/hook".to_owned()),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::detect::{self, Protocol};
 use crate::error::StartError;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
-use crate::resilience::{Breaker, CircuitBreaker};
+use crate::resilience::{Breaker, CircuitBreaker, Notifier, NotifyOnCrash};
 use crate::telemetry::{Recorder, Routes, Telemetry, report};
 use crate::tunnel;
 use crate::upstream::Upstream;
@@ -102,7 +102,21 @@ pub(crate) fn prepare(
         Some(b) => decorators.wrapping(CircuitBreaker(b.clone())),
         None => decorators,
     };
-    let telemetry = Telemetry::new(config.stats, config.max_routes, breaker);
+    let notifier = config.notify_url.clone().map(|url| {
+        let service = format!("{}:{}", config.target_host, config.target_port);
+        Arc::new(Notifier::new(
+            url,
+            config.notify_format,
+            config.notify_interval,
+            service,
+        ))
+    });
+    // Inside the breaker's clients but next to the service's answers.
+    let decorators = match &notifier {
+        Some(n) => decorators.wrapping(NotifyOnCrash(n.clone())),
+        None => decorators,
+    };
+    let telemetry = Telemetry::new(config.stats, config.max_routes, breaker, notifier);
     // Statistics see every exchange, including those other decorators answer.
     let decorators = match &telemetry.stats {
         Some(stats) => decorators.wrapped_in(Recorder {
@@ -323,6 +337,9 @@ fn spawn_background(
             t.process.refresh();
         }
     }));
+    if let Some(notifier) = &telemetry.notifier {
+        tasks.push(tokio::spawn(notifier.clone().run()));
+    }
     if let Some(every) = summary_every {
         let t = telemetry.clone();
         tasks.push(tokio::spawn(async move {

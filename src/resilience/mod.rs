@@ -2,5 +2,7 @@
 //! service fails (`notify`).
 
 pub mod breaker;
+pub mod notify;
 
 pub use breaker::{Breaker, CircuitBreaker, CircuitState};
+pub use notify::{Notifier, NotifyFormat, NotifyOnCrash};

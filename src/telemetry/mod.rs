@@ -100,6 +100,8 @@ pub struct Telemetry {
     pub max_routes: usize,
     /// The circuit breaker, when configured.
     pub breaker: Option<Arc<crate::resilience::Breaker>>,
+    /// Crash notifications, when configured.
+    pub notifier: Option<Arc<crate::resilience::Notifier>>,
     started: Instant,
     started_wall: SystemTime,
 }
@@ -109,9 +111,11 @@ impl Telemetry {
         stats_on: bool,
         max_routes: usize,
         breaker: Option<Arc<crate::resilience::Breaker>>,
+        notifier: Option<Arc<crate::resilience::Notifier>>,
     ) -> Arc<Self> {
         Arc::new(Telemetry {
             breaker,
+            notifier,
             stats: stats_on.then(Arc::default),
             connections: Arc::default(),
             tap: Arc::default(),

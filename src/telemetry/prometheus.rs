@@ -177,6 +177,20 @@ pub fn render(t: &Telemetry) -> String {
         );
         let _ = writeln!(out, "sitio_circuit_opened_total {}", b.opened_total());
     }
+    if let Some(n) = &t.notifier {
+        family(
+            &mut out,
+            "sitio_notify_events_total",
+            "counter",
+            "Crash notifications by outcome.",
+        );
+        for (result, count) in n.counts() {
+            let _ = writeln!(
+                out,
+                "sitio_notify_events_total{{result=\"{result}\"}} {count}"
+            );
+        }
+    }
     family(&mut out, "sitio_build_info", "gauge", "Build information.");
     let _ = writeln!(
         out,

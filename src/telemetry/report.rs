@@ -83,6 +83,7 @@ pub fn stats_json(t: &Telemetry) -> Value {
         "endpoints": endpoints,
         "max_routes": t.max_routes,
         "tap": {"readers": t.tap.readers(), "dropped": t.tap.dropped()},
+        "notify": t.notifier.as_ref().map(|n| n.counts().iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>()),
         "circuit": t.breaker.as_ref().map(|b| json!({
             "state": b.state().as_str(),
             "consecutive_failures": b.consecutive_failures(),

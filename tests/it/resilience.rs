@@ -214,3 +214,190 @@ async fn the_circuit_opens_after_failures_and_a_probe_closes_it() {
     );
     sitio.stop().await;
 }
+
+/// A webhook receiver recording every JSON body posted to it.
+async fn webhook() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            assert_eq!(req.uri().path(), "/hook");
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            sink.lock()
+                                .unwrap()
+                                .push(serde_json::from_slice(&body).unwrap());
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Empty::<bytes::Bytes>::new(),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, got)
+}
+
+async fn wait_for_events(
+    got: &std::sync::Mutex<Vec<serde_json::Value>>,
+    n: usize,
+    within: Duration,
+) -> Vec<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let events = got.lock().unwrap().clone();
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            started.elapsed() < within,
+            "expected {n} notifications, got {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_notified_once_per_interval_with_a_folded_count() {
+    let (url, got) = webhook().await;
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.notify_url = Some(url.parse().unwrap());
+    config.notify_interval = Duration::from_millis(700);
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    for _ in 0..5 {
+        assert_eq!(
+            raw_request(sitio.addr, b"GET /status/500 HTTP/1.1\r\nHost: t\r\n\r\n")
+                .await
+                .unwrap()
+                .status,
+            500
+        );
+    }
+    raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let first = wait_for_events(&got, 1, Duration::from_secs(2)).await;
+    assert_eq!(first[0]["event"], "service_error");
+    assert_eq!(first[0]["kind"], "http-500");
+    assert_eq!(first[0]["status"], 500);
+    assert_eq!(first[0]["method"], "GET");
+    assert_eq!(first[0]["route"], "/status/{id}");
+    assert_eq!(first[0]["folded"], 0);
+    assert_eq!(first[0]["service"], format!("127.0.0.1:{}", backend.port()));
+    assert!(first[0]["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(first[0]["time"].as_str().unwrap().ends_with('Z'));
+    let both = wait_for_events(&got, 2, Duration::from_secs(3)).await;
+    assert_eq!(both[1]["folded"], 4, "the other four were folded: {both:?}");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(got.lock().unwrap().len(), 2, "nothing for the 200");
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_service_and_its_recovery_are_notified_in_slack_format() {
+    let (url, got) = webhook().await;
+    let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = reserved.local_addr().unwrap().port();
+    drop(reserved);
+    let mut config = config_for(port);
+    config.notify_url = Some(url.parse().unwrap());
+    config.notify_format = sitio::resilience::NotifyFormat::Slack;
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    assert_eq!(
+        raw_request(sitio.addr, b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        502
+    );
+    let events = wait_for_events(&got, 1, Duration::from_secs(2)).await;
+    let text = events[0]["text"].as_str().unwrap();
+    assert!(text.contains("GET /a failed: connect-refused"), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}")),
+        "names the service: {text}"
+    );
+    let _backend = Backend::serve(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    assert_eq!(
+        raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let events = wait_for_events(&got, 2, Duration::from_secs(2)).await;
+    assert!(
+        events[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("reachable again"),
+        "{events:?}"
+    );
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_webhook_never_slows_traffic_and_its_losses_are_counted() {
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}/hook", dead.local_addr().unwrap());
+    drop(dead);
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.notify_url = Some(dead_url.parse().unwrap());
+    config.notify_interval = Duration::from_millis(100);
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..400 {
+        let t = Instant::now();
+        let path = format!("GET /status/50{} HTTP/1.1\r\nHost: t\r\n\r\n", i % 4);
+        assert!(
+            raw_request(sitio.addr, path.as_bytes())
+                .await
+                .unwrap()
+                .status
+                >= 500
+        );
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a request waited {slowest:?}"
+    );
+    let started = Instant::now();
+    loop {
+        let metrics = raw_request(sitio.admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let metrics = String::from_utf8(metrics.body).unwrap();
+        let count = |result: &str| -> u64 {
+            metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with(&format!("sitio_notify_events_total{{result=\"{result}\"}}"))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap()
+        };
+        if count("failed") >= 1 {
+            assert_eq!(count("sent"), 0);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sitio.stop().await;
+}
