@@ -133,6 +133,21 @@ pub struct Config {
           default_value_t = crate::resilience::NotifyFormat::Json)]
     pub notify_format: crate::resilience::NotifyFormat,
 
+    /// Delay a share of requests, e.g. `10%:200ms` (fault injection).
+    #[arg(long, env = "SITIO_FAULT_DELAY", value_name = "SITIO_FAULT_DELAY",
+          value_parser = crate::resilience::faults::parse_delay)]
+    pub fault_delay: Option<(crate::resilience::faults::Share, Duration)>,
+
+    /// Answer a share of requests with an error, e.g. `5%:503` (fault injection).
+    #[arg(long, env = "SITIO_FAULT_ABORT", value_name = "SITIO_FAULT_ABORT",
+          value_parser = crate::resilience::faults::parse_abort)]
+    pub fault_abort: Option<(crate::resilience::faults::Share, http::StatusCode)>,
+
+    /// Inject faults only on these route patterns, e.g. `/api/*` (default: all).
+    #[arg(long, env = "SITIO_FAULT_ROUTES", value_name = "SITIO_FAULT_ROUTES", default_value = "",
+          value_parser = parse_routes)]
+    pub fault_routes: String,
+
     /// Most client connections served at once; further ones wait in the backlog.
     #[arg(long, env = "SITIO_MAX_CONNECTIONS", value_name = "SITIO_MAX_CONNECTIONS",
           default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_max_connections)]
@@ -228,6 +243,9 @@ impl Default for Config {
             notify_url: None,
             notify_interval: Duration::from_secs(30),
             notify_format: crate::resilience::NotifyFormat::Json,
+            fault_delay: None,
+            fault_abort: None,
+            fault_routes: String::new(),
         }
     }
 }

@@ -94,6 +94,9 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
     let res = match chain.on_request(&mut head, &mut ex) {
         Err((answered_by, res)) => chain.on_response(answered_by, res, &mut ex),
         Ok(()) => {
+            if !ex.delay.is_zero() {
+                tokio::time::sleep(ex.delay).await;
+            }
             let client_upgrade = if headers::is_upgrade_request(&head.headers) {
                 head.extensions.remove::<OnUpgrade>()
             } else {
@@ -110,6 +113,7 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                 .await;
             let res = sent.and_then(|(res, sender)| {
                 let (mut rhead, incoming) = res.into_parts();
+                ex.service_status = Some(rhead.status);
                 if rhead.status == StatusCode::SWITCHING_PROTOCOLS {
                     let upstream_upgrade = rhead.extensions.remove::<OnUpgrade>();
                     let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) else {

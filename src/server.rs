@@ -21,7 +21,8 @@ use crate::detect::{self, Protocol};
 use crate::error::StartError;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
-use crate::resilience::{Breaker, CircuitBreaker, Notifier, NotifyOnCrash};
+use crate::resilience::{Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash};
+use crate::telemetry::routes::Patterns;
 use crate::telemetry::{Recorder, Routes, Telemetry, report};
 use crate::tunnel;
 use crate::upstream::Upstream;
@@ -90,6 +91,17 @@ pub(crate) fn prepare(
     tasks: tokio_util::task::TaskTracker,
 ) -> (Arc<Shared>, Arc<Config>, Arc<http1::Builder>) {
     let upstream = Upstream::new(&config);
+    // Built-ins next to the service, outermost first: faults (so nothing
+    // masks them), the breaker, crash notifications.
+    let decorators = if config.fault_delay.is_some() || config.fault_abort.is_some() {
+        decorators.wrapping(FaultInjection {
+            delay: config.fault_delay,
+            abort: config.fault_abort,
+            routes: Patterns::parse(&config.fault_routes).unwrap_or_default(),
+        })
+    } else {
+        decorators
+    };
     let breaker = (config.breaker_failures > 0).then(|| {
         Arc::new(Breaker::new(
             config.breaker_failures,

@@ -31,6 +31,9 @@ pub struct Exchange {
     pub finished: Option<Instant>,
     /// The status sent to the client.
     pub status: Option<StatusCode>,
+    /// The status the service answered with, before any decorator replaced
+    /// the response (`None` when it never answered).
+    pub service_status: Option<StatusCode>,
     /// Response body bytes sent to the client.
     pub bytes_out: u64,
     /// Request body bytes read from the client.
@@ -46,6 +49,7 @@ pub struct Exchange {
     pub(crate) current: usize,
     pub(crate) body_watchers: u64,
     pub(crate) requested: u64,
+    pub(crate) delay: Duration,
 }
 
 impl Exchange {
@@ -69,6 +73,7 @@ impl Exchange {
             response_started: None,
             finished: None,
             status: None,
+            service_status: None,
             bytes_out: 0,
             bytes_in: 0,
             error: None,
@@ -78,6 +83,7 @@ impl Exchange {
             current: 0,
             body_watchers: 0,
             requested: 0,
+            delay: Duration::ZERO,
         }
     }
 
@@ -110,6 +116,12 @@ impl Exchange {
     /// answered first). Lets `on_complete` pair up with `on_request`.
     pub fn request_hook_ran(&self) -> bool {
         self.requested & (1u64 << self.current) != 0
+    }
+
+    /// From `on_request`: wait `d` before calling the service (delays of
+    /// several decorators add up). Lets hooks stay synchronous.
+    pub fn delay_by(&mut self, d: Duration) {
+        self.delay += d;
     }
 
     /// Ask for [`crate::Decorator::on_body_chunk`] calls on this exchange's

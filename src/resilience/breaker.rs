@@ -143,8 +143,10 @@ impl Decorator for CircuitBreaker {
             return;
         }
         let b = &self.0;
+        // The service's own answer: a 5xx masked later (stale copy, error
+        // page) is still a failure of the service.
         let failed = ex.error.is_some_and(|e| e.blame() == Blame::Upstream)
-            || ex.status.is_some_and(|s| s.is_server_error());
+            || ex.service_status.is_some_and(|s| s.is_server_error());
         let probe = ex.extensions.get::<Probe>().is_some();
         if failed {
             if probe {

@@ -266,27 +266,21 @@ impl Decorator for NotifyOnCrash {
             event,
             method: ex.method.to_string(),
             route: ex.route.to_string(),
-            // The service's status; none when it never answered.
-            status: ex.status.filter(|_| ex.error.is_none()).map(|s| s.as_u16()),
+            status: ex.service_status.map(|s| s.as_u16()),
             latency_ms: ex.latency().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             at: SystemTime::now(),
         };
-        match (ex.error, ex.status) {
-            (Some(kind), _) if unreachable_kind(kind) => {
-                n.down.store(true, Ordering::Relaxed);
-                n.enqueue(event("service_unreachable", kind.as_str()));
-            }
-            (Some(_), _) => {}
-            (None, Some(status)) if status.is_server_error() => {
+        // Judged by the service's own answer, whatever the client got.
+        if let Some(kind) = ex.error.filter(|k| unreachable_kind(*k)) {
+            n.down.store(true, Ordering::Relaxed);
+            n.enqueue(event("service_unreachable", kind.as_str()));
+        } else if let Some(status) = ex.service_status {
+            if status.is_server_error() {
                 n.enqueue(event("service_error", status_kind(status.as_u16())));
-            }
-            (None, Some(_)) => {
+            } else if n.down.load(Ordering::Relaxed) && n.down.swap(false, Ordering::Relaxed) {
                 // One relaxed load on success; the swap only after an outage.
-                if n.down.load(Ordering::Relaxed) && n.down.swap(false, Ordering::Relaxed) {
-                    n.enqueue(event("service_recovered", "recovered"));
-                }
+                n.enqueue(event("service_recovered", "recovered"));
             }
-            (None, None) => {}
         }
     }
 }

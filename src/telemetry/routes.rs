@@ -74,6 +74,32 @@ impl Pattern {
     }
 }
 
+/// A list of route patterns (`/users/{id}`, `/static/*`).
+#[derive(Debug, Clone, Default)]
+pub struct Patterns(Vec<Pattern>);
+
+impl Patterns {
+    /// Parses comma-separated patterns.
+    pub fn parse(text: &str) -> Result<Patterns, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(Pattern::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Patterns)
+    }
+
+    /// True when no pattern is given.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when `path` (without query) matches one of the patterns.
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.iter().any(|p| p.matches(path))
+    }
+}
+
 /// Folds paths into routes and bounds how many distinct routes exist.
 #[derive(Debug)]
 pub struct Routes {

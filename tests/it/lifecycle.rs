@@ -24,6 +24,13 @@ async fn bad_configuration_stops_startup_naming_the_variable() {
         ("SITIO_ROUTES", "users/{id}", "must start with /"),
         ("SITIO_MAX_ROUTES", "0", "1 to 100000"),
         ("SITIO_STATS_INTERVAL", "often", "or off"),
+        ("SITIO_UPSTREAM_TIMEOUT", "soon", "10s, 500ms"),
+        ("SITIO_RETRIES", "twice", "on or off"),
+        ("SITIO_BREAKER_FAILURES", "-1", "SITIO_BREAKER_FAILURES"),
+        ("SITIO_NOTIFY_URL", "https://alerts/hook", "http://"),
+        ("SITIO_NOTIFY_FORMAT", "email", "json, slack"),
+        ("SITIO_FAULT_DELAY", "10%", "SHARE:DELAY"),
+        ("SITIO_FAULT_ABORT", "5%:200", "400 to 599"),
         (
             "SITIO_ERROR_PAGE_404",
             "/nonexistent/404.html",

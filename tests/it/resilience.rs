@@ -401,3 +401,58 @@ async fn a_dead_webhook_never_slows_traffic_and_its_losses_are_counted() {
     }
     sitio.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_injected_on_the_chosen_routes_and_shares() {
+    use sitio::resilience::faults::{parse_abort, parse_delay};
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.fault_abort = Some(parse_abort("100%:503").unwrap());
+    config.fault_routes = "/status/*".into();
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let res = raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 503);
+    assert_eq!(res.header("sitio-fault"), Some("abort"));
+    let res = raw_request(sitio.addr, b"GET /headers HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200, "other routes are untouched");
+    assert_eq!(
+        backend.requests(),
+        1,
+        "aborted requests never reach the service"
+    );
+    sitio.stop().await;
+
+    let mut config = config_for(backend.port());
+    config.fault_delay = Some(parse_delay("100%:300ms").unwrap());
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let started = Instant::now();
+    let res = raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        (res.status, res.header("sitio-fault")),
+        (200, Some("delay"))
+    );
+    sitio.stop().await;
+
+    let mut config = config_for(backend.port());
+    config.fault_abort = Some(parse_abort("50%:500").unwrap());
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let mut aborted = 0;
+    for _ in 0..200 {
+        let res = raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        aborted += usize::from(res.status == 500);
+    }
+    assert!(
+        (60..=140).contains(&aborted),
+        "about half aborted: {aborted}"
+    );
+    sitio.stop().await;
+}

@@ -1,0 +1,162 @@
+//! Fault injection, as Istio offers it, for testing how a service's callers
+//! cope: `SITIO_FAULT_DELAY="10%:200ms"` delays a share of requests,
+//! `SITIO_FAULT_ABORT="5%:503"` answers a share with an error instead of the
+//! service, optionally only on `SITIO_FAULT_ROUTES` patterns.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode, request, response};
+
+use crate::decorator::{Action, Decorator, Exchange};
+use crate::response as build;
+use crate::telemetry::routes::Patterns;
+
+/// A share of requests, from `"NN%"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Share(f64);
+
+fn parse_share(s: &str) -> Result<Share, String> {
+    let pct: f64 = s
+        .trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse().ok())
+        .filter(|p: &f64| (0.0..=100.0).contains(p))
+        .ok_or_else(|| format!("expected a share such as 10% (0% to 100%), got {s:?}"))?;
+    Ok(Share(pct / 100.0))
+}
+
+/// `SITIO_FAULT_DELAY`: a share and a delay, e.g. `10%:200ms`.
+pub fn parse_delay(s: &str) -> Result<(Share, Duration), String> {
+    let (share, delay) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected SHARE:DELAY such as 10%:200ms, got {s:?}"))?;
+    Ok((parse_share(share)?, crate::config::parse_duration(delay)?))
+}
+
+/// `SITIO_FAULT_ABORT`: a share and a status, e.g. `5%:503`.
+pub fn parse_abort(s: &str) -> Result<(Share, StatusCode), String> {
+    let (share, status) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected SHARE:STATUS such as 5%:503, got {s:?}"))?;
+    let status = status
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|c| (400..=599).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| format!("expected an error status from 400 to 599, got {status:?}"))?;
+    Ok((parse_share(share)?, status))
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let here = &t as *const u64 as u64;
+    (t ^ here.rotate_left(32)) | 1
+}
+
+/// True with probability `share` (xorshift: cheap, per thread, no lock).
+fn roll(share: Share) -> bool {
+    if share.0 <= 0.0 {
+        return false;
+    }
+    if share.0 >= 1.0 {
+        return true;
+    }
+    RNG.with(|r| {
+        let mut x = r.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        r.set(x);
+        ((x >> 11) as f64 / (1u64 << 53) as f64) < share.0
+    })
+}
+
+/// Injects configured delays and aborts.
+#[derive(Debug, Clone)]
+pub struct FaultInjection {
+    /// Share of requests delayed, and by how much.
+    pub delay: Option<(Share, Duration)>,
+    /// Share of requests aborted, and with which status.
+    pub abort: Option<(Share, StatusCode)>,
+    /// Only these routes (all when empty).
+    pub routes: Patterns,
+}
+
+/// Marks a delayed exchange, so its response says so.
+#[derive(Clone, Copy)]
+struct Delayed;
+
+impl Decorator for FaultInjection {
+    fn name(&self) -> &'static str {
+        "fault_injection"
+    }
+
+    fn on_request(&self, _: &mut request::Parts, ex: &mut Exchange) -> Action {
+        if !self.routes.is_empty() && !self.routes.matches(ex.path()) {
+            return Action::Continue;
+        }
+        if let Some((share, status)) = self.abort
+            && roll(share)
+        {
+            let mut res = build::text(
+                status.as_u16(),
+                "fault injected by sitio (SITIO_FAULT_ABORT)\n",
+            );
+            res.headers_mut()
+                .insert("sitio-fault", HeaderValue::from_static("abort"));
+            return Action::Respond(res);
+        }
+        if let Some((share, delay)) = self.delay
+            && roll(share)
+        {
+            ex.delay_by(delay);
+            ex.extensions.insert(Delayed);
+        }
+        Action::Continue
+    }
+
+    fn on_response(&self, head: &mut response::Parts, ex: &mut Exchange) -> Action {
+        if ex.extensions.get::<Delayed>().is_some() {
+            head.headers
+                .insert("sitio-fault", HeaderValue::from_static("delay"));
+        }
+        Action::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_and_refuse_nonsense() {
+        assert_eq!(
+            parse_delay("10%:200ms").unwrap(),
+            (Share(0.1), Duration::from_millis(200))
+        );
+        assert_eq!(
+            parse_abort("5%:503").unwrap(),
+            (Share(0.05), StatusCode::SERVICE_UNAVAILABLE)
+        );
+        assert!(parse_abort("5%:200").is_err());
+        assert!(parse_abort("150%:503").is_err());
+        assert!(parse_delay("10:200ms").is_err());
+        assert!(parse_delay("10%").is_err());
+    }
+
+    #[test]
+    fn rolls_follow_the_share() {
+        let hits = (0..100_000).filter(|_| roll(Share(0.25))).count();
+        assert!((23_000..27_000).contains(&hits), "{hits}");
+        assert!(!(0..1000).any(|_| roll(Share(0.0))));
+        assert!((0..1000).all(|_| roll(Share(1.0))));
+    }
+}
