@@ -148,6 +148,26 @@ pub struct Config {
           value_parser = parse_routes)]
     pub fault_routes: String,
 
+    /// Serve the last good copy of a GET URL when the service fails (on|off).
+    #[arg(long, env = "SITIO_STALE_ON_ERROR", value_name = "SITIO_STALE_ON_ERROR",
+          default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    pub stale_on_error: bool,
+
+    /// Memory for stale copies, e.g. 64MiB.
+    #[arg(long, env = "SITIO_STALE_CACHE_BYTES", value_name = "SITIO_STALE_CACHE_BYTES",
+          default_value = "64MiB", value_parser = parse_bytes)]
+    pub stale_cache_bytes: usize,
+
+    /// Largest response kept as a stale copy, e.g. 1MiB.
+    #[arg(long, env = "SITIO_STALE_MAX_OBJECT", value_name = "SITIO_STALE_MAX_OBJECT",
+          default_value = "1MiB", value_parser = parse_bytes)]
+    pub stale_max_object: usize,
+
+    /// Also keep answers to requests with Authorization or cookies (on|off).
+    #[arg(long, env = "SITIO_STALE_PRIVATE", value_name = "SITIO_STALE_PRIVATE",
+          default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    pub stale_private: bool,
+
     /// Most client connections served at once; further ones wait in the backlog.
     #[arg(long, env = "SITIO_MAX_CONNECTIONS", value_name = "SITIO_MAX_CONNECTIONS",
           default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_max_connections)]
@@ -246,6 +266,10 @@ impl Default for Config {
             fault_delay: None,
             fault_abort: None,
             fault_routes: String::new(),
+            stale_on_error: false,
+            stale_cache_bytes: 64 << 20,
+            stale_max_object: 1 << 20,
+            stale_private: false,
         }
     }
 }
@@ -301,6 +325,23 @@ fn parse_notify_url(s: &str) -> Result<http::Uri, String> {
         ),
         _ => Err("expected an http:// URL with a host, e.g. http://alerts:8080/hook".to_owned()),
     }
+}
+
+/// Parses `65536`, `64KiB`, `64MiB` or `1GiB`.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let err = || format!("expected a size such as 65536, 512KiB, 64MiB or 1GiB, got {s:?}");
+    let n: usize = n.parse().map_err(|_| err())?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        _ => return Err(err()),
+    };
+    n.checked_mul(scale).filter(|&b| b > 0).ok_or_else(err)
 }
 
 fn parse_switch(s: &str) -> Result<bool, String> {

@@ -21,7 +21,9 @@ use crate::detect::{self, Protocol};
 use crate::error::StartError;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
-use crate::resilience::{Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash};
+use crate::resilience::{
+    Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash, StaleCache, StaleOnError,
+};
 use crate::telemetry::routes::Patterns;
 use crate::telemetry::{Recorder, Routes, Telemetry, report};
 use crate::tunnel;
@@ -92,7 +94,8 @@ pub(crate) fn prepare(
 ) -> (Arc<Shared>, Arc<Config>, Arc<http1::Builder>) {
     let upstream = Upstream::new(&config);
     // Built-ins next to the service, outermost first: faults (so nothing
-    // masks them), the breaker, crash notifications.
+    // masks them), stale copies (masking the breaker's and the service's
+    // errors), the breaker, crash notifications.
     let decorators = if config.fault_delay.is_some() || config.fault_abort.is_some() {
         decorators.wrapping(FaultInjection {
             delay: config.fault_delay,
@@ -101,6 +104,17 @@ pub(crate) fn prepare(
         })
     } else {
         decorators
+    };
+    let stale = config.stale_on_error.then(|| {
+        Arc::new(StaleCache::new(
+            config.stale_cache_bytes,
+            config.stale_max_object,
+            config.stale_private,
+        ))
+    });
+    let decorators = match &stale {
+        Some(cache) => decorators.wrapping(StaleOnError(cache.clone())),
+        None => decorators,
     };
     let breaker = (config.breaker_failures > 0).then(|| {
         Arc::new(Breaker::new(
@@ -128,7 +142,7 @@ pub(crate) fn prepare(
         Some(n) => decorators.wrapping(NotifyOnCrash(n.clone())),
         None => decorators,
     };
-    let telemetry = Telemetry::new(config.stats, config.max_routes, breaker, notifier);
+    let telemetry = Telemetry::new(config.stats, config.max_routes, breaker, notifier, stale);
     // Statistics see every exchange, including those other decorators answer.
     let decorators = match &telemetry.stats {
         Some(stats) => decorators.wrapped_in(Recorder {

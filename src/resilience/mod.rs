@@ -1,10 +1,13 @@
 //! Resilience built-ins: the circuit breaker, notifications when the service
-//! fails (`notify`), and fault injection (`faults`).
+//! fails (`notify`), fault injection (`faults`), and stale copies served
+//! instead of errors (`stale`).
 
 pub mod breaker;
 pub mod faults;
 pub mod notify;
+pub mod stale;
 
 pub use breaker::{Breaker, CircuitBreaker, CircuitState};
 pub use faults::FaultInjection;
 pub use notify::{Notifier, NotifyFormat, NotifyOnCrash};
+pub use stale::{StaleCache, StaleOnError};

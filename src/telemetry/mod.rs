@@ -102,6 +102,8 @@ pub struct Telemetry {
     pub breaker: Option<Arc<crate::resilience::Breaker>>,
     /// Crash notifications, when configured.
     pub notifier: Option<Arc<crate::resilience::Notifier>>,
+    /// Stale copies, when `SITIO_STALE_ON_ERROR` is on.
+    pub stale: Option<Arc<crate::resilience::StaleCache>>,
     started: Instant,
     started_wall: SystemTime,
 }
@@ -112,10 +114,12 @@ impl Telemetry {
         max_routes: usize,
         breaker: Option<Arc<crate::resilience::Breaker>>,
         notifier: Option<Arc<crate::resilience::Notifier>>,
+        stale: Option<Arc<crate::resilience::StaleCache>>,
     ) -> Arc<Self> {
         Arc::new(Telemetry {
             breaker,
             notifier,
+            stale,
             stats: stats_on.then(Arc::default),
             connections: Arc::default(),
             tap: Arc::default(),

@@ -191,6 +191,30 @@ pub fn render(t: &Telemetry) -> String {
             );
         }
     }
+    if let Some(cache) = &t.stale {
+        let (bytes, entries) = cache.usage();
+        family(
+            &mut out,
+            "sitio_stale_served_total",
+            "counter",
+            "Stale copies served instead of errors.",
+        );
+        let _ = writeln!(out, "sitio_stale_served_total {}", cache.served());
+        family(
+            &mut out,
+            "sitio_stale_cache_bytes",
+            "gauge",
+            "Bytes held as stale copies.",
+        );
+        let _ = writeln!(out, "sitio_stale_cache_bytes {bytes}");
+        family(
+            &mut out,
+            "sitio_stale_cache_entries",
+            "gauge",
+            "URLs held as stale copies.",
+        );
+        let _ = writeln!(out, "sitio_stale_cache_entries {entries}");
+    }
     family(&mut out, "sitio_build_info", "gauge", "Build information.");
     let _ = writeln!(
         out,

@@ -84,6 +84,10 @@ pub fn stats_json(t: &Telemetry) -> Value {
         "max_routes": t.max_routes,
         "tap": {"readers": t.tap.readers(), "dropped": t.tap.dropped()},
         "notify": t.notifier.as_ref().map(|n| n.counts().iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>()),
+        "stale": t.stale.as_ref().map(|c| {
+            let (bytes, entries) = c.usage();
+            json!({"served": c.served(), "bytes": bytes, "entries": entries})
+        }),
         "circuit": t.breaker.as_ref().map(|b| json!({
             "state": b.state().as_str(),
             "consecutive_failures": b.consecutive_failures(),

@@ -456,3 +456,166 @@ async fn faults_are_injected_on_the_chosen_routes_and_shares() {
     );
     sitio.stop().await;
 }
+
+/// A service the test steers: `mode` 0 answers 200 pages, any other value is
+/// the status to fail with. Dropping the task handle kills it, connections too.
+async fn steerable(
+    listener: TcpListener,
+    mode: Arc<std::sync::atomic::AtomicU16>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            while conns.try_join_next().is_some() {}
+            let mode = mode.clone();
+            conns.spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let code = mode.load(Ordering::SeqCst);
+                        async move {
+                            let mut res =
+                                http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                                    format!("page {} (mode {code})", req.uri().path()),
+                                )));
+                            if code != 0 {
+                                *res.status_mut() = http::StatusCode::from_u16(code).unwrap();
+                            } else if req.uri().path() == "/nostore" {
+                                res.headers_mut().insert(
+                                    "cache-control",
+                                    http::HeaderValue::from_static("no-store"),
+                                );
+                            } else if req.uri().path() == "/brief" {
+                                res.headers_mut().insert(
+                                    "cache-control",
+                                    http::HeaderValue::from_static("stale-if-error=1"),
+                                );
+                            }
+                            res.headers_mut()
+                                .insert("x-origin", http::HeaderValue::from_static("steerable"));
+                            Ok::<_, std::convert::Infallible>(res)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_good_copy_masks_5xx_and_an_unreachable_service() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mode = Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let service = steerable(listener, mode.clone()).await;
+    let mut config = config_for(port);
+    config.stale_on_error = true;
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let get = |raw: &'static [u8]| raw_request(sitio.addr, raw);
+
+    for raw in [
+        &b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+        b"GET /nostore HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /brief HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /mine HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer x\r\n\r\n",
+    ] {
+        assert_eq!(get(raw).await.unwrap().status, 200);
+    }
+
+    // The service answers 500: the last good copy is served, marked.
+    mode.store(500, Ordering::SeqCst);
+    let res = get(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, b"page /page (mode 0)");
+    assert_eq!(res.header("sitio-stale"), Some("service-5xx"));
+    assert_eq!(res.header("age"), Some("0"));
+    assert_eq!(
+        res.header("x-origin"),
+        Some("steerable"),
+        "the stored headers come back"
+    );
+    // Never stored: no-store, and requests with credentials.
+    assert_eq!(
+        get(b"GET /nostore HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        500
+    );
+    let mine = get(b"GET /mine HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(mine.status, 500);
+    assert_eq!(
+        get(b"GET /never-seen HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        500
+    );
+
+    // The service dies: still served, and the copy ages.
+    drop(service);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let res = get(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    assert_eq!(
+        (res.status, res.header("sitio-stale")),
+        (200, Some("connect-refused"))
+    );
+    assert_eq!(res.header("age"), Some("1"));
+    // stale-if-error=1 from the service: too old now.
+    assert_eq!(
+        get(b"GET /brief HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        502
+    );
+
+    let metrics = raw_request(sitio.admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(metrics.body).unwrap();
+    assert!(metrics.contains("sitio_stale_served_total 2"), "{metrics}");
+    assert!(metrics.contains("sitio_stale_cache_entries 2"), "{metrics}");
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_failures_still_open_the_breaker_and_notify() {
+    let (url, got) = webhook().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mode = Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let _service = steerable(listener, mode.clone()).await;
+    let mut config = config_for(port);
+    config.stale_on_error = true;
+    config.breaker_failures = 2;
+    config.breaker_cooldown = Duration::from_secs(30);
+    config.notify_url = Some(url.parse().unwrap());
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let page = || raw_request(sitio.addr, b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(page().await.unwrap().status, 200);
+    mode.store(503, Ordering::SeqCst);
+    for _ in 0..2 {
+        let res = page().await.unwrap();
+        assert_eq!(
+            (res.status, res.header("sitio-stale")),
+            (200, Some("service-5xx"))
+        );
+    }
+    let res = page().await.unwrap();
+    assert_eq!(
+        (res.status, res.header("sitio-stale")),
+        (200, Some("circuit-open")),
+        "the breaker opened"
+    );
+    let events = wait_for_events(&got, 1, Duration::from_secs(2)).await;
+    assert_eq!(
+        events[0]["event"], "service_error",
+        "the client got 200, the service had failed"
+    );
+    assert_eq!(events[0]["status"], 503);
+    sitio.stop().await;
+}

@@ -1,0 +1,317 @@
+//! Stale on error (Istio's trick): the last good response of each GET URL is
+//! kept, within a byte budget (LRU) and a per-response cap, and served instead
+//! of a 5xx or an unreachable service, marked with `Age` and `sitio-stale`.
+//!
+//! Only this decorator buffers bodies, and only of responses it may store;
+//! the cache is split into shards by URL so no single lock serves all cores.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode, request, response};
+
+use crate::body::Body;
+use crate::decorator::{Action, Decorator, Exchange};
+use crate::error::{ErrorKind, ProxyError};
+
+const SHARDS: usize = 16;
+static SITIO_STALE: header::HeaderName = header::HeaderName::from_static("sitio-stale");
+
+struct Entry {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    stored: Instant,
+    stale_if_error: Option<Duration>,
+    size: usize,
+}
+
+struct Shard {
+    lru: lru::LruCache<String, Arc<Entry>>,
+    bytes: usize,
+}
+
+/// The cache of last good responses.
+pub struct StaleCache {
+    shards: Vec<Mutex<Shard>>,
+    shard_budget: usize,
+    max_object: usize,
+    private: bool,
+    hasher: std::collections::hash_map::RandomState,
+    served: AtomicU64,
+}
+
+impl StaleCache {
+    /// A cache of at most `budget` bytes, storing responses up to `max_object`
+    /// bytes; `private` also stores answers to requests with credentials.
+    pub fn new(budget: usize, max_object: usize, private: bool) -> Self {
+        let shard_budget = (budget / SHARDS).max(1);
+        StaleCache {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        lru: lru::LruCache::unbounded(),
+                        bytes: 0,
+                    })
+                })
+                .collect(),
+            shard_budget,
+            max_object: max_object.min(shard_budget),
+            private,
+            hasher: Default::default(),
+            served: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        let shard = &self.shards[h.finish() as usize % SHARDS];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.shard(key).lru.get(key).cloned()
+    }
+
+    fn put(&self, key: String, entry: Entry) {
+        let mut shard = self.shard(&key);
+        let size = entry.size;
+        if let Some(old) = shard.lru.put(key, Arc::new(entry)) {
+            shard.bytes -= old.size;
+        }
+        shard.bytes += size;
+        while shard.bytes > self.shard_budget {
+            match shard.lru.pop_lru() {
+                Some((_, evicted)) => shard.bytes -= evicted.size,
+                None => break,
+            }
+        }
+    }
+
+    /// Stale copies served so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Bytes and entries held now.
+    pub fn usage(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(b, n), s| {
+            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            (b + s.bytes, n + s.lru.len())
+        })
+    }
+}
+
+/// Per-exchange capture of a response that may be stored.
+#[derive(Clone)]
+struct Capture {
+    key: String,
+    head: Option<(StatusCode, HeaderMap, Option<Duration>)>,
+    body: BytesMut,
+    too_big: bool,
+}
+
+/// The decorator serving from a [`StaleCache`].
+pub struct StaleOnError(pub Arc<StaleCache>);
+
+/// `Cache-Control` directives that matter here: (may store, stale-if-error).
+fn cache_control(headers: &HeaderMap) -> (bool, Option<Duration>) {
+    let mut storable = true;
+    let mut stale_if_error = None;
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        for directive in value.to_str().unwrap_or("").split(',') {
+            let d = directive.trim().to_ascii_lowercase();
+            if d == "no-store" || d == "private" {
+                storable = false;
+            } else if let Some(secs) = d.strip_prefix("stale-if-error=") {
+                stale_if_error = secs.trim_matches('"').parse().ok().map(Duration::from_secs);
+            }
+        }
+    }
+    (storable, stale_if_error)
+}
+
+impl StaleOnError {
+    fn stale_response(&self, entry: &Entry, reason: &'static str) -> Option<Response<Body>> {
+        let age = entry.stored.elapsed();
+        if entry.stale_if_error.is_some_and(|limit| age > limit) {
+            return None; // the service said how stale it may be served
+        }
+        let mut res = Response::new(Body::full(entry.body.clone()));
+        *res.status_mut() = entry.status;
+        *res.headers_mut() = entry.headers.clone();
+        let h = res.headers_mut();
+        h.remove(header::CONTENT_LENGTH);
+        h.insert(header::AGE, HeaderValue::from(age.as_secs()));
+        h.insert(SITIO_STALE.clone(), HeaderValue::from_static(reason));
+        self.0.served.fetch_add(1, Ordering::Relaxed);
+        Some(res)
+    }
+
+    fn cached_for(&self, ex: &Exchange, reason: &'static str) -> Option<Response<Body>> {
+        let cap = ex.extensions.get::<Capture>()?;
+        let entry = self.0.get(&cap.key)?;
+        self.stale_response(&entry, reason)
+    }
+}
+
+impl Decorator for StaleOnError {
+    fn name(&self) -> &'static str {
+        "stale_on_error"
+    }
+
+    fn on_request(&self, head: &mut request::Parts, ex: &mut Exchange) -> Action {
+        if head.method != Method::GET {
+            return Action::Continue;
+        }
+        let credentials = head.headers.contains_key(header::AUTHORIZATION)
+            || head.headers.contains_key(header::COOKIE);
+        if credentials && !self.0.private {
+            return Action::Continue;
+        }
+        let host = head
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        ex.extensions.insert(Capture {
+            key: format!("{host}\n{target}"),
+            head: None,
+            body: BytesMut::new(),
+            too_big: false,
+        });
+        Action::Continue
+    }
+
+    fn on_response(&self, head: &mut response::Parts, ex: &mut Exchange) -> Action {
+        if ex.extensions.get::<Capture>().is_none() {
+            return Action::Continue;
+        }
+        if head.status.is_server_error() {
+            let reason = if ex.error == Some(ErrorKind::CircuitOpen) {
+                "circuit-open"
+            } else {
+                "service-5xx"
+            };
+            return match self.cached_for(ex, reason) {
+                Some(res) => Action::Respond(res),
+                None => Action::Continue,
+            };
+        }
+        let (storable, stale_if_error) = cache_control(&head.headers);
+        let declared = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let shareable = self.0.private || !head.headers.contains_key(header::SET_COOKIE);
+        let vary_all = head
+            .headers
+            .get(header::VARY)
+            .is_some_and(|v| v.as_bytes() == b"*");
+        if head.status == StatusCode::OK
+            && storable
+            && shareable
+            && !vary_all
+            && declared.is_none_or(|n| n <= self.0.max_object)
+            && let Some(cap) = ex.extensions.get_mut::<Capture>()
+        {
+            cap.head = Some((head.status, head.headers.clone(), stale_if_error));
+            ex.watch_body();
+        }
+        Action::Continue
+    }
+
+    fn on_body_chunk(&self, chunk: &mut Bytes, ex: &mut Exchange) {
+        if let Some(cap) = ex.extensions.get_mut::<Capture>()
+            && !cap.too_big
+        {
+            if cap.body.len() + chunk.len() > self.0.max_object {
+                cap.too_big = true;
+                cap.body = BytesMut::new();
+            } else {
+                cap.body.extend_from_slice(chunk);
+            }
+        }
+    }
+
+    fn on_upstream_error(&self, err: &ProxyError, ex: &mut Exchange) -> Option<Response<Body>> {
+        self.cached_for(ex, err.kind().as_str())
+    }
+
+    fn on_complete(&self, ex: &Exchange) {
+        let Some(cap) = ex.extensions.get::<Capture>() else {
+            return;
+        };
+        let Some((status, headers, stale_if_error)) = &cap.head else {
+            return;
+        };
+        if cap.too_big || ex.error.is_some() || ex.status != Some(*status) {
+            return; // incomplete, or replaced by another decorator
+        }
+        let body = Bytes::copy_from_slice(&cap.body);
+        let size = body.len()
+            + cap.key.len()
+            + headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum::<usize>();
+        self.0.put(
+            cap.key.clone(),
+            Entry {
+                status: *status,
+                headers: headers.clone(),
+                body,
+                stored: Instant::now(),
+                stale_if_error: *stale_if_error,
+                size,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(size: usize) -> Entry {
+        Entry {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(vec![0; size]),
+            stored: Instant::now(),
+            stale_if_error: None,
+            size,
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_to_its_budget_least_recently_used_first() {
+        let cache = StaleCache::new(SHARDS * 1000, 600, false);
+        for i in 0..200 {
+            cache.put(format!("k{i}"), entry(400));
+        }
+        let (bytes, entries) = cache.usage();
+        assert!(bytes <= SHARDS * 1000, "{bytes}");
+        assert!(entries >= SHARDS && entries <= 2 * SHARDS, "{entries}");
+        assert!(cache.get("k199").is_some(), "the newest stays");
+        assert!(cache.get("k0").is_none(), "the oldest went");
+    }
+
+    #[test]
+    fn cache_control_is_honoured() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60, stale-if-error=30"),
+        );
+        assert_eq!(cache_control(&h), (true, Some(Duration::from_secs(30))));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        assert!(!cache_control(&h).0);
+    }
+}
