@@ -458,7 +458,7 @@ async fn faults_are_injected_on_the_chosen_routes_and_shares() {
 }
 
 /// A service the test steers: `mode` 0 answers 200 pages, any other value is
-/// the status to fail with. Dropping the task handle kills it, connections too.
+/// the status to fail with. Aborting the task kills it, connections too.
 async fn steerable(
     listener: TcpListener,
     mode: Arc<std::sync::atomic::AtomicU16>,
@@ -556,7 +556,7 @@ async fn the_last_good_copy_masks_5xx_and_an_unreachable_service() {
     );
 
     // The service dies: still served, and the copy ages.
-    drop(service);
+    service.abort();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let res = get(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
     assert_eq!(
