@@ -12,30 +12,6 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::common::backend::Backend;
 use crate::common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_service_slower_than_the_upstream_timeout_gets_504() {
-    let backend = Backend::start().await;
-    let mut config = config_for(backend.port());
-    config.upstream_timeout = sitio::config::Interval(Some(Duration::from_millis(300)));
-    let sitio = Sitio::start(config, Decorators::none()).await;
-    let started = Instant::now();
-    let res = raw_request(sitio.addr, b"GET /slow/3000 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(res.status, 504);
-    assert_eq!(res.header("sitio-error"), Some("upstream-timeout"));
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
-    let res = raw_request(sitio.addr, b"GET /slow/10 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(res.status, 200, "fast answers are untouched");
-    sitio.stop().await;
-}
-
 /// A service that answers the first request of each connection and keeps it
 /// alive, then drops the connection when a second request arrives on it: what
 /// a service closing an idle keep-alive connection looks like to a proxy that
@@ -306,49 +282,6 @@ async fn server_errors_are_notified_once_per_interval_with_a_folded_count() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_service_and_its_recovery_are_notified_in_slack_format() {
-    let (url, got) = webhook().await;
-    let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = reserved.local_addr().unwrap().port();
-    drop(reserved);
-    let mut config = config_for(port);
-    config.notify_url = Some(url.parse().unwrap());
-    config.notify_format = sitio::resilience::NotifyFormat::Slack;
-    let sitio = Sitio::start(config, Decorators::none()).await;
-    assert_eq!(
-        raw_request(sitio.addr, b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await
-            .unwrap()
-            .status,
-        502
-    );
-    let events = wait_for_events(&got, 1, Duration::from_secs(2)).await;
-    let text = events[0]["text"].as_str().unwrap();
-    assert!(text.contains("GET /a failed: connect-refused"), "{text}");
-    assert!(
-        text.contains(&format!("127.0.0.1:{port}")),
-        "names the service: {text}"
-    );
-    let _backend = Backend::serve(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
-    assert_eq!(
-        raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
-    let events = wait_for_events(&got, 2, Duration::from_secs(2)).await;
-    assert!(
-        events[1]["text"]
-            .as_str()
-            .unwrap()
-            .contains("reachable again"),
-        "{events:?}"
-    );
-    sitio.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_webhook_never_slows_traffic_and_its_losses_are_counted() {
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("http://{}/hook", dead.local_addr().unwrap());
@@ -504,85 +437,6 @@ async fn steerable(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_last_good_copy_masks_5xx_and_an_unreachable_service() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mode = Arc::new(std::sync::atomic::AtomicU16::new(0));
-    let service = steerable(listener, mode.clone()).await;
-    let mut config = config_for(port);
-    config.stale_on_error = true;
-    let sitio = Sitio::start(config, Decorators::none()).await;
-    let get = |raw: &'static [u8]| raw_request(sitio.addr, raw);
-
-    for raw in [
-        &b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n"[..],
-        b"GET /nostore HTTP/1.1\r\nHost: t\r\n\r\n",
-        b"GET /brief HTTP/1.1\r\nHost: t\r\n\r\n",
-        b"GET /mine HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer x\r\n\r\n",
-    ] {
-        assert_eq!(get(raw).await.unwrap().status, 200);
-    }
-
-    // The service answers 500: the last good copy is served, marked.
-    mode.store(500, Ordering::SeqCst);
-    let res = get(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
-    assert_eq!(res.status, 200);
-    assert_eq!(res.body, b"page /page (mode 0)");
-    assert_eq!(res.header("sitio-stale"), Some("service-5xx"));
-    assert_eq!(res.header("age"), Some("0"));
-    assert_eq!(
-        res.header("x-origin"),
-        Some("steerable"),
-        "the stored headers come back"
-    );
-    // Never stored: no-store, and requests with credentials.
-    assert_eq!(
-        get(b"GET /nostore HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await
-            .unwrap()
-            .status,
-        500
-    );
-    let mine = get(b"GET /mine HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer x\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(mine.status, 500);
-    assert_eq!(
-        get(b"GET /never-seen HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await
-            .unwrap()
-            .status,
-        500
-    );
-
-    // The service dies: still served, and the copy ages.
-    service.abort();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let res = get(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
-    assert_eq!(
-        (res.status, res.header("sitio-stale")),
-        (200, Some("connect-refused"))
-    );
-    assert_eq!(res.header("age"), Some("1"));
-    // stale-if-error=1 from the service: too old now.
-    assert_eq!(
-        get(b"GET /brief HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await
-            .unwrap()
-            .status,
-        502
-    );
-
-    let metrics = raw_request(sitio.admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let metrics = String::from_utf8(metrics.body).unwrap();
-    assert!(metrics.contains("sitio_stale_served_total 2"), "{metrics}");
-    assert!(metrics.contains("sitio_stale_cache_entries 2"), "{metrics}");
-    sitio.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn masked_failures_still_open_the_breaker_and_notify() {
     let (url, got) = webhook().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -617,5 +471,195 @@ async fn masked_failures_still_open_the_breaker_and_notify() {
         "the client got 200, the service had failed"
     );
     assert_eq!(events[0]["status"], 503);
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_hangs_gets_504_after_the_upstream_timeout() {
+    let service = Steerable::start(0).await;
+    let mut config = config_for(service.port);
+    config.upstream_timeout = sitio::config::Interval(Some(Duration::from_millis(300)));
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let started = Instant::now();
+    let res = raw_request(sitio.addr, b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 504);
+    assert_eq!(res.header("sitio-error"), Some("upstream-timeout"));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let res = raw_request(sitio.addr, b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200, "fast answers are untouched");
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_good_copy_masks_5xx_and_a_crashed_service() {
+    let mut service = Steerable::start(0).await;
+    let mut config = config_for(service.port);
+    config.stale_on_error = true;
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let get = |raw: &'static [u8]| raw_request(sitio.addr, raw);
+    for raw in [
+        &b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+        b"GET /mine HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer x\r\n\r\n",
+    ] {
+        assert_eq!(get(raw).await.unwrap().status, 200);
+    }
+
+    // The service answers 500: the last good copy is served, marked.
+    service.set_mode(500).await;
+    let res = get(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    assert_eq!((res.status, res.body.as_slice()), (200, &b"page /page"[..]));
+    assert_eq!(res.header("sitio-stale"), Some("service-5xx"));
+    assert_eq!(res.header("age"), Some("0"));
+    assert_eq!(
+        res.header("x-origin"),
+        Some("steerable"),
+        "the stored headers come back"
+    );
+    let mine = get(b"GET /mine HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.status, 500,
+        "answers to requests with credentials are never stored"
+    );
+    assert_eq!(
+        get(b"GET /never-seen HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        500
+    );
+
+    // The service process crashes: still served, and the copy ages.
+    service.kill().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let res = get(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    assert_eq!(
+        (res.status, res.header("sitio-stale")),
+        (200, Some("connect-refused"))
+    );
+    assert_eq!(res.header("age"), Some("1"));
+    assert_eq!(
+        get(b"GET /never-seen HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        502
+    );
+
+    // It comes back: fresh answers again, at once.
+    let service = Steerable::start(service.port).await;
+    let res = get(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    assert_eq!((res.status, res.header("sitio-stale")), (200, None));
+    let metrics = raw_request(sitio.admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(metrics.body).unwrap();
+    assert!(metrics.contains("sitio_stale_served_total 2"), "{metrics}");
+    drop(service);
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_copies_honour_no_store_and_stale_if_error() {
+    // The steerable service's /nostore and /brief pages carry these directives.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mode = Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let service = steerable(listener, mode.clone()).await;
+    let mut config = config_for(port);
+    config.stale_on_error = true;
+    let cached = Sitio::start(config, Decorators::none()).await;
+    for path in ["/nostore", "/brief"] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(
+            raw_request(cached.addr, raw.as_bytes())
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    mode.store(500, Ordering::SeqCst);
+    assert_eq!(
+        raw_request(cached.addr, b"GET /nostore HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        500
+    );
+    let res = raw_request(cached.addr, b"GET /brief HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        (res.status, res.header("sitio-stale")),
+        (200, Some("service-5xx"))
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let res = raw_request(cached.addr, b"GET /brief HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status, 500,
+        "stale-if-error=1 from the service: too old now"
+    );
+    service.abort();
+    cached.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_and_the_recovery_are_notified_in_slack_format() {
+    let (url, got) = webhook().await;
+    let mut service = Steerable::start(0).await;
+    let mut config = config_for(service.port);
+    config.notify_url = Some(url.parse().unwrap());
+    config.notify_format = sitio::resilience::NotifyFormat::Slack;
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    assert_eq!(
+        raw_request(sitio.addr, b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    service.kill().await;
+    assert_eq!(
+        raw_request(sitio.addr, b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        502
+    );
+    let events = wait_for_events(&got, 1, Duration::from_secs(2)).await;
+    let text = events[0]["text"].as_str().unwrap();
+    assert!(text.contains("GET /a failed: connect-refused"), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", service.port)),
+        "names the service: {text}"
+    );
+    let _back = Steerable::start(service.port).await;
+    assert_eq!(
+        raw_request(sitio.addr, b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let events = wait_for_events(&got, 2, Duration::from_secs(2)).await;
+    assert!(
+        events[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("reachable again"),
+        "{events:?}"
+    );
     sitio.stop().await;
 }

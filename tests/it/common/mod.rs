@@ -179,6 +179,55 @@ impl PythonServer {
     }
 }
 
+/// `tests/backends/steerable.py`: a service process the test steers, kills
+/// (SIGKILL, like a crash) and starts again on the same port.
+pub struct Steerable {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Steerable {
+    /// Starts it on `port` (0: any).
+    pub async fn start(port: u16) -> Steerable {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/backends/steerable.py");
+        let mut child = Command::new("python3")
+            .args(["-u", script, &port.to_string()])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let port = first.strip_prefix("PORT ").unwrap().parse().unwrap();
+        Steerable {
+            port,
+            child: Some(child),
+        }
+    }
+
+    /// From now on answers `status` (0: healthy).
+    pub async fn set_mode(&self, status: u16) {
+        let raw = format!("GET /__mode/{status} HTTP/1.1\r\nHost: s\r\n\r\n");
+        let res = raw_request(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            raw.as_bytes(),
+        )
+        .await;
+        assert_eq!(res.map(|r| r.status), Some(204));
+    }
+
+    /// Kills the process, as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
 /// A parsed HTTP/1 response read off a raw socket.
 #[derive(Debug)]
 pub struct RawResponse {
