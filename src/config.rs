@@ -85,6 +85,16 @@ pub struct Config {
           default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Longest pause while a request body is still arriving; then the connection closes.
+    #[arg(long, env = "SITIO_BODY_TIMEOUT", value_name = "SITIO_BODY_TIMEOUT",
+          default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Longest a response write may wait on a client that does not read; then it closes.
+    #[arg(long, env = "SITIO_SEND_TIMEOUT", value_name = "SITIO_SEND_TIMEOUT",
+          default_value = "60s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+
     /// Time allowed to open a TCP connection to the service; then 504.
     #[arg(long, env = "SITIO_CONNECT_TIMEOUT", value_name = "SITIO_CONNECT_TIMEOUT",
           default_value = "1s", value_parser = parse_duration)]
@@ -248,6 +258,8 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
             max_connections: defaults::MAX_CONNECTIONS,
             workers: 0,

@@ -6,7 +6,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll, ready};
 
 use futures_util::task::AtomicWaker;
@@ -26,7 +26,7 @@ const TUNNEL: u8 = 2;
 /// Where a client connection is between requests; shared by the connection's IO
 /// and its exchanges (never across connections, so never contended).
 #[derive(Debug, Default)]
-pub(crate) struct ConnPhase(AtomicU8, AtomicU32, AtomicWaker, AtomicU8);
+pub(crate) struct ConnPhase(AtomicU8, AtomicU32, AtomicWaker, AtomicU8, AtomicBool);
 
 const RAW_CONTENT_LENGTH: u8 = 1;
 const RAW_TRANSFER_ENCODING: u8 = 2;
@@ -78,6 +78,11 @@ impl ConnPhase {
         }
     }
 
+    /// The request being served has a body still to arrive (or not).
+    pub(crate) fn body_pending(&self, pending: bool) {
+        self.4.store(pending, Ordering::Relaxed);
+    }
+
     /// The connection became a tunnel: HTTP timeouts no longer apply.
     pub(crate) fn tunnel(&self) {
         self.0.store(TUNNEL, Ordering::Relaxed);
@@ -100,6 +105,17 @@ enum Armed {
 /// What a client that was too slow with its request head receives.
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\nsitio-error: header-timeout\r\n\r\n";
+
+/// The error hyper sees when a request body or a response write stalled.
+#[derive(Debug)]
+pub(crate) struct Stalled(&'static str);
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+impl std::error::Error for Stalled {}
 
 /// The error hyper sees when a request head was too slow.
 #[derive(Debug)]
@@ -125,6 +141,39 @@ pub(crate) struct ClientIo<S> {
     deadline: Pin<Box<Sleep>>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    body_timeout: Duration,
+    send_timeout: Duration,
+    /// Armed while a request body is awaited; reset by every byte. The
+    /// timers are allocated on first use and kept for the connection.
+    body_deadline: Option<Pin<Box<Sleep>>>,
+    body_armed: bool,
+    /// Armed while a response write is blocked on the client.
+    send_deadline: Option<Pin<Box<Sleep>>>,
+    send_armed: bool,
+}
+
+/// The connection's timeouts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) header: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) body: Duration,
+    pub(crate) send: Duration,
+}
+
+/// True when the timer in `slot` has fired (registering the waker otherwise).
+fn expired(slot: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+    slot.as_mut()
+        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+}
+
+/// (Re)arms `slot` to fire `after` from now, allocating its timer once.
+fn rearm(slot: &mut Option<Pin<Box<Sleep>>>, after: Duration) {
+    let at = Instant::now() + after;
+    match slot {
+        Some(sleep) => sleep.as_mut().reset(at),
+        None => *slot = Some(Box::pin(tokio::time::sleep_until(at))),
+    }
 }
 
 impl<S> ClientIo<S> {
@@ -135,8 +184,7 @@ impl<S> ClientIo<S> {
         prefix: Bytes,
         phase: Arc<ConnPhase>,
         head_deadline: Instant,
-        header_timeout: Duration,
-        idle_timeout: Duration,
+        timeouts: Timeouts,
     ) -> Self {
         ClientIo {
             stream,
@@ -146,8 +194,14 @@ impl<S> ClientIo<S> {
             armed_at_exchange: 0,
             scan: HeadScan::default(),
             deadline: Box::pin(tokio::time::sleep_until(head_deadline)),
-            header_timeout,
-            idle_timeout,
+            header_timeout: timeouts.header,
+            idle_timeout: timeouts.idle,
+            body_timeout: timeouts.body,
+            send_timeout: timeouts.send,
+            body_deadline: None,
+            body_armed: false,
+            send_deadline: None,
+            send_armed: false,
         }
     }
 
@@ -176,7 +230,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
         if this.phase.get() != AWAITING_HEAD {
             this.phase.2.register(cx.waker());
             this.armed = Armed::Off;
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
+            if this.phase.get() == TUNNEL || !this.phase.4.load(Ordering::Relaxed) {
+                this.body_armed = false;
+                return Pin::new(&mut this.stream).poll_read(cx, buf);
+            }
+            // A request body is still expected: every byte restarts its clock.
+            if !this.body_armed {
+                rearm(&mut this.body_deadline, this.body_timeout);
+                this.body_armed = true;
+            }
+            let before = buf.filled().len();
+            return match Pin::new(&mut this.stream).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {
+                    if buf.filled().len() > before {
+                        rearm(&mut this.body_deadline, this.body_timeout);
+                    }
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Pending => {
+                    if expired(&mut this.body_deadline, cx) {
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            Stalled("request body stalled (SITIO_BODY_TIMEOUT)"),
+                        )))
+                    } else {
+                        Poll::Pending
+                    }
+                }
+                other => other,
+            };
         }
         if this.armed == Armed::Off || this.armed_at_exchange != this.phase.exchanges() {
             this.armed_at_exchange = this.phase.exchanges();
@@ -213,13 +295,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
     }
 }
 
+impl<S> ClientIo<S> {
+    /// A write that stays blocked on a client that does not read (a slow-read
+    /// attack) fails after the send timeout instead of holding the connection.
+    fn watch_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Pending => {
+                if !self.send_armed {
+                    rearm(&mut self.send_deadline, self.send_timeout);
+                    self.send_armed = true;
+                }
+                if expired(&mut self.send_deadline, cx) {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        Stalled("client stopped reading (SITIO_SEND_TIMEOUT)"),
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+            done => {
+                self.send_armed = false;
+                done
+            }
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch_send(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -227,7 +342,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.watch_send(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -103,7 +103,7 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                 None
             };
             headers::to_upstream(&mut head, &conn.forwarded_for, verdict.isolate);
-            let (body, body_state) = RequestBody::new(body);
+            let (body, body_state) = RequestBody::new(body, &conn.phase);
             bytes_in = body_state;
             let reusable = !verdict.isolate && client_upgrade.is_none();
             let sent = conn

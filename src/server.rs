@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::decorator::Decorators;
 use crate::detect::{self, Protocol};
 use crate::error::StartError;
-use crate::io::{ClientIo, ConnPhase, HeaderTimeout};
+use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled, Timeouts};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
 use crate::resilience::{
     Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash, StaleCache, StaleOnError,
@@ -324,8 +324,12 @@ pub(crate) async fn serve_connection<S>(
         first,
         phase.clone(),
         head_deadline,
-        config.header_timeout,
-        config.idle_timeout,
+        Timeouts {
+            header: config.header_timeout,
+            idle: config.idle_timeout,
+            body: config.body_timeout,
+            send: config.send_timeout,
+        },
     );
     let service = ProxyService(Arc::new(ConnCtx {
         shared,
@@ -389,9 +393,24 @@ fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
         tracing::warn!(client = %peer, error = %e, status = 400, "refused malformed request");
     } else if is_header_timeout(e) {
         tracing::info!(client = %peer, status = 408, "request head too slow; connection closed");
+    } else if let Some(why) = stalled(e) {
+        tracing::info!(client = %peer, "{why}; connection closed");
     } else {
         tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
     }
+}
+
+fn stalled(e: &hyper::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(stall) = io.get_ref().and_then(|i| i.downcast_ref::<Stalled>())
+        {
+            return Some(stall.to_string());
+        }
+        source = err.source();
+    }
+    None
 }
 
 fn is_header_timeout(e: &hyper::Error) -> bool {

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use super::PooledSender;
+use crate::io::ConnPhase;
 
 /// What the exchange learns about the request body while it streams.
 #[derive(Debug, Default)]
@@ -38,20 +39,36 @@ pub(crate) struct RequestBody {
     /// `None` for a request sitio sends again, which never has a body.
     inner: Option<Incoming>,
     state: Option<Arc<RequestBodyState>>,
+    /// Told when the body is over, so the body timeout stops applying.
+    phase: Option<Arc<ConnPhase>>,
 }
 
 impl RequestBody {
     /// Wraps `inner`; the returned state (only for requests that have a body,
     /// so body-less requests allocate nothing) is shared with the exchange.
-    pub(crate) fn new(inner: Incoming) -> (Self, Option<Arc<RequestBodyState>>) {
+    pub(crate) fn new(
+        inner: Incoming,
+        phase: &Arc<ConnPhase>,
+    ) -> (Self, Option<Arc<RequestBodyState>>) {
         let state = (!inner.is_end_stream()).then(Arc::default);
+        let phase = state.is_some().then(|| {
+            phase.body_pending(true);
+            phase.clone()
+        });
         (
             RequestBody {
                 inner: Some(inner),
                 state: state.clone(),
+                phase,
             },
             state,
         )
+    }
+
+    fn body_over(&mut self) {
+        if let Some(phase) = self.phase.take() {
+            phase.body_pending(false);
+        }
     }
 
     /// No body.
@@ -59,6 +76,7 @@ impl RequestBody {
         RequestBody {
             inner: None,
             state: None,
+            phase: None,
         }
     }
 }
@@ -75,6 +93,14 @@ impl HttpBody for RequestBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(inner).poll_frame(cx);
+        let over = match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.as_ref().is_none_or(|b| b.is_end_stream()),
+            Poll::Pending => false,
+        };
+        if over {
+            self.body_over();
+        }
         if let Some(state) = &self.state {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -100,6 +126,12 @@ impl HttpBody for RequestBody {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        self.body_over();
     }
 }
 

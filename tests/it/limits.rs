@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sitio::Decorators;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::backend::Backend;
@@ -214,6 +214,80 @@ async fn malformed_requests_get_400_and_never_reach_the_service() {
     assert_eq!(
         (res.status, res.body),
         (200, smuggle_text.len().to_string().into_bytes())
+    );
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_is_cut_off() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.body_timeout = Duration::from_millis(400);
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+    s.write_all(b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(3)).await,
+        "the stalled upload is dropped"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        backend
+            .counts
+            .complete_bodies
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+
+    // A slow but steady upload is fine: every byte restarts the clock.
+    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+    s.write_all(b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\n")
+        .await
+        .unwrap();
+    for b in b"steady" {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let mut buf = Vec::new();
+    let res = read_response(&mut s, &mut buf, false).await.unwrap();
+    assert_eq!((res.status, res.body.as_slice()), (200, &b"6"[..]));
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.send_timeout = Duration::from_millis(500);
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&sitio.addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut s = TcpStream::from_std(socket.into()).unwrap();
+    s.write_all(b"GET /bytes/104857600 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // reads nothing meanwhile
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 65536];
+    let done = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "the connection ended");
+    assert!(
+        got < 100 << 20,
+        "it was cut off, not served in full ({got} bytes)"
     );
     sitio.stop().await;
 }
