@@ -2,8 +2,8 @@
 # The whole test suite, on a fresh machine too: installs what the tests use
 # (curl and python3 as real clients and backends, Prometheus and promtool for
 # /metrics, Chromium for the dashboard, Docker for the pod test, kubectl and
-# kubernetes-validate for the manifests), then checks formatting, lints, and
-# runs every test.
+# kubernetes-validate for the manifests, slowhttptest, h11 and gunicorn for the
+# adversarial suites), then checks formatting, lints, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,7 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+command -v slowhttptest >/dev/null 2>&1 || missing+=(slowhttptest)
 if ((${#missing[@]})); then
   echo "installing test dependencies: ${missing[*]}"
   sudo=""
@@ -23,10 +24,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
-# The Kubernetes schema validator (ships the OpenAPI schemas, works offline).
-if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
-  python3 -m pip install -q kubernetes-validate 2>/dev/null ||
-    python3 -m pip install -q --break-system-packages kubernetes-validate
+# From PyPI: the Kubernetes schema validator (ships the OpenAPI schemas, works
+# offline), and h11 and gunicorn as second and third origins for smuggling tests.
+if ! python3 -c 'import kubernetes_validate, h11, gunicorn' >/dev/null 2>&1; then
+  python3 -m pip install -q kubernetes-validate h11 gunicorn 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages kubernetes-validate h11 gunicorn
 fi
 
 cargo fmt --check
