@@ -63,6 +63,7 @@ class Handler(socketserver.StreamRequestHandler):
 class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the default of 5 drops bursts of connections
 
 
 if __name__ == "__main__":
