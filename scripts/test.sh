@@ -16,6 +16,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
 command -v slowhttptest >/dev/null 2>&1 || missing+=(slowhttptest)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if ((${#missing[@]})); then
   echo "installing test dependencies: ${missing[*]}"
   sudo=""

@@ -220,31 +220,22 @@ pub async fn run(
             a = listener.accept() => a,
             () = &mut shutdown => break,
         };
-        let (stream, peer) = match accepted {
-            // Dual-stack sockets report IPv4 clients as ::ffff:a.b.c.d.
-            Ok((stream, peer)) => (
-                stream,
-                SocketAddr::new(peer.ip().to_canonical(), peer.port()),
-            ),
+        match accepted {
+            Ok((stream, peer)) => {
+                let conn = (
+                    shared.clone(),
+                    config.clone(),
+                    http.clone(),
+                    stop_rx.clone(),
+                );
+                spawn_connection(&tasks, conn, stream, peer, Some(permit));
+            }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let shared = shared.clone();
-        let config = config.clone();
-        let http = http.clone();
-        let stop = stop_rx.clone();
-        let open = shared.telemetry.connections.open();
-        // Small writes (heads, last chunks) must not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        tasks.spawn(async move {
-            serve_connection(shared, config, http, stream, peer, stop).await;
-            drop(open);
-            drop(permit);
-        });
+        }
     }
 
     tracing::info!(
@@ -270,6 +261,33 @@ pub async fn run(
     }
     tracing::info!("sitio stopped");
     Ok(())
+}
+
+type ConnParts = (
+    Arc<Shared>,
+    Arc<Config>,
+    Arc<http1::Builder>,
+    watch::Receiver<bool>,
+);
+
+/// Serves an accepted client in its own task, counted as open until it ends.
+fn spawn_connection(
+    tasks: &tokio_util::task::TaskTracker,
+    (shared, config, http, stop): ConnParts,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    // Dual-stack sockets report IPv4 clients as ::ffff:a.b.c.d.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let open = shared.telemetry.connections.open();
+    // Small writes (heads, last chunks) must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    tasks.spawn(async move {
+        serve_connection(shared, config, http, stream, peer, stop).await;
+        drop(open);
+        drop(permit);
+    });
 }
 
 /// Serves one client connection: detects its protocol, then proxies HTTP/1

@@ -1,7 +1,6 @@
 //! Integration tests: sitio through its public `run` entry, on real sockets,
 //! against real backends.
 
-mod adversarial;
 mod common;
 mod container;
 mod decorators;
