@@ -218,6 +218,26 @@ pub struct Config {
     pub access_log: bool,
 }
 
+impl Config {
+    /// Parses command-line style arguments (without the program name), as the
+    /// binary does; the error says which setting is wrong and what it accepts.
+    pub fn from_args<I, T>(args: I) -> Result<Config, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        #[derive(Parser)]
+        #[command(name = "sitio", no_binary_name = true)]
+        struct Flags {
+            #[command(flatten)]
+            config: Config,
+        }
+        let flags = Flags::try_parse_from(args).map_err(|e| e.to_string())?;
+        Ok(flags.config)
+    }
+}
+
 /// Default values, shared by the flags and [`Config::default`].
 pub mod defaults {
     /// `PORT`.
@@ -391,6 +411,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_parse_like_the_binary_and_errors_name_the_setting() {
+        let c = Config::from_args(["--port", "9000", "--fault-abort", "5%:503"]).unwrap();
+        assert_eq!(c.port, 9000);
+        assert!(c.fault_abort.is_some());
+        let e = Config::from_args(["--header-timeout", "soon"]).unwrap_err();
+        assert!(
+            e.contains("SITIO_HEADER_TIMEOUT") && e.contains("10s"),
+            "{e}"
+        );
+        // Found by fuzz/config_parsing: a dash-led value still names its setting.
+        let e = Config::from_args(["--port=-\u{1}"]).unwrap_err();
+        assert!(e.contains("PORT"), "{e}");
+    }
 
     #[test]
     fn durations_parse_with_units_and_refuse_nonsense() {
