@@ -103,9 +103,12 @@ async fn slow_clients_do_not_hurt_normal_ones_and_are_cut_off() {
             failed, 0,
             "{mode}: {failed} of {n} normal requests failed under attack"
         );
-        // Twice the unattacked p99, with a 5 ms floor for a noisy shared machine.
-        let limit = 2 * base_p99.max(Duration::from_millis(5));
-        eprintln!("{mode}: p99 {p99:?} under attack vs {base_p99:?} without ({n} requests)");
+        // Twice the unattacked p99; on a shared 2-core machine running a debug
+        // build, sub-10 ms figures are scheduler noise, hence the floor.
+        let limit = 2 * base_p99.max(Duration::from_millis(10));
+        eprintln!(
+            "figures: {mode}: p99 {p99:?} under attack vs {base_p99:?} without, {n} requests, {failed} failed"
+        );
         assert!(
             p99 <= limit,
             "{mode}: p99 {p99:?} under attack vs {base_p99:?} without"
@@ -194,6 +197,11 @@ async fn a_service_crash_under_load_fails_only_the_outage_and_recovers_at_once()
             .find(|(t, status, _)| *t >= up_at && *status == Some(200))
             .map(|(t, _, _)| t.duration_since(up_at))
             .expect("requests succeed again");
+        let failed = log.iter().filter(|(_, s, _)| *s != Some(200)).count();
+        eprintln!(
+            "figures: crash: {} requests, {failed} failed (all in the outage), recovered {recovered:?} after the return",
+            log.len()
+        );
         assert!(
             recovered < Duration::from_secs(1),
             "recovered after {recovered:?}"
@@ -208,6 +216,9 @@ async fn a_service_crash_under_load_fails_only_the_outage_and_recovers_at_once()
         after.push((fds(), rss()));
     }
     let ((fds1, rss1), (fds2, rss2)) = (after[0], after[1]);
+    eprintln!(
+        "figures: after outage 1: {fds1} fds, {rss1} KiB; after outage 2: {fds2} fds, {rss2} KiB"
+    );
     assert!(
         fds2 <= fds1 + 2,
         "file descriptors grew across outages: {fds1} -> {fds2}"
@@ -350,6 +361,7 @@ async fn a_rolling_restart_on_a_shared_port_fails_no_request() {
         let words: Vec<&str> = report.split_whitespace().collect();
         (words[1].parse().unwrap(), words[3].parse().unwrap())
     };
+    eprintln!("figures: rolling restart: {}", report.trim());
     assert_eq!(
         failed,
         0,
