@@ -37,7 +37,7 @@ fn send_mail(what: &str) {
 #[tokio::main]
 async fn main() -> Result<(), sitio::StartError> {
     let config = Config::default();
-    sitio::init_logging(config.log_format);
+    let _log = sitio::init_logging(config.log_format);
     let decorators = Decorators::builder().with(NotifyOnCrash).build();
     let listeners = Listeners::bind(&config)?;
     sitio::run(listeners, config, decorators, sitio::shutdown_signal()).await

@@ -99,18 +99,30 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Keeps the background log writer running; logs are flushed when it drops.
+pub struct LogGuard {
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
 /// Sets up `tracing` output: `RUST_LOG` picks levels (default `info`), `format`
-/// picks text or JSON lines. Safe to call more than once.
-pub fn init_logging(format: LogFormat) {
+/// picks text or JSON lines. Lines are written by a background thread, so a
+/// request never waits on the stderr lock every core would share; under
+/// extreme load lines are dropped rather than traffic slowed. Keep the
+/// returned guard alive. Safe to call more than once.
+pub fn init_logging(format: LogFormat) -> LogGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    LogGuard {
+        _writer: installed.is_ok().then_some(guard),
+    }
 }

@@ -25,7 +25,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    sitio::init_logging(cli.config.log_format);
+    let _log = sitio::init_logging(cli.config.log_format);
     let workers = match cli.config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
