@@ -6,6 +6,7 @@
 #      saturation rate measured just before, for SOAK_SECONDS (default 600),
 #      sampling sitio's RSS and open fds every 10 s; passes when both stay
 #      within 10% and no request fails.
+#   3. slow clients against the release build (stress/slow_clients.sh).
 # Results land in stress/results/ (a summary on stdout, details in files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,3 +71,8 @@ print(summary)
 open(f"{out}/summary.txt", "a").write(summary + "\n")
 sys.exit(0 if ok else 1)
 PY
+
+echo "== slow clients, release build"
+kill $svc_pid $sitio_pid 2>/dev/null || true
+trap - EXIT
+./stress/slow_clients.sh
