@@ -212,15 +212,22 @@ async fn a_service_crash_under_load_fails_only_the_outage_and_recovers_at_once()
             "the outage was seen"
         );
         normal_client(addr, Duration::from_millis(500)).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        after.push((fds(), rss()));
+        // Closing client connections linger briefly; a leak does not go away.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut settled = (usize::MAX, u64::MAX);
+        for _ in 0..5 {
+            settled = (settled.0.min(fds()), settled.1.min(rss()));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        after.push(settled);
     }
     let ((fds1, rss1), (fds2, rss2)) = (after[0], after[1]);
     eprintln!(
         "figures: after outage 1: {fds1} fds, {rss1} KiB; after outage 2: {fds2} fds, {rss2} KiB"
     );
+    // A leak of one descriptor per failed request would add ~160 here.
     assert!(
-        fds2 <= fds1 + 2,
+        fds2 <= fds1 + 10,
         "file descriptors grew across outages: {fds1} -> {fds2}"
     );
     assert!(
