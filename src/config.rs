@@ -395,11 +395,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         )
     };
     let n: u64 = digits.parse().map_err(|_| err())?;
+    // Checked: "8888888888888888889h" must be refused, not wrap (found by fuzzing).
+    let secs = |scale: u64| {
+        n.checked_mul(scale)
+            .map(Duration::from_secs)
+            .ok_or_else(err)
+    };
     let d = match unit.trim() {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => secs(60)?,
+        "h" => secs(3600)?,
         _ => return Err(err()),
     };
     if d.is_zero() {
@@ -436,5 +442,8 @@ mod tests {
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 days").is_err());
+        // Found by fuzz/config_parsing: overflow is refused, not wrapped or a panic.
+        assert!(parse_duration("8888888888888888889h").is_err());
+        assert!(parse_duration("18446744073709551615m").is_err());
     }
 }
