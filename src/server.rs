@@ -154,7 +154,7 @@ pub(crate) fn prepare(
     // Patterns were validated when the configuration was parsed.
     let routes = Routes::new(&config.routes, config.max_routes).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "SITIO_ROUTES ignored");
-        Routes::new("", config.max_routes).unwrap_or_else(|_| unreachable!("empty patterns parse"))
+        Routes::unpatterned(config.max_routes)
     });
     let shared = Arc::new(Shared {
         decorators,

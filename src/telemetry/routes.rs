@@ -137,6 +137,16 @@ impl Routes {
         })
     }
 
+    /// A table with no operator patterns.
+    pub fn unpatterned(max: usize) -> Routes {
+        Routes {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            patterns: Vec::new(),
+            max,
+            known: Mutex::new(HashSet::new()),
+        }
+    }
+
     /// The route `path` is counted under.
     pub fn route_of(&self, path: &str) -> CompactString {
         let folded = match self.patterns.iter().find(|p| p.matches(path)) {
