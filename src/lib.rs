@@ -15,7 +15,7 @@
 //! - `guard`: refuses requests whose framing is ambiguous (smuggling);
 //!   `head_scan` notes the raw framing headers before hyper normalises them.
 //! - `headers`: hop-by-hop removal and forwarding headers.
-//! - `upstream`: connections to the service: connect timeout, thread-local pool, bodies.
+//! - `upstream`: connections to the service: connect timeout, sharded pool, retries, bodies.
 //! - `tracked`: the response body that reports completion.
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
 //! - [`decorator`]: the decorator API, the chain, and the built-in decorators.

@@ -10,7 +10,6 @@ pub(crate) use body::{RequestBody, RequestBodyState, UpstreamBody};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -27,30 +26,31 @@ pub(crate) type Sender = http1::SendRequest<RequestBody>;
 
 /// Where the service is and how to talk to it.
 pub(crate) struct Upstream {
-    id: u64,
     host: String,
     port: u16,
     connect_timeout: Duration,
-    pool: pool::Limits,
+    pool: Arc<pool::Pool>,
     max_header_bytes: usize,
     response_timeout: Option<Duration>,
     retries: bool,
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
 impl Upstream {
     /// The service `config` points at.
     pub(crate) fn new(config: &Config) -> Arc<Self> {
+        let shards = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let limits = pool::Limits {
+            idle_timeout: config.upstream_idle_timeout,
+            max_idle: defaults::MAX_IDLE_PER_THREAD,
+        };
         Arc::new(Upstream {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             host: config.target_host.clone(),
             port: config.target_port,
             connect_timeout: config.connect_timeout,
-            pool: pool::Limits {
-                idle_timeout: config.upstream_idle_timeout,
-                max_idle: defaults::MAX_IDLE_PER_THREAD,
-            },
+            pool: Arc::new(pool::Pool::new(shards, limits)),
             max_header_bytes: config.max_header_bytes,
             response_timeout: config.upstream_timeout.0,
             retries: config.retries,
@@ -140,7 +140,7 @@ impl Upstream {
     ) -> Result<(Response<Incoming>, Option<PooledSender>), ProxyError> {
         retry::note_request();
         if reusable {
-            while let Some((mut sender, idle_for)) = pool::checkout(self.id, &self.pool) {
+            while let Some((mut sender, idle_for)) = self.pool.checkout() {
                 if !sender.is_ready() && sender.ready().await.is_err() {
                     continue;
                 }
@@ -179,8 +179,7 @@ impl Upstream {
     fn pooled(&self, sender: Sender) -> PooledSender {
         PooledSender {
             sender,
-            upstream_id: self.id,
-            limits: self.pool,
+            pool: self.pool.clone(),
         }
     }
 }
@@ -188,13 +187,12 @@ impl Upstream {
 /// A sender that goes back to its pool once its response body is fully read.
 pub(crate) struct PooledSender {
     sender: Sender,
-    upstream_id: u64,
-    limits: pool::Limits,
+    pool: Arc<pool::Pool>,
 }
 
 impl PooledSender {
     pub(crate) fn checkin(self) {
-        pool::checkin(self.upstream_id, self.sender, &self.limits);
+        self.pool.checkin(self.sender);
     }
 }
 

@@ -1,10 +1,14 @@
-//! Idle upstream connections, kept per worker thread.
+//! Idle upstream connections, in shards.
 //!
-//! A thread-local list instead of one shared pool: checkout and checkin never
-//! take a lock another core could hold. A connection may be checked out on one
-//! thread and returned on another; it simply moves.
+//! Each worker thread puts connections back into, and takes them from, a
+//! shard of its own, so the common case locks a mutex no other core is using.
+//! A connection is often taken on one thread and returned on another (the
+//! runtime moves tasks), so a thread whose shard is empty takes one from
+//! another shard before opening a new connection: otherwise idle connections
+//! would pile up in one shard while another thread keeps dialing.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Sender;
@@ -12,52 +16,79 @@ use super::Sender;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     pub(crate) idle_timeout: Duration,
+    /// Idle connections kept per shard.
     pub(crate) max_idle: usize,
 }
 
 struct Idle {
-    upstream_id: u64,
     sender: Sender,
     since: Instant,
 }
 
-thread_local! {
-    static IDLE: RefCell<Vec<Idle>> = const { RefCell::new(Vec::new()) };
+/// The idle connections to one service.
+pub(crate) struct Pool {
+    shards: Vec<Mutex<Vec<Idle>>>,
+    limits: Limits,
 }
 
-/// The most recently used live connection to `upstream_id`, if any, with how
-/// long it sat idle.
-pub(crate) fn checkout(upstream_id: u64, limits: &Limits) -> Option<(Sender, Duration)> {
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard number (modulo the shard count).
+    static THREAD_INDEX: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Pool {
+    pub(crate) fn new(shards: usize, limits: Limits) -> Self {
+        Pool {
+            shards: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            limits,
+        }
+    }
+
+    fn own(&self) -> usize {
+        THREAD_INDEX.with(|i| *i % self.shards.len())
+    }
+
+    /// The most recently used live connection, if any, with how long it sat idle.
+    pub(crate) fn checkout(&self) -> Option<(Sender, Duration)> {
+        let own = self.own();
+        let n = self.shards.len();
         let now = Instant::now();
-        while let Some(pos) = idle.iter().rposition(|c| c.upstream_id == upstream_id) {
-            let conn = idle.swap_remove(pos);
-            let idle_for = now.duration_since(conn.since);
-            if !conn.sender.is_closed() && idle_for < limits.idle_timeout {
-                return Some((conn.sender, idle_for));
+        for k in 0..n {
+            let i = (own + k) % n;
+            // Other shards only if free: waiting on another core's lock costs
+            // more than a new connection would save.
+            let shard = if k == 0 {
+                self.shards[i].lock().ok()
+            } else {
+                self.shards[i].try_lock().ok()
+            };
+            let Some(mut shard) = shard else { continue };
+            while let Some(conn) = shard.pop() {
+                let idle_for = now.duration_since(conn.since);
+                if !conn.sender.is_closed() && idle_for < self.limits.idle_timeout {
+                    return Some((conn.sender, idle_for));
+                }
             }
         }
         None
-    })
-}
-
-/// Keeps `sender` for reuse, dropping (closing) expired or surplus connections.
-pub(crate) fn checkin(upstream_id: u64, sender: Sender, limits: &Limits) {
-    if sender.is_closed() {
-        return;
     }
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        let now = Instant::now();
-        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < limits.idle_timeout);
-        let mine = idle.iter().filter(|c| c.upstream_id == upstream_id).count();
-        if mine < limits.max_idle {
-            idle.push(Idle {
-                upstream_id,
-                sender,
-                since: now,
-            });
+
+    /// Keeps `sender` for reuse, dropping (closing) expired or surplus connections.
+    pub(crate) fn checkin(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
         }
-    })
+        let Ok(mut shard) = self.shards[self.own()].lock() else {
+            return;
+        };
+        let now = Instant::now();
+        shard.retain(|c| {
+            !c.sender.is_closed() && now.duration_since(c.since) < self.limits.idle_timeout
+        });
+        if shard.len() < self.limits.max_idle {
+            shard.push(Idle { sender, since: now });
+        }
+    }
 }

@@ -226,10 +226,21 @@ async fn a_service_crash_under_load_fails_only_the_outage_and_recovers_at_once()
         "figures: after outage 1: {fds1} fds, {rss1} KiB; after outage 2: {fds2} fds, {rss2} KiB"
     );
     // A leak of one descriptor per failed request would add ~160 here.
-    assert!(
-        fds2 <= fds1 + 10,
-        "file descriptors grew across outages: {fds1} -> {fds2}"
-    );
+    if fds2 > fds1 + 10 {
+        let sockets = std::process::Command::new("ss")
+            .args(["-tanp"])
+            .output()
+            .unwrap();
+        let mine: Vec<String> = String::from_utf8_lossy(&sockets.stdout)
+            .lines()
+            .filter(|l| l.contains(&format!("pid={pid},")))
+            .map(str::to_owned)
+            .collect();
+        panic!(
+            "file descriptors grew across outages: {fds1} -> {fds2}; sockets:\n{}",
+            mine.join("\n")
+        );
+    }
     assert!(
         rss2 <= rss1 + 2048,
         "memory grew across outages: {rss1} KiB -> {rss2} KiB"

@@ -61,10 +61,10 @@ async fn keep_alive_is_reused_on_both_sides() {
         assert!(ok);
     }
     assert_eq!(backend.requests(), 50);
-    // Pools are per worker thread, so the exact count depends on scheduling;
-    // without pooling it would be 50.
+    // Sequential requests need one pooled connection, give or take one a
+    // racing return; without pooling it would be 50.
     assert!(
-        backend.connections() <= 10,
+        backend.connections() <= 3,
         "50 requests should share a few pooled upstream connections, used {}",
         backend.connections()
     );
