@@ -104,6 +104,8 @@ impl Patterns {
 #[derive(Debug)]
 pub struct Routes {
     id: u64,
+    /// Lets per-thread caches tell that this table is gone.
+    alive: std::sync::Arc<()>,
     patterns: Vec<Pattern>,
     max: usize,
     known: Mutex<HashSet<CompactString>>,
@@ -113,10 +115,14 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Negative answers cached per thread before the cache is cleared.
 const LOCAL_CACHE_LIMIT: usize = 4096;
 
+/// A thread's verdicts for one table, dropped with the table.
+type Verdicts = (std::sync::Weak<()>, HashMap<CompactString, bool>);
+
 thread_local! {
     /// Routes this thread already knows are admitted (or refused), per table,
     /// so the shared table is locked only the first time a thread meets a route.
-    static ADMITTED: RefCell<HashMap<u64, HashMap<CompactString, bool>>> = RefCell::new(HashMap::new());
+    /// Entries of tables that are gone are pruned when a new table shows up.
+    static ADMITTED: RefCell<HashMap<u64, Verdicts>> = RefCell::new(HashMap::new());
 }
 
 impl Routes {
@@ -131,6 +137,7 @@ impl Routes {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Routes {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            alive: std::sync::Arc::new(()),
             patterns,
             max,
             known: Mutex::new(HashSet::new()),
@@ -141,6 +148,7 @@ impl Routes {
     pub fn unpatterned(max: usize) -> Routes {
         Routes {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            alive: std::sync::Arc::new(()),
             patterns: Vec::new(),
             max,
             known: Mutex::new(HashSet::new()),
@@ -163,7 +171,14 @@ impl Routes {
     fn admit(&self, route: &CompactString) -> bool {
         ADMITTED.with(|cache| {
             let mut cache = cache.borrow_mut();
-            let local = cache.entry(self.id).or_default();
+            if !cache.contains_key(&self.id) {
+                cache.retain(|_, (alive, _)| alive.strong_count() > 0);
+                let alive = std::sync::Arc::downgrade(&self.alive);
+                cache.insert(self.id, (alive, HashMap::new()));
+            }
+            let Some((_, local)) = cache.get_mut(&self.id) else {
+                return true; // just inserted
+            };
             if let Some(&ok) = local.get(route) {
                 return ok;
             }

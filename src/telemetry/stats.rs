@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use compact_str::CompactString;
@@ -97,7 +97,9 @@ pub struct StatsHub {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    static LOCAL: RefCell<Vec<(u64, Arc<Mutex<Shard>>)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's shard of each live hub. Weak, so a hub that is gone (a
+    /// sitio instance stopped; tests and fuzzing make many) leaves nothing.
+    static LOCAL: RefCell<Vec<(u64, Weak<Mutex<Shard>>)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Default for StatsHub {
@@ -128,16 +130,22 @@ impl StatsHub {
     fn with_shard<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
-            let at = match local.iter().position(|(id, _)| *id == self.id) {
-                Some(at) => at,
+            let found = local
+                .iter()
+                .find(|(id, _)| *id == self.id)
+                .and_then(|(_, shard)| shard.upgrade());
+            let shard = match found {
+                Some(shard) => shard,
                 None => {
+                    local.retain(|(_, shard)| shard.strong_count() > 0);
                     let shard = Arc::new(Mutex::new(Shard::default()));
                     lock(&self.shards).push(shard.clone());
-                    local.push((self.id, shard));
-                    local.len() - 1
+                    local.push((self.id, Arc::downgrade(&shard)));
+                    shard
                 }
             };
-            let mut guard = lock(&local[at].1);
+            drop(local);
+            let mut guard = lock(&shard);
             f(&mut guard)
         })
     }
