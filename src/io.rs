@@ -56,7 +56,7 @@ impl ConnPhase {
     }
 
     /// How many exchanges have started on this connection.
-    fn exchanges(&self) -> u32 {
+    pub(crate) fn exchanges(&self) -> u32 {
         self.1.load(Ordering::Relaxed)
     }
 

@@ -314,11 +314,12 @@ pub(crate) async fn serve_connection<S>(
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             },
+            // Not cut short by a drain: the client connected before it began
+            // and its request is on the way; the header timeout bounds this.
             () = tokio::time::sleep_until(head_deadline) => {
                 tracing::debug!(client = %peer, "connection sent nothing in time; closed");
                 return;
             }
-            _ = stop.changed() => return,
         }
     };
     let first = first.freeze();
@@ -351,7 +352,7 @@ pub(crate) async fn serve_connection<S>(
     );
     let service = ProxyService(Arc::new(ConnCtx {
         shared,
-        phase,
+        phase: phase.clone(),
         peer,
         forwarded_for: crate::headers::ip_header_value(peer.ip()),
     }));
@@ -362,8 +363,24 @@ pub(crate) async fn serve_connection<S>(
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            // hyper closes a connection with no exchange at once; one accepted
+            // just before the drain has its first request on the way, so it
+            // gets a moment to arrive (then is answered and closed).
+            let grace = Instant::now() + Duration::from_secs(1);
+            let mut finished = None;
+            while finished.is_none() && phase.exchanges() == 0 && Instant::now() < grace {
+                tokio::select! {
+                    r = conn.as_mut() => finished = Some(r),
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+            match finished {
+                Some(r) => r,
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
         }
     };
     if let Err(e) = result {
