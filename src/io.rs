@@ -26,7 +26,18 @@ const TUNNEL: u8 = 2;
 /// Where a client connection is between requests; shared by the connection's IO
 /// and its exchanges (never across connections, so never contended).
 #[derive(Debug, Default)]
-pub(crate) struct ConnPhase(AtomicU8, AtomicU32, AtomicWaker, AtomicU8, AtomicBool);
+pub(crate) struct ConnPhase {
+    /// AWAITING_HEAD, IN_EXCHANGE or TUNNEL.
+    state: AtomicU8,
+    /// Exchanges started on this connection.
+    exchanges: AtomicU32,
+    /// The connection task, woken when an exchange ends (to arm the idle timer).
+    reader: AtomicWaker,
+    /// RAW_* bits of the head being read, taken by the exchange it starts.
+    raw_framing: AtomicU8,
+    /// A request body is still expected (the body timeout applies).
+    body_pending: AtomicBool,
+}
 
 const RAW_CONTENT_LENGTH: u8 = 1;
 const RAW_TRANSFER_ENCODING: u8 = 2;
@@ -35,14 +46,14 @@ impl ConnPhase {
     /// A request head was read: no head timeout while the exchange runs.
     /// Returns what the raw head showed of its framing.
     pub(crate) fn exchange_started(&self) -> RawFraming {
-        self.1.fetch_add(1, Ordering::Relaxed);
-        let _ = self.0.compare_exchange(
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+        let _ = self.state.compare_exchange(
             AWAITING_HEAD,
             IN_EXCHANGE,
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
-        let bits = self.3.swap(0, Ordering::Relaxed);
+        let bits = self.raw_framing.swap(0, Ordering::Relaxed);
         RawFraming {
             content_length: bits & RAW_CONTENT_LENGTH != 0,
             transfer_encoding: bits & RAW_TRANSFER_ENCODING != 0,
@@ -52,18 +63,18 @@ impl ConnPhase {
     fn head_scanned(&self, framing: RawFraming) {
         let bits = u8::from(framing.content_length) * RAW_CONTENT_LENGTH
             + u8::from(framing.transfer_encoding) * RAW_TRANSFER_ENCODING;
-        self.3.store(bits, Ordering::Relaxed);
+        self.raw_framing.store(bits, Ordering::Relaxed);
     }
 
     /// How many exchanges have started on this connection.
     pub(crate) fn exchanges(&self) -> u32 {
-        self.1.load(Ordering::Relaxed)
+        self.exchanges.load(Ordering::Relaxed)
     }
 
     /// The response is fully sent: the next bytes are a new request head.
     pub(crate) fn exchange_finished(&self) {
         let finished = self
-            .0
+            .state
             .compare_exchange(
                 IN_EXCHANGE,
                 AWAITING_HEAD,
@@ -74,22 +85,22 @@ impl ConnPhase {
         if finished {
             // hyper may have polled the socket while the exchange still ran, so
             // no idle timer is armed: have it poll again, which arms one.
-            self.2.wake();
+            self.reader.wake();
         }
     }
 
     /// The request being served has a body still to arrive (or not).
     pub(crate) fn body_pending(&self, pending: bool) {
-        self.4.store(pending, Ordering::Relaxed);
+        self.body_pending.store(pending, Ordering::Relaxed);
     }
 
     /// The connection became a tunnel: HTTP timeouts no longer apply.
     pub(crate) fn tunnel(&self) {
-        self.0.store(TUNNEL, Ordering::Relaxed);
+        self.state.store(TUNNEL, Ordering::Relaxed);
     }
 
     fn get(&self) -> u8 {
-        self.0.load(Ordering::Relaxed)
+        self.state.load(Ordering::Relaxed)
     }
 }
 
@@ -228,9 +239,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             return Poll::Ready(Ok(()));
         }
         if this.phase.get() != AWAITING_HEAD {
-            this.phase.2.register(cx.waker());
+            this.phase.reader.register(cx.waker());
             this.armed = Armed::Off;
-            if this.phase.get() == TUNNEL || !this.phase.4.load(Ordering::Relaxed) {
+            if this.phase.get() == TUNNEL || !this.phase.body_pending.load(Ordering::Relaxed) {
                 this.body_armed = false;
                 return Pin::new(&mut this.stream).poll_read(cx, buf);
             }

@@ -426,42 +426,30 @@ fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
         tracing::warn!(client = %peer, error = %e, status = 431, "refused request: head too large");
     } else if e.is_parse() {
         tracing::warn!(client = %peer, error = %e, status = 400, "refused malformed request");
-    } else if is_header_timeout(e) {
+    } else if io_cause::<HeaderTimeout>(e).is_some() {
         tracing::info!(client = %peer, status = 408, "request head too slow; connection closed");
-    } else if let Some(why) = stalled(e) {
+    } else if let Some(why) = io_cause::<Stalled>(e) {
         tracing::info!(client = %peer, "{why}; connection closed");
     } else {
         tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
     }
 }
 
-fn stalled(e: &hyper::Error) -> Option<String> {
+/// The `T` that caused `e`: hyper wraps IO errors, which wrap sitio's own.
+fn io_cause<T: std::error::Error + 'static>(e: &hyper::Error) -> Option<&T> {
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(stall) = io.get_ref().and_then(|i| i.downcast_ref::<Stalled>())
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(found) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<T>())
         {
-            return Some(stall.to_string());
+            return Some(found);
         }
         source = err.source();
     }
     None
-}
-
-fn is_header_timeout(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if err.is::<HeaderTimeout>() {
-            return true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<HeaderTimeout>())
-        {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }

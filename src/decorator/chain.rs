@@ -63,13 +63,7 @@ impl Decorators {
     /// # Panics
     /// When the chain already holds [`MAX_DECORATORS`].
     pub fn wrapped_in(&self, decorator: impl Decorator) -> Decorators {
-        assert!(self.chain.len() < MAX_DECORATORS, "too many decorators");
-        let mut chain: Vec<Arc<dyn Decorator>> = Vec::with_capacity(self.chain.len() + 1);
-        chain.push(Arc::new(decorator));
-        chain.extend(self.chain.iter().cloned());
-        Decorators {
-            chain: chain.into(),
-        }
+        self.extended(Arc::new(decorator), true)
     }
 
     /// This chain around `decorator`: it becomes the innermost layer, next to
@@ -78,9 +72,13 @@ impl Decorators {
     /// # Panics
     /// When the chain already holds [`MAX_DECORATORS`].
     pub fn wrapping(&self, decorator: impl Decorator) -> Decorators {
+        self.extended(Arc::new(decorator), false)
+    }
+
+    fn extended(&self, decorator: Arc<dyn Decorator>, outermost: bool) -> Decorators {
         assert!(self.chain.len() < MAX_DECORATORS, "too many decorators");
         let mut chain: Vec<Arc<dyn Decorator>> = self.chain.iter().cloned().collect();
-        chain.push(Arc::new(decorator));
+        chain.insert(if outermost { 0 } else { chain.len() }, decorator);
         Decorators {
             chain: chain.into(),
         }

@@ -80,7 +80,7 @@ impl Sampler {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         sample.rss_bytes = kib_field(&status, "VmRSS:") * 1024;
         sample.threads = kib_field(&status, "Threads:");
-        sample.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        sample.open_fds = open_fds_now();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         sample.host_mem_total_bytes = kib_field(&meminfo, "MemTotal:") * 1024;
         sample.host_mem_available_bytes = kib_field(&meminfo, "MemAvailable:") * 1024;
@@ -98,6 +98,17 @@ impl Sampler {
 /// CPU seconds used by this process so far (fresh, for `/metrics`).
 pub fn cpu_seconds_now() -> f64 {
     self_cpu_ticks().unwrap_or(0) as f64 / TICKS_PER_SEC
+}
+
+/// Resident memory of this process now (fresh, for `/metrics`).
+pub fn rss_bytes_now() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    kib_field(&status, "VmRSS:") * 1024
+}
+
+/// Open file descriptors of this process now.
+pub fn open_fds_now() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
 }
 
 fn self_cpu_ticks() -> Option<u64> {

@@ -222,7 +222,6 @@ pub fn render(t: &Telemetry) -> String {
         env!("CARGO_PKG_VERSION")
     );
 
-    let sample = t.process.latest();
     family(
         &mut out,
         "process_cpu_seconds_total",
@@ -240,11 +239,7 @@ pub fn render(t: &Telemetry) -> String {
         "gauge",
         "Resident memory of sitio.",
     );
-    let rss = if sample.rss_bytes > 0 {
-        sample.rss_bytes
-    } else {
-        current_rss()
-    };
+    let rss = process::rss_bytes_now();
     let _ = writeln!(out, "process_resident_memory_bytes {rss}");
     family(
         &mut out,
@@ -252,7 +247,7 @@ pub fn render(t: &Telemetry) -> String {
         "gauge",
         "Open file descriptors of sitio.",
     );
-    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let fds = process::open_fds_now();
     let _ = writeln!(out, "process_open_fds {fds}");
     family(
         &mut out,
@@ -262,16 +257,4 @@ pub fn render(t: &Telemetry) -> String {
     );
     let _ = writeln!(out, "process_start_time_seconds {}", t.start_time_unix());
     out
-}
-
-fn current_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
