@@ -7,23 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-command -v curl >/dev/null 2>&1 || missing+=(curl)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
-command -v docker >/dev/null 2>&1 || missing+=(docker.io)
-command -v slowhttptest >/dev/null 2>&1 || missing+=(slowhttptest)
-command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-if ((${#missing[@]})); then
-  echo "installing test dependencies: ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
-fi
+scripts/install-missing.sh curl:curl python3:python3 prometheus:prometheus \
+  promtool:prometheus chromium:chromium kubectl:kubernetes-client docker:docker.io \
+  slowhttptest:slowhttptest ip:iproute2
 
 # From PyPI: the Kubernetes schema validator (ships the OpenAPI schemas, works
 # offline), and h11 and gunicorn as second and third origins for smuggling tests.

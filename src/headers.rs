@@ -25,11 +25,48 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// The hop-by-hop headers of the fixed list, plus `Connection` (bit 0).
+/// `Trailer` is end-to-end (RFC 9110 §6.6.2), and hyper sends only the
+/// trailer fields it declares, so it is not here.
+fn hop_by_hop_names() -> [&'static HeaderName; 6] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+}
+const CONNECTION_BIT: u8 = 1;
+const KEEP_ALIVE_BIT: u8 = 2;
+const TE_BIT: u8 = 8;
+
+/// Which hop-by-hop headers are present, as bits of [`hop_by_hop_names`].
+/// One pass comparing names is cheaper than a hashed lookup per name, and
+/// most heads carry none or only `Connection`.
+fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
+    let names = hop_by_hop_names();
+    let mut mask = 0;
+    for name in headers.keys() {
+        if let Some(i) = names.iter().position(|h| *h == name) {
+            mask |= 1 << i;
+        }
+    }
+    mask
+}
+
 /// Removes hop-by-hop headers: the fixed list and every header the
 /// `Connection` header names. Returns whether `TE: trailers` was present.
 fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let mut mask = hop_by_hop_present(headers);
+    if mask == 0 {
+        return false;
+    }
     let mut trailers = false;
-    if let Some(te) = headers.get(header::TE) {
+    if mask & TE_BIT != 0
+        && let Some(te) = headers.get(header::TE)
+    {
         trailers = te
             .to_str()
             .map(|v| {
@@ -38,29 +75,34 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
             })
             .unwrap_or(false);
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+    if mask & CONNECTION_BIT != 0 {
+        // `Connection: keep-alive` and `close` (nearly every head that has
+        // the header) name no other header, so nothing is allocated for them.
+        let mut named: Vec<HeaderName> = Vec::new();
+        let tokens = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
+            .map(str::trim);
+        for token in tokens {
+            if token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            match HeaderName::from_bytes(token.as_bytes()) {
+                Ok(name) if name == KEEP_ALIVE => mask |= KEEP_ALIVE_BIT,
+                Ok(name) => named.push(name),
+                Err(_) => {}
+            }
+        }
         for name in named {
             headers.remove(name);
         }
-        headers.remove(header::CONNECTION);
     }
-    // `Trailer` is end-to-end (RFC 9110 §6.6.2), and hyper sends only the
-    // trailer fields it declares, so it must survive.
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        headers.remove(name);
+    for (i, name) in hop_by_hop_names().into_iter().enumerate() {
+        if mask & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     trailers
 }
@@ -107,9 +149,8 @@ pub(crate) fn to_upstream(head: &mut request::Parts, client_ip: &HeaderValue, is
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     append_forwarded_for(h, client_ip);
-    if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
+    h.entry(&X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static("http"));
     // sitio speaks HTTP/1.1 to the service whatever the client speaks, so the
     // upstream connection can be kept alive and pooled.
     head.version = Version::HTTP_11;

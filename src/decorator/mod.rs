@@ -17,12 +17,14 @@ mod chain;
 mod error_pages;
 mod exchange;
 mod on_status;
+mod simulate;
 
 pub use access_log::AccessLog;
 pub use chain::{Decorators, DecoratorsBuilder};
 pub use error_pages::ErrorPages;
 pub use exchange::Exchange;
 pub use on_status::{OnStatus, StatusMatch, on_status};
+pub use simulate::Simulated;
 
 use bytes::Bytes;
 use http::{Response, request, response};

@@ -145,9 +145,17 @@ impl Telemetry {
 
 /// The built-in decorator that feeds statistics and the tap; sitio puts it
 /// outermost so it sees every exchange, including those others answer.
-pub(crate) struct Recorder {
+/// Public so that tests and benchmarks can run the chain sitio runs.
+pub struct Recorder {
     pub(crate) stats: Arc<StatsHub>,
     pub(crate) tap: Arc<TapHub>,
+}
+
+impl Recorder {
+    /// A recorder feeding `stats` and `tap`.
+    pub fn new(stats: Arc<StatsHub>, tap: Arc<TapHub>) -> Self {
+        Recorder { stats, tap }
+    }
 }
 
 impl Decorator for Recorder {

@@ -4,11 +4,12 @@
 //! limit every new route is counted as `{other}`.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use compact_str::CompactString;
+// Route keys are bounded (SITIO_MAX_ROUTES), so a fast seeded hash is safe here.
+use foldhash::{HashMap, HashSet};
 
 /// The route every path beyond the limit is counted under.
 pub const OTHER: &str = "{other}";
@@ -122,7 +123,7 @@ thread_local! {
     /// Routes this thread already knows are admitted (or refused), per table,
     /// so the shared table is locked only the first time a thread meets a route.
     /// Entries of tables that are gone are pruned when a new table shows up.
-    static ADMITTED: RefCell<HashMap<u64, Verdicts>> = RefCell::new(HashMap::new());
+    static ADMITTED: RefCell<HashMap<u64, Verdicts>> = RefCell::new(HashMap::default());
 }
 
 impl Routes {
@@ -140,7 +141,7 @@ impl Routes {
             alive: std::sync::Arc::new(()),
             patterns,
             max,
-            known: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashSet::default()),
         })
     }
 
@@ -151,7 +152,7 @@ impl Routes {
             alive: std::sync::Arc::new(()),
             patterns: Vec::new(),
             max,
-            known: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashSet::default()),
         }
     }
 
@@ -174,7 +175,7 @@ impl Routes {
             if !cache.contains_key(&self.id) {
                 cache.retain(|_, (alive, _)| alive.strong_count() > 0);
                 let alive = std::sync::Arc::downgrade(&self.alive);
-                cache.insert(self.id, (alive, HashMap::new()));
+                cache.insert(self.id, (alive, HashMap::default()));
             }
             let Some((_, local)) = cache.get_mut(&self.id) else {
                 return true; // just inserted
