@@ -76,8 +76,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
             .unwrap_or(false);
     }
     if mask & CONNECTION_BIT != 0 {
-        // `Connection: keep-alive` and `close` (nearly every head that has
-        // the header) name no other header, so nothing is allocated for them.
+        // `Connection: keep-alive` (what nearly every service sends) names a
+        // header of the fixed list, so nothing is allocated for it.
         let mut named: Vec<HeaderName> = Vec::new();
         let tokens = headers
             .get_all(header::CONNECTION)
@@ -86,9 +86,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
             .flat_map(|v| v.split(','))
             .map(str::trim);
         for token in tokens {
-            if token.eq_ignore_ascii_case("close") {
-                continue;
-            }
             match HeaderName::from_bytes(token.as_bytes()) {
                 Ok(name) if name == KEEP_ALIVE => mask |= KEEP_ALIVE_BIT,
                 Ok(name) => named.push(name),
@@ -224,6 +221,52 @@ mod tests {
         assert_eq!(h["host"], "svc");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    fn response_head(headers: &[(&str, &str)]) -> response::Parts {
+        let mut res = http::Response::builder().status(200);
+        for (name, value) in headers {
+            res = res.header(*name, *value);
+        }
+        res.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_services_keep_alive_headers_stop_here_and_the_rest_passes() {
+        let mut head = response_head(&[
+            ("content-type", "text/plain"),
+            ("Connection", "Keep-Alive"),
+            ("keep-alive", "timeout=5"),
+            ("content-length", "3"),
+        ]);
+        to_client(&mut head);
+        let names: Vec<&str> = head.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "content-length"]);
+    }
+
+    #[test]
+    fn every_header_the_connection_header_names_goes() {
+        let mut head = response_head(&[
+            ("connection", "close, X-Internal"),
+            ("x-internal", "secret"),
+            ("close", "RFC 9110 §7.6.1: any field named by an option"),
+            ("trailer", "x-checksum"),
+            ("upgrade", "h2c"),
+        ]);
+        to_client(&mut head);
+        let h = &head.headers;
+        assert!(h.get("x-internal").is_none() && h.get("connection").is_none());
+        assert!(h.get("upgrade").is_none() && h.get("close").is_none());
+        // `Trailer` is end-to-end.
+        assert_eq!(h["trailer"], "x-checksum");
+    }
+
+    #[test]
+    fn a_head_without_hop_by_hop_headers_is_left_as_it_is() {
+        let mut head = response_head(&[("etag", "\"1\""), ("x-a", "1"), ("x-a", "2")]);
+        let before = head.headers.clone();
+        to_client(&mut head);
+        assert_eq!(head.headers, before);
     }
 
     #[test]

@@ -460,3 +460,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn expired_within(deadline: &mut LazyDeadline, wait: Duration) -> bool {
+        tokio::time::timeout(wait, std::future::poll_fn(|cx| deadline.poll_expired(cx)))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_deadline_moved_later_fires_at_the_later_time_not_the_first() {
+        let start = Instant::now();
+        let mut deadline = LazyDeadline::new(start + Duration::from_millis(40));
+        deadline.set(start + Duration::from_millis(300));
+        // The timer still fires at 40 ms, finds the deadline ahead, re-arms.
+        assert!(!expired_within(&mut deadline, Duration::from_millis(150)).await);
+        assert!(expired_within(&mut deadline, Duration::from_secs(5)).await);
+        assert!(start.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_moved_earlier_fires_early() {
+        let start = Instant::now();
+        let mut deadline = LazyDeadline::new(start + Duration::from_secs(60));
+        deadline.set(start + Duration::from_millis(30));
+        assert!(expired_within(&mut deadline, Duration::from_secs(5)).await);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}
