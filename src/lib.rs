@@ -18,7 +18,8 @@
 //! - `upstream`: connections to the service: connect timeout, sharded pool, retries, bodies.
 //! - `tracked`: the response body that reports completion.
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
-//! - [`decorator`]: the decorator API, the chain, and the built-in decorators.
+//! - [`decorator`]: the decorator API, the chain, the built-in decorators, and
+//!   `Decorators::simulate`, which runs a chain in memory (unit tests, `benches/`).
 //! - [`resilience`]: the circuit breaker and crash notifications.
 //! - [`error`]: who failed and how; [`rescue`] turns failures into responses.
 //! - [`body`], [`response`]: the body type and response helpers for decorators.
