@@ -11,13 +11,14 @@ use std::task::{Context, Poll, ready};
 
 use futures_util::task::AtomicWaker;
 
+use crate::deadline::{LazyDeadline, Stall};
 use crate::guard::RawFraming;
 use crate::head_scan::HeadScan;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 const AWAITING_HEAD: u8 = 0;
 const IN_EXCHANGE: u8 = 1;
@@ -115,46 +116,6 @@ enum Armed {
     Dispatched,
 }
 
-/// A deadline that moves later for free. Every keep-alive request pushes the
-/// idle deadline back; updating the timer wheel each time costs more than the
-/// rare early wake-up, so the timer is re-armed only when the deadline moves
-/// earlier, or when it fires before the deadline (then to the deadline).
-struct LazyDeadline {
-    sleep: Pin<Box<Sleep>>,
-    armed: Instant,
-    due: Instant,
-}
-
-impl LazyDeadline {
-    fn new(due: Instant) -> Self {
-        LazyDeadline {
-            sleep: Box::pin(tokio::time::sleep_until(due)),
-            armed: due,
-            due,
-        }
-    }
-
-    fn set(&mut self, due: Instant) {
-        self.due = due;
-        if due < self.armed {
-            self.sleep.as_mut().reset(due);
-            self.armed = due;
-        }
-    }
-
-    /// Ready once the deadline has passed (registering the waker otherwise).
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            ready!(self.sleep.as_mut().poll(cx));
-            if Instant::now() >= self.due {
-                return Poll::Ready(());
-            }
-            self.sleep.as_mut().reset(self.due);
-            self.armed = self.due;
-        }
-    }
-}
-
 /// Vectored writes up to this size are copied and sent as one buffer.
 const SMALL_WRITE: usize = 4096;
 
@@ -204,15 +165,10 @@ pub(crate) struct ClientIo<S> {
     deadline: LazyDeadline,
     header_timeout: Duration,
     idle_timeout: Duration,
-    body_timeout: Duration,
-    send_timeout: Duration,
-    /// Armed while a request body is awaited; reset by every byte. The
-    /// timers are allocated on first use and kept for the connection.
-    body_deadline: Option<Pin<Box<Sleep>>>,
-    body_armed: bool,
-    /// Armed while a response write is blocked on the client.
-    send_deadline: Option<Pin<Box<Sleep>>>,
-    send_armed: bool,
+    /// Runs while a request body is awaited; every byte restarts it.
+    body_stall: Stall,
+    /// Runs while a response write is blocked on the client.
+    send_stall: Stall,
 }
 
 /// The connection's timeouts.
@@ -222,21 +178,6 @@ pub(crate) struct Timeouts {
     pub(crate) idle: Duration,
     pub(crate) body: Duration,
     pub(crate) send: Duration,
-}
-
-/// True when the timer in `slot` has fired (registering the waker otherwise).
-fn expired(slot: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
-    slot.as_mut()
-        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
-}
-
-/// (Re)arms `slot` to fire `after` from now, allocating its timer once.
-fn rearm(slot: &mut Option<Pin<Box<Sleep>>>, after: Duration) {
-    let at = Instant::now() + after;
-    match slot {
-        Some(sleep) => sleep.as_mut().reset(at),
-        None => *slot = Some(Box::pin(tokio::time::sleep_until(at))),
-    }
 }
 
 impl<S> ClientIo<S> {
@@ -259,12 +200,8 @@ impl<S> ClientIo<S> {
             deadline: LazyDeadline::new(head_deadline),
             header_timeout: timeouts.header,
             idle_timeout: timeouts.idle,
-            body_timeout: timeouts.body,
-            send_timeout: timeouts.send,
-            body_deadline: None,
-            body_armed: false,
-            send_deadline: None,
-            send_armed: false,
+            body_stall: Stall::new(timeouts.body),
+            send_stall: Stall::new(timeouts.send),
         }
     }
 
@@ -299,24 +236,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             this.phase.reader.register(cx.waker());
             this.armed = Armed::Off;
             if this.phase.get() == TUNNEL || !this.phase.body_pending.load(Ordering::Relaxed) {
-                this.body_armed = false;
+                this.body_stall.stop();
                 return Pin::new(&mut this.stream).poll_read(cx, buf);
             }
             // A request body is still expected: every byte restarts its clock.
-            if !this.body_armed {
-                rearm(&mut this.body_deadline, this.body_timeout);
-                this.body_armed = true;
-            }
+            this.body_stall.start();
             let before = buf.filled().len();
             return match Pin::new(&mut this.stream).poll_read(cx, buf) {
                 Poll::Ready(Ok(())) => {
                     if buf.filled().len() > before {
-                        rearm(&mut this.body_deadline, this.body_timeout);
+                        this.body_stall.progress();
                     }
                     Poll::Ready(Ok(()))
                 }
                 Poll::Pending => {
-                    if expired(&mut this.body_deadline, cx) {
+                    if this.body_stall.expired(cx) {
                         Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             Stalled("request body stalled (SITIO_BODY_TIMEOUT)"),
@@ -388,11 +322,8 @@ impl<S> ClientIo<S> {
     ) -> Poll<io::Result<usize>> {
         match polled {
             Poll::Pending => {
-                if !self.send_armed {
-                    rearm(&mut self.send_deadline, self.send_timeout);
-                    self.send_armed = true;
-                }
-                if expired(&mut self.send_deadline, cx) {
+                self.send_stall.start();
+                if self.send_stall.expired(cx) {
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         Stalled("client stopped reading (SITIO_SEND_TIMEOUT)"),
@@ -402,7 +333,7 @@ impl<S> ClientIo<S> {
                 }
             }
             done => {
-                self.send_armed = false;
+                self.send_stall.stop();
                 done
             }
         }
@@ -458,36 +389,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn expired_within(deadline: &mut LazyDeadline, wait: Duration) -> bool {
-        tokio::time::timeout(wait, std::future::poll_fn(|cx| deadline.poll_expired(cx)))
-            .await
-            .is_ok()
-    }
-
-    #[tokio::test]
-    async fn a_deadline_moved_later_fires_at_the_later_time_not_the_first() {
-        let start = Instant::now();
-        let mut deadline = LazyDeadline::new(start + Duration::from_millis(40));
-        deadline.set(start + Duration::from_millis(300));
-        // The timer still fires at 40 ms, finds the deadline ahead, re-arms.
-        assert!(!expired_within(&mut deadline, Duration::from_millis(150)).await);
-        assert!(expired_within(&mut deadline, Duration::from_secs(5)).await);
-        assert!(start.elapsed() >= Duration::from_millis(300));
-    }
-
-    #[tokio::test]
-    async fn a_deadline_moved_earlier_fires_early() {
-        let start = Instant::now();
-        let mut deadline = LazyDeadline::new(start + Duration::from_secs(60));
-        deadline.set(start + Duration::from_millis(30));
-        assert!(expired_within(&mut deadline, Duration::from_secs(5)).await);
-        assert!(start.elapsed() < Duration::from_secs(5));
     }
 }

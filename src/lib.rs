@@ -10,7 +10,8 @@
 //! - [`server`]: listeners, the accept loop, per-connection serving, drain on shutdown;
 //!   its [`run`] is the single entry point of the binary and the tests.
 //! - `detect`: tells HTTP/1 from other protocols by the first bytes.
-//! - `io`: the client connection as hyper sees it (replayed bytes, header and idle timeouts).
+//! - `io`: the client connection as hyper sees it (replayed bytes, header and idle timeouts);
+//!   `deadline`: the timers behind those timeouts, cheap to push back.
 //! - `proxy`: one exchange on the hot path (guard, hooks, service, response).
 //! - `guard`: refuses requests whose framing is ambiguous (smuggling);
 //!   `head_scan` notes the raw framing headers before hyper normalises them.
@@ -45,6 +46,7 @@ pub mod server;
 pub mod telemetry;
 
 mod admin;
+mod deadline;
 mod detect;
 mod guard;
 mod head_scan;

@@ -19,7 +19,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::io::ConnPhase;
 use crate::telemetry::{Routes, Telemetry};
 use crate::tracked::TrackedBody;
-use crate::upstream::{RequestBody, Upstream, UpstreamBody};
+use crate::upstream::{PoolHome, PooledSender, RequestBody, Upstream, UpstreamBody};
 use crate::{guard, headers, rescue, tunnel};
 
 /// What all connections of one sitio instance share.
@@ -39,6 +39,12 @@ pub(crate) struct ConnCtx {
     pub(crate) peer: SocketAddr,
     /// `peer`'s address as an `X-Forwarded-For` value, built once.
     pub(crate) forwarded_for: http::HeaderValue,
+}
+
+impl PoolHome for ConnCtx {
+    fn upstream(&self) -> &Upstream {
+        &self.shared.upstream
+    }
 }
 
 /// The hyper service for one client connection.
@@ -127,6 +133,7 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                     tunnel::spawn_upgraded(&conn.shared.tasks, client, upstream, conn.peer);
                 }
                 headers::to_client(&mut rhead);
+                let sender = sender.map(|s| PooledSender::new(s, conn.clone()));
                 let body = Body::upstream(UpstreamBody::new(incoming, sender));
                 Ok(Response::from_parts(rhead, body))
             });

@@ -3,7 +3,7 @@
 //! nothing is built for the feed while nobody listens.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +22,19 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 pub struct TapHub {
     tx: broadcast::Sender<Bytes>,
     dropped: AtomicU64,
+    /// Readers connected now. Kept here because every exchange asks, and
+    /// `broadcast::Sender::receiver_count` takes the channel's lock, one
+    /// that all cores would share.
+    readers: AtomicUsize,
+}
+
+/// Counts a reader as connected until its feed is dropped.
+struct Reading(Arc<TapHub>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.readers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for TapHub {
@@ -29,6 +42,7 @@ impl Default for TapHub {
         TapHub {
             tx: broadcast::channel(BACKLOG).0,
             dropped: AtomicU64::new(0),
+            readers: AtomicUsize::new(0),
         }
     }
 }
@@ -51,7 +65,7 @@ pub fn is_static(path: &str) -> bool {
 impl TapHub {
     /// Publishes `ex` to current readers, if any.
     pub(crate) fn publish(&self, ex: &Exchange) {
-        if self.tx.receiver_count() == 0 {
+        if self.readers.load(Ordering::Relaxed) == 0 {
             return;
         }
         let event = serde_json::json!({
@@ -90,31 +104,33 @@ impl TapHub {
         let preamble =
             futures_util::stream::iter((!retry.is_empty()).then(|| Bytes::from_static(retry)));
         let hub = self.clone();
-        let events =
-            futures_util::stream::unfold((self.tx.subscribe(), limit), move |(mut rx, left)| {
-                let hub = hub.clone();
-                async move {
-                    if left == Some(0) {
-                        return None;
-                    }
-                    loop {
-                        let chunk = match tokio::time::timeout(HEARTBEAT, rx.recv()).await {
-                            Ok(Ok(event)) if ndjson => [&event[..], b"\n"].concat(),
-                            Ok(Ok(event)) => [b"data: ", &event[..], b"\n\n"].concat(),
-                            Ok(Err(RecvError::Lagged(n))) => {
-                                hub.dropped.fetch_add(n, Ordering::Relaxed);
-                                continue;
-                            }
-                            Ok(Err(RecvError::Closed)) => return None,
-                            Err(_) if ndjson => continue,
-                            Err(_) => b": still here\n\n".to_vec(),
-                        };
-                        let is_event = !chunk.starts_with(b":");
-                        let left = left.map(|n| n - u64::from(is_event));
-                        return Some((Bytes::from(chunk), (rx, left)));
-                    }
+        self.readers.fetch_add(1, Ordering::Relaxed);
+        let reading = Reading(self.clone());
+        let state = (self.tx.subscribe(), limit, reading);
+        let events = futures_util::stream::unfold(state, move |(mut rx, left, reading)| {
+            let hub = hub.clone();
+            async move {
+                if left == Some(0) {
+                    return None;
                 }
-            });
+                loop {
+                    let chunk = match tokio::time::timeout(HEARTBEAT, rx.recv()).await {
+                        Ok(Ok(event)) if ndjson => [&event[..], b"\n"].concat(),
+                        Ok(Ok(event)) => [b"data: ", &event[..], b"\n\n"].concat(),
+                        Ok(Err(RecvError::Lagged(n))) => {
+                            hub.dropped.fetch_add(n, Ordering::Relaxed);
+                            continue;
+                        }
+                        Ok(Err(RecvError::Closed)) => return None,
+                        Err(_) if ndjson => continue,
+                        Err(_) => b": still here\n\n".to_vec(),
+                    };
+                    let is_event = !chunk.starts_with(b":");
+                    let left = left.map(|n| n - u64::from(is_event));
+                    return Some((Bytes::from(chunk), (rx, left, reading)));
+                }
+            }
+        });
         futures_util::StreamExt::chain(preamble, events)
     }
 
@@ -125,7 +141,7 @@ impl TapHub {
 
     /// Readers connected now.
     pub fn readers(&self) -> usize {
-        self.tx.receiver_count()
+        self.readers.load(Ordering::Relaxed)
     }
 }
 
@@ -161,6 +177,22 @@ mod tests {
         assert!(String::from_utf8_lossy(&first).contains("\"path\":\"/e/100\""));
         assert_eq!(hub.dropped(), 100);
         assert!(feed.next().await.is_none(), "limit reached");
+    }
+
+    #[tokio::test]
+    async fn readers_are_counted_while_their_feed_lives() {
+        let hub = Arc::new(TapHub::default());
+        let first = hub.stream(true, None);
+        let second = hub.stream(false, Some(1));
+        assert_eq!(hub.readers(), 2);
+        drop(first);
+        assert_eq!(hub.readers(), 1);
+        futures_util::pin_mut!(second);
+        hub.publish(&exchange("/seen"));
+        assert!(second.next().await.is_some(), "the retry preamble");
+        assert!(second.next().await.is_some(), "the one event");
+        assert!(second.next().await.is_none());
+        assert_eq!(hub.readers(), 0, "a feed that ended is no reader");
     }
 
     #[test]

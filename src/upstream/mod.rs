@@ -29,7 +29,7 @@ pub(crate) struct Upstream {
     host: String,
     port: u16,
     connect_timeout: Duration,
-    pool: Arc<pool::Pool>,
+    pool: pool::Pool,
     max_header_bytes: usize,
     response_timeout: Option<Duration>,
     retries: bool,
@@ -50,7 +50,7 @@ impl Upstream {
             host: config.target_host.clone(),
             port: config.target_port,
             connect_timeout: config.connect_timeout,
-            pool: Arc::new(pool::Pool::new(shards, limits)),
+            pool: pool::Pool::new(shards, limits),
             max_header_bytes: config.max_header_bytes,
             response_timeout: config.upstream_timeout.0,
             retries: config.retries,
@@ -118,12 +118,12 @@ impl Upstream {
     /// the retry budget.
     ///
     /// Returns the response and, when the connection may be reused after the
-    /// body, its sender.
+    /// body, its sender (see [`PooledSender`]).
     pub(crate) async fn send(
         &self,
         req: Request<RequestBody>,
         reusable: bool,
-    ) -> Result<(Response<Incoming>, Option<PooledSender>), ProxyError> {
+    ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
         let sent = self.send_inner(req, reusable);
         match self.response_timeout {
             None => sent.await,
@@ -140,7 +140,7 @@ impl Upstream {
         &self,
         mut req: Request<RequestBody>,
         reusable: bool,
-    ) -> Result<(Response<Incoming>, Option<PooledSender>), ProxyError> {
+    ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
         retry::note_request();
         if reusable {
             while let Some((mut sender, idle_for)) = self.pool.checkout() {
@@ -154,7 +154,7 @@ impl Upstream {
                     None
                 };
                 match sender.try_send_request(req).await {
-                    Ok(res) => return Ok((res, Some(self.pooled(sender)))),
+                    Ok(res) => return Ok((res, Some(sender))),
                     Err(mut e) => match e.take_message() {
                         Some(unsent) => req = unsent,
                         None => {
@@ -176,26 +176,30 @@ impl Upstream {
         }
         let mut sender = self.connect_http().await?;
         let res = sender.send_request(req).await.map_err(send_error)?;
-        Ok((res, reusable.then(|| self.pooled(sender))))
+        Ok((res, reusable.then_some(sender)))
     }
+}
 
-    fn pooled(&self, sender: Sender) -> PooledSender {
-        PooledSender {
-            sender,
-            pool: self.pool.clone(),
-        }
-    }
+/// Where a pooled sender finds its pool again: the exchange's per-connection
+/// context, so that holding on to it bumps that connection's reference
+/// count, not one that every core's requests would share.
+pub(crate) trait PoolHome: Send + Sync + 'static {
+    fn upstream(&self) -> &Upstream;
 }
 
 /// A sender that goes back to its pool once its response body is fully read.
 pub(crate) struct PooledSender {
     sender: Sender,
-    pool: Arc<pool::Pool>,
+    home: Arc<dyn PoolHome>,
 }
 
 impl PooledSender {
+    pub(crate) fn new(sender: Sender, home: Arc<dyn PoolHome>) -> Self {
+        PooledSender { sender, home }
+    }
+
     pub(crate) fn checkin(self) {
-        self.pool.checkin(self.sender);
+        self.home.upstream().pool.checkin(self.sender);
     }
 }
 

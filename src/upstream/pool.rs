@@ -7,6 +7,7 @@
 //! another shard before opening a new connection: otherwise idle connections
 //! would pile up in one shard while another thread keeps dialing.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -25,9 +26,11 @@ struct Idle {
     since: Instant,
 }
 
-/// The idle connections to one service.
+/// The idle connections to one service. Each shard is ordered by the time
+/// its connections went idle: reuse takes the newest (back), expiry trims
+/// the oldest (front), so neither walks the whole shard.
 pub(crate) struct Pool {
-    shards: Vec<Mutex<Vec<Idle>>>,
+    shards: Vec<Mutex<VecDeque<Idle>>>,
     limits: Limits,
 }
 
@@ -41,7 +44,9 @@ thread_local! {
 impl Pool {
     pub(crate) fn new(shards: usize, limits: Limits) -> Self {
         Pool {
-            shards: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
             limits,
         }
     }
@@ -65,7 +70,7 @@ impl Pool {
                 self.shards[i].try_lock().ok()
             };
             let Some(mut shard) = shard else { continue };
-            while let Some(conn) = shard.pop() {
+            while let Some(conn) = shard.pop_back() {
                 let idle_for = now.duration_since(conn.since);
                 if !conn.sender.is_closed() && idle_for < self.limits.idle_timeout {
                     return Some((conn.sender, idle_for));
@@ -75,7 +80,10 @@ impl Pool {
         None
     }
 
-    /// Keeps `sender` for reuse, dropping (closing) expired or surplus connections.
+    /// Keeps `sender` for reuse. Connections idle past the timeout are
+    /// dropped (closed) from the old end; when the shard is full the oldest
+    /// goes, as it is the likeliest to be closed by the service. Closed
+    /// connections elsewhere in the shard are skipped at checkout.
     pub(crate) fn checkin(&self, sender: Sender) {
         if sender.is_closed() {
             return;
@@ -84,11 +92,87 @@ impl Pool {
             return;
         };
         let now = Instant::now();
-        shard.retain(|c| {
-            !c.sender.is_closed() && now.duration_since(c.since) < self.limits.idle_timeout
-        });
-        if shard.len() < self.limits.max_idle {
-            shard.push(Idle { sender, since: now });
+        while shard
+            .front()
+            .is_some_and(|c| now.duration_since(c.since) >= self.limits.idle_timeout)
+        {
+            shard.pop_front();
         }
+        if shard.len() >= self.limits.max_idle {
+            shard.pop_front();
+        }
+        shard.push_back(Idle { sender, since: now });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::TokioIo;
+
+    /// A live sender over an in-memory pipe; `peer` keeps it open.
+    async fn sender() -> (Sender, tokio::io::DuplexStream) {
+        let (ours, peer) = tokio::io::duplex(1024);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(ours))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        (sender, peer)
+    }
+
+    fn idle_count(pool: &Pool) -> usize {
+        pool.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+
+    #[tokio::test]
+    async fn a_full_shard_keeps_the_newest_and_hands_out_the_newest_first() {
+        let pool = Pool::new(
+            1,
+            Limits {
+                idle_timeout: Duration::from_secs(60),
+                max_idle: 2,
+            },
+        );
+        let mut peers = Vec::new();
+        let mut first_in = None;
+        for _ in 0..3 {
+            let (s, peer) = sender().await;
+            peers.push(peer);
+            pool.checkin(s);
+            first_in.get_or_insert_with(Instant::now);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert_eq!(idle_count(&pool), 2);
+        let (_, newest) = pool.checkout().unwrap();
+        let (_, older) = pool.checkout().unwrap();
+        assert!(newest < older, "newest first: {newest:?} vs {older:?}");
+        // The first one checked in (idle since `first_in`) was the one let go.
+        let first_idle = first_in.unwrap().elapsed();
+        assert!(
+            older + Duration::from_millis(15) < first_idle,
+            "{older:?} is the second, not the first ({first_idle:?})"
+        );
+        assert!(pool.checkout().is_none());
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_trimmed_at_checkin_and_never_handed_out() {
+        let pool = Pool::new(
+            1,
+            Limits {
+                idle_timeout: Duration::from_millis(50),
+                max_idle: 8,
+            },
+        );
+        let (old, _old_peer) = sender().await;
+        pool.checkin(old);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(pool.checkout().is_none(), "expired at checkout");
+        let (old, _old_peer) = sender().await;
+        pool.checkin(old);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let (fresh, _fresh_peer) = sender().await;
+        pool.checkin(fresh);
+        assert_eq!(idle_count(&pool), 1, "the expired one went at checkin");
     }
 }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+const GET_200: &[u8] = b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n";
+
 use sitio::Decorators;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -75,20 +77,11 @@ async fn a_slow_request_head_gets_408_and_the_connection_closes() {
 
     // Same after a first exchange: the timer starts again with the next head.
     let mut s = TcpStream::connect(sitio.addr).await.unwrap();
-    s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
     let mut buf = Vec::new();
-    assert_eq!(
-        read_response(&mut s, &mut buf, false).await.unwrap().status,
-        200
-    );
+    assert_eq!(send_on(&mut s, &mut buf, GET_200).await.status, 200);
     tokio::time::sleep(Duration::from_millis(700)).await; // idle, longer than the head timeout
-    s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
     assert_eq!(
-        read_response(&mut s, &mut buf, false).await.unwrap().status,
+        send_on(&mut s, &mut buf, GET_200).await.status,
         200,
         "an idle keep-alive connection is not a slow head"
     );
@@ -105,14 +98,8 @@ async fn idle_keep_alive_connections_are_closed_quietly() {
     config.idle_timeout = Duration::from_millis(400);
     let sitio = Sitio::start(config, Decorators::none()).await;
     let mut s = TcpStream::connect(sitio.addr).await.unwrap();
-    s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
     let mut buf = Vec::new();
-    assert_eq!(
-        read_response(&mut s, &mut buf, false).await.unwrap().status,
-        200
-    );
+    assert_eq!(send_on(&mut s, &mut buf, GET_200).await.status, 200);
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(
         Duration::from_secs(3),
@@ -133,14 +120,8 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(sitio.addr).await.unwrap();
-        s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await
-            .unwrap();
         let mut buf = Vec::new();
-        assert_eq!(
-            read_response(&mut s, &mut buf, false).await.unwrap().status,
-            200
-        );
+        assert_eq!(send_on(&mut s, &mut buf, GET_200).await.status, 200);
         held.push(s);
     }
     let third = tokio::spawn(raw_request(

@@ -91,26 +91,16 @@ async fn retries_can_be_switched_off() {
     let sitio = Sitio::start(config, Decorators::none()).await;
     let mut client = TcpStream::connect(sitio.addr).await.unwrap();
     let mut buf = Vec::new();
-    client
-        .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
     assert_eq!(
-        read_response(&mut client, &mut buf, false)
+        send_on(&mut client, &mut buf, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
             .await
-            .unwrap()
             .status,
         200
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    client
-        .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
     assert_eq!(
-        read_response(&mut client, &mut buf, false)
+        send_on(&mut client, &mut buf, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
             .await
-            .unwrap()
             .status,
         502
     );

@@ -351,6 +351,15 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
 }
 
 /// Sends `raw` on a new connection and reads one response.
+/// Writes `raw` on a kept-alive connection and reads one response; `buf`
+/// keeps whatever arrived beyond it, for the next call.
+pub async fn send_on(stream: &mut TcpStream, buf: &mut Vec<u8>, raw: &[u8]) -> RawResponse {
+    stream.write_all(raw).await.unwrap();
+    read_response(stream, buf, raw.starts_with(b"HEAD "))
+        .await
+        .expect("a response")
+}
+
 pub async fn raw_request(addr: SocketAddr, raw: &[u8]) -> Option<RawResponse> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(raw).await.unwrap();
