@@ -26,15 +26,40 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 pub(crate) struct AdminState {
     /// True while sitio accepts traffic; false before listening and while draining.
     pub(crate) ready: AtomicBool,
+    /// False while `SITIO_READY_REQUIRES_SERVICE` is on and the last attempt
+    /// to connect to the service failed (or none succeeded yet).
+    pub(crate) service_up: AtomicBool,
     telemetry: Arc<Telemetry>,
 }
 
 impl AdminState {
-    pub(crate) fn new(telemetry: Arc<Telemetry>) -> Self {
+    pub(crate) fn new(telemetry: Arc<Telemetry>, requires_service: bool) -> Self {
         AdminState {
             ready: AtomicBool::new(false),
+            service_up: AtomicBool::new(!requires_service),
             telemetry,
         }
+    }
+}
+
+/// Probes the service while `/ready` depends on it: every 200 ms until it
+/// first answers (a pod must not be Ready before its app listens), then
+/// every second, so an app that stopped takes the pod out of its endpoints.
+pub(crate) async fn watch_service(
+    state: Arc<AdminState>,
+    upstream: Arc<crate::upstream::Upstream>,
+) {
+    loop {
+        let up = upstream.connect_tcp().await.is_ok();
+        let was = state.service_up.swap(up, Ordering::Relaxed);
+        if up != was {
+            tracing::info!(
+                service_up = up,
+                "readiness follows the service (SITIO_READY_REQUIRES_SERVICE)"
+            );
+        }
+        let pause = if up { 1000 } else { 200 };
+        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
     }
 }
 
@@ -79,8 +104,14 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
     let t = &state.telemetry;
     match req.uri().path() {
         "/live" => response::text(200, "live\n"),
-        "/ready" if state.ready.load(Ordering::Relaxed) => response::text(200, "ready\n"),
-        "/ready" => response::text(StatusCode::SERVICE_UNAVAILABLE.as_u16(), "draining\n"),
+        "/ready" if !state.ready.load(Ordering::Relaxed) => {
+            response::text(StatusCode::SERVICE_UNAVAILABLE.as_u16(), "draining\n")
+        }
+        "/ready" if !state.service_up.load(Ordering::Relaxed) => response::text(
+            StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+            "service not reachable\n",
+        ),
+        "/ready" => response::text(200, "ready\n"),
         "/metrics" => with_type(
             response::text(200, prometheus::render(t)),
             prometheus::CONTENT_TYPE,

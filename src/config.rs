@@ -17,6 +17,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// What sitio does with a connection whose first bytes are clearly not
+/// HTTP/1 (a TLS ClientHello, the HTTP/2 preface, another protocol's line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OpaqueMode {
+    /// Tunnel it to the service as opaque TCP.
+    #[default]
+    Auto,
+    /// Treat every connection as HTTP/1: what does not parse gets 400.
+    Off,
+}
+
 /// A period that may be switched off (`off`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Interval(pub Option<Duration>);
@@ -37,7 +48,7 @@ pub struct Config {
     #[arg(long, env = "SITIO_TARGET_HOST", value_name = "SITIO_TARGET_HOST", default_value = defaults::TARGET_HOST)]
     pub target_host: String,
 
-    /// Port of the admin server (/live, /ready).
+    /// Port of the admin server (dashboard, /stats, /metrics, /tap, /live, /ready); must differ from PORT.
     #[arg(long, env = "SITIO_ADMIN_PORT", value_name = "SITIO_ADMIN_PORT", default_value_t = defaults::ADMIN_PORT)]
     pub admin_port: u16,
 
@@ -95,9 +106,11 @@ pub struct Config {
           default_value = "60s", value_parser = parse_duration)]
     pub send_timeout: Duration,
 
-    /// Time allowed to open a TCP connection to the service; then 504.
+    /// Time allowed to open a TCP connection to the service; then 504. Above
+    /// Linux's SYN retransmissions at 1 s and 3 s, so a SYN dropped by a full
+    /// backlog is a short wait, not an error.
     #[arg(long, env = "SITIO_CONNECT_TIMEOUT", value_name = "SITIO_CONNECT_TIMEOUT",
-          default_value = "1s", value_parser = parse_duration)]
+          default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
     /// Time an idle pooled connection to the service is kept for reuse.
@@ -212,6 +225,23 @@ pub struct Config {
           default_value = "off", value_parser = parse_interval)]
     pub stats_interval: Interval,
 
+    /// Tunnel connections that are clearly not HTTP/1 (TLS, h2c, other protocols) as
+    /// opaque TCP (`auto`), or refuse them as malformed HTTP (`off`).
+    #[arg(long, env = "SITIO_OPAQUE", value_name = "SITIO_OPAQUE", value_enum,
+          default_value_t = OpaqueMode::Auto)]
+    pub opaque: OpaqueMode,
+
+    /// Share PORT with another process with SO_REUSEPORT, for a rolling restart
+    /// on one host (on|off). Off: a busy PORT stops startup.
+    #[arg(long, env = "SITIO_REUSE_PORT", value_name = "SITIO_REUSE_PORT",
+          default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    pub reuse_port: bool,
+
+    /// `/ready` answers 503 until a connection to the service succeeds (on|off).
+    #[arg(long, env = "SITIO_READY_REQUIRES_SERVICE", value_name = "SITIO_READY_REQUIRES_SERVICE",
+          default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    pub ready_requires_service: bool,
+
     /// Per-request access log lines (on|off).
     #[arg(long, env = "SITIO_ACCESS_LOG", value_name = "SITIO_ACCESS_LOG",
           default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
@@ -277,7 +307,7 @@ impl Default for Config {
             max_headers: defaults::MAX_HEADERS,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
@@ -302,6 +332,9 @@ impl Default for Config {
             stale_cache_bytes: 64 << 20,
             stale_max_object: 1 << 20,
             stale_private: false,
+            opaque: OpaqueMode::Auto,
+            reuse_port: false,
+            ready_requires_service: false,
         }
     }
 }

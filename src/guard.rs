@@ -12,10 +12,86 @@ pub struct Rejection {
     pub status: StatusCode,
     /// What was wrong, for the log and the error page.
     pub reason: &'static str,
+    /// The kind of refusal, as counted in `/stats` and `/metrics`.
+    pub kind: Refusal,
+}
+
+/// Kinds of refused requests, each counted under its [`Refusal::label`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A head the HTTP/1 parser could not read (400).
+    Malformed,
+    /// A head over `SITIO_MAX_HEADER_BYTES` or `SITIO_MAX_HEADERS` (431).
+    HeadTooLarge,
+    /// A head not complete within `SITIO_HEADER_TIMEOUT` (408).
+    HeaderTimeout,
+    /// Ambiguous message framing: both lengths, lookalike names, bad `Transfer-Encoding`.
+    Framing,
+    /// A transfer coding other than chunked (501).
+    TransferCoding,
+    /// A missing or repeated `Host`.
+    Host,
+    /// A request-target that is not origin-form, absolute-form or `OPTIONS *`.
+    Target,
+    /// A method a reverse proxy does not serve (`CONNECT`, 405).
+    Method,
+    /// A body where none is allowed (HEAD, TRACE).
+    BodyNotAllowed,
+    /// A request body that could not be read to its end (bad chunk, short body).
+    MalformedBody,
+}
+
+impl Refusal {
+    /// Every kind, in the order `/stats` and `/metrics` list them.
+    pub const ALL: [Refusal; 10] = [
+        Refusal::Malformed,
+        Refusal::HeadTooLarge,
+        Refusal::HeaderTimeout,
+        Refusal::Framing,
+        Refusal::TransferCoding,
+        Refusal::Host,
+        Refusal::Target,
+        Refusal::Method,
+        Refusal::BodyNotAllowed,
+        Refusal::MalformedBody,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::HeadTooLarge => "head-too-large",
+            Refusal::HeaderTimeout => "header-timeout",
+            Refusal::Framing => "framing",
+            Refusal::TransferCoding => "transfer-coding",
+            Refusal::Host => "host",
+            Refusal::Target => "target",
+            Refusal::Method => "method",
+            Refusal::BodyNotAllowed => "body-not-allowed",
+            Refusal::MalformedBody => "malformed-body",
+        }
+    }
 }
 
 const fn reject(status: StatusCode, reason: &'static str) -> Rejection {
-    Rejection { status, reason }
+    let kind = match status.as_u16() {
+        501 => Refusal::TransferCoding,
+        405 => Refusal::Method,
+        _ => Refusal::Framing,
+    };
+    Rejection {
+        status,
+        reason,
+        kind,
+    }
+}
+
+const fn refuse(kind: Refusal, reason: &'static str) -> Rejection {
+    Rejection {
+        status: StatusCode::BAD_REQUEST,
+        reason,
+        kind,
+    }
 }
 
 /// How an accepted request must be forwarded.
@@ -52,6 +128,7 @@ pub fn check(head: &request::Parts, raw: RawFraming) -> Result<Verdict, Rejectio
             "CONNECT is not supported by a reverse proxy",
         ));
     }
+    check_target(head)?;
     check_host(head.version, h)?;
     check_suspicious_names(h)?;
     let has_te = h.contains_key(header::TRANSFER_ENCODING);
@@ -72,8 +149,8 @@ pub fn check(head: &request::Parts, raw: RawFraming) -> Result<Verdict, Rejectio
     if has_body && (head.method == Method::HEAD || head.method == Method::TRACE) {
         // TRACE must not carry content (RFC 9110 §9.3.8); for HEAD it would be
         // read by no one and left on the connection.
-        return Err(reject(
-            StatusCode::BAD_REQUEST,
+        return Err(refuse(
+            Refusal::BodyNotAllowed,
             "HEAD or TRACE request with a body",
         ));
     }
@@ -86,12 +163,37 @@ pub fn check(head: &request::Parts, raw: RawFraming) -> Result<Verdict, Rejectio
 fn check_host(version: Version, h: &HeaderMap) -> Result<(), Rejection> {
     let mut hosts = h.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Err(reject(StatusCode::BAD_REQUEST, "more than one Host header")),
-        (None, _) if version == Version::HTTP_11 => Err(reject(
-            StatusCode::BAD_REQUEST,
-            "HTTP/1.1 request without Host",
-        )),
+        (Some(_), Some(_)) => Err(refuse(Refusal::Host, "more than one Host header")),
+        (None, _) if version == Version::HTTP_11 => {
+            Err(refuse(Refusal::Host, "HTTP/1.1 request without Host"))
+        }
         _ => Ok(()),
+    }
+}
+
+/// RFC 9112 §3.2: origin-form starts with `/`; absolute-form names an http(s)
+/// URL; `*` goes only with OPTIONS; authority-form only with CONNECT, which
+/// is refused anyway. Anything else would be forwarded as something it is not
+/// (`GET evil.example` as `GET /` with that Host).
+fn check_target(head: &request::Parts) -> Result<(), Rejection> {
+    let uri = &head.uri;
+    let ok = match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(_)) => {
+            scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+        }
+        (Some(_), None) | (None, Some(_)) => false,
+        (None, None) => {
+            let path = uri.path();
+            path.starts_with('/') || (path == "*" && head.method == Method::OPTIONS)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(
+            Refusal::Target,
+            "request-target must be a path, an http URL, or * with OPTIONS",
+        ))
     }
 }
 
@@ -212,6 +314,32 @@ mod tests {
         assert!(check_parsed(&lookalike).is_err());
         let no_host = head(Request::get("/"));
         assert!(check_parsed(&no_host).is_err());
+    }
+
+    #[test]
+    fn request_targets_other_than_the_four_forms_are_refused() {
+        let target = |method: Method, uri: &str| {
+            let parsed: http::Uri = uri.parse().unwrap();
+            check_parsed(&head(
+                Request::builder()
+                    .method(method)
+                    .uri(parsed)
+                    .header("host", "a"),
+            ))
+            .map_err(|r| r.kind)
+        };
+        assert!(target(Method::GET, "/a?b").is_ok());
+        assert!(target(Method::GET, "http://a.example/x").is_ok());
+        assert!(target(Method::OPTIONS, "*").is_ok());
+        for bad in [
+            "evil.example",
+            "!",
+            "*",
+            "evil.example:80",
+            "ftp://a.example/x",
+        ] {
+            assert_eq!(target(Method::GET, bad), Err(Refusal::Target), "{bad}");
+        }
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
 
 /// Removes hop-by-hop headers: the fixed list and every header the
 /// `Connection` header names. Returns whether `TE: trailers` was present.
-fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     let mut mask = hop_by_hop_present(headers);
     if mask == 0 {
         return false;
@@ -88,6 +88,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         for token in tokens {
             match HeaderName::from_bytes(token.as_bytes()) {
                 Ok(name) if name == KEEP_ALIVE => mask |= KEEP_ALIVE_BIT,
+                // What routes and frames the message is not an option of the
+                // connection: `Connection: Host` must not strip the Host
+                // (HAProxy and nginx keep it too).
+                Ok(name) if name == header::HOST || name == header::CONTENT_LENGTH => {}
                 Ok(name) => named.push(name),
                 Err(_) => {}
             }
@@ -109,12 +113,24 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
 /// `isolate` asks the service to close the connection after this request: used
 /// when the request's body has no defined meaning (e.g. GET with a body), so a
 /// service that ignores it cannot read it as a second request.
-pub(crate) fn to_upstream(head: &mut request::Parts, client_ip: &HeaderValue, isolate: bool) {
+///
+/// `service` is the service's authority, the `Host` of an HTTP/1.0 request
+/// that came without one (an HTTP/1.1 request without one was refused).
+pub(crate) fn to_upstream(
+    head: &mut request::Parts,
+    client_ip: &HeaderValue,
+    isolate: bool,
+    service: &HeaderValue,
+) {
     let upgrade = if is_upgrade_request(&head.headers) {
         head.headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
+    // The guard let through only `chunked`. The field itself is hop-by-hop,
+    // but without it hyper would send a GET's body of unknown length as no
+    // body at all.
+    let chunked = head.headers.contains_key(header::TRANSFER_ENCODING);
     let trailers = strip_hop_by_hop(&mut head.headers);
     // sitio answers `Expect: 100-continue` itself (as Envoy does): the client's
     // body is only read once sitio is ready to stream it.
@@ -136,6 +152,16 @@ pub(crate) fn to_upstream(head: &mut request::Parts, client_ip: &HeaderValue, is
     }
 
     let h = &mut head.headers;
+    if chunked {
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+    canonical_length(h);
+    if !h.contains_key(header::HOST) {
+        h.insert(header::HOST, service.clone());
+    }
     if trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -172,8 +198,50 @@ fn append_forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
     }
 }
 
+/// Rewrites `Content-Length` in plain decimal. The parser accepted the
+/// sender's spelling (`0100`, `3, 3`); another parser may read it otherwise
+/// (`0100` as octal), so the spelling never travels on, only the number.
+fn canonical_length(h: &mut HeaderMap) {
+    let Some(value) = h.get(header::CONTENT_LENGTH) else {
+        return;
+    };
+    let bytes = value.as_bytes();
+    let plain = !bytes.is_empty()
+        && bytes.len() < 20
+        && bytes.iter().all(u8::is_ascii_digit)
+        && (bytes[0] != b'0' || bytes.len() == 1)
+        && h.get_all(header::CONTENT_LENGTH).iter().count() == 1;
+    if plain {
+        return; // The common case: nothing to allocate.
+    }
+    let mut length = None;
+    for value in h.get_all(header::CONTENT_LENGTH) {
+        for part in value.to_str().unwrap_or("x").split(',') {
+            let n = part.trim().parse::<u64>().ok();
+            if n.is_none() || (length.is_some() && length != n) {
+                return; // The parser refuses these; leave its judgement be.
+            }
+            length = n;
+        }
+    }
+    if let Some(n) = length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
+
 /// Turns the service's response head into the one sent to the client.
-pub(crate) fn to_client(head: &mut response::Parts) {
+/// Returns false when the response's framing was ambiguous, so the service
+/// connection must not carry another exchange.
+pub(crate) fn to_client(head: &mut response::Parts) -> bool {
+    let h = &mut head.headers;
+    // RFC 9112 §6.3: with both, Transfer-Encoding frames the message (hyper
+    // read it so); the length is dropped, or the client would wait for it.
+    let ambiguous =
+        h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH);
+    if ambiguous {
+        h.remove(header::CONTENT_LENGTH);
+    }
+    canonical_length(h);
     if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
         // The tunnel needs both; everything else hop-by-hop still goes.
         let upgrade = head.headers.get(header::UPGRADE).cloned();
@@ -187,6 +255,7 @@ pub(crate) fn to_client(head: &mut response::Parts) {
         strip_hop_by_hop(&mut head.headers);
     }
     head.version = Version::HTTP_11;
+    !ambiguous
 }
 
 #[cfg(test)]
@@ -211,6 +280,7 @@ mod tests {
             &mut head,
             &ip_header_value("127.0.0.1".parse().unwrap()),
             false,
+            &HeaderValue::from_static("svc:1"),
         );
         let h = &head.headers;
         assert!(h.get("x-secret").is_none());
@@ -270,13 +340,42 @@ mod tests {
     }
 
     #[test]
+    fn lengths_travel_as_plain_decimal_and_host_always_goes() {
+        let req = Request::post("/x")
+            .header("content-length", "0100")
+            .header("connection", "Host, Content-Length")
+            .body(())
+            .unwrap();
+        let (mut head, ()) = req.into_parts();
+        head.version = Version::HTTP_10;
+        let ip = ip_header_value("::1".parse().unwrap());
+        to_upstream(&mut head, &ip, false, &HeaderValue::from_static("svc:1"));
+        assert_eq!(head.headers["content-length"], "100");
+        assert_eq!(
+            head.headers["host"], "svc:1",
+            "1.0 without Host: the service's"
+        );
+        let mut res = response_head(&[("content-length", "7, 7")]);
+        assert!(to_client(&mut res));
+        assert_eq!(res.headers["content-length"], "7");
+        let mut both = response_head(&[("content-length", "3"), ("transfer-encoding", "chunked")]);
+        assert!(!to_client(&mut both), "not reusable");
+        assert!(both.headers.get("content-length").is_none());
+    }
+
+    #[test]
     fn absolute_form_becomes_origin_form_with_its_host() {
         let req = Request::get("http://example.test:81/a?b=1")
             .header("host", "other")
             .body(())
             .unwrap();
         let (mut head, ()) = req.into_parts();
-        to_upstream(&mut head, &ip_header_value("::1".parse().unwrap()), true);
+        to_upstream(
+            &mut head,
+            &ip_header_value("::1".parse().unwrap()),
+            true,
+            &HeaderValue::from_static("svc:1"),
+        );
         assert_eq!(head.uri, "/a?b=1");
         assert_eq!(head.headers["host"], "example.test:81");
         assert_eq!(head.headers["connection"], "close");

@@ -6,14 +6,16 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
 
 use crate::deadline::{LazyDeadline, Stall};
 use crate::guard::RawFraming;
 use crate::head_scan::HeadScan;
+use crate::interim::InterimRelay;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -38,6 +40,22 @@ pub(crate) struct ConnPhase {
     raw_framing: AtomicU8,
     /// A request body is still expected (the body timeout applies).
     body_pending: AtomicBool,
+    /// Relays the service's `103 Early Hints` to the client.
+    pub(crate) interim: InterimRelay,
+    /// Some bytes of the next request head have arrived.
+    head_started: AtomicBool,
+    /// When the last exchange finished, in [`clock`] nanoseconds.
+    idle_since: AtomicU64,
+    /// Set when the connection is to close as soon as it is idle.
+    evicted: AtomicBool,
+    evict: Notify,
+}
+
+/// Nanoseconds since the first call: a monotonic clock that fits an atomic.
+pub(crate) fn clock(at: std::time::Instant) -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
 const RAW_CONTENT_LENGTH: u8 = 1;
@@ -48,6 +66,7 @@ impl ConnPhase {
     /// Returns what the raw head showed of its framing.
     pub(crate) fn exchange_started(&self) -> RawFraming {
         self.exchanges.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(false, Ordering::Relaxed);
         let _ = self.state.compare_exchange(
             AWAITING_HEAD,
             IN_EXCHANGE,
@@ -72,8 +91,9 @@ impl ConnPhase {
         self.exchanges.load(Ordering::Relaxed)
     }
 
-    /// The response is fully sent: the next bytes are a new request head.
-    pub(crate) fn exchange_finished(&self) {
+    /// The response is fully sent (at `at`): the next bytes are a new request head.
+    pub(crate) fn exchange_finished(&self, at: std::time::Instant) {
+        self.idle_since.store(clock(at), Ordering::Relaxed);
         let finished = self
             .state
             .compare_exchange(
@@ -93,6 +113,28 @@ impl ConnPhase {
     /// The request being served has a body still to arrive (or not).
     pub(crate) fn body_pending(&self, pending: bool) {
         self.body_pending.store(pending, Ordering::Relaxed);
+    }
+
+    /// Since when (in [`clock`] nanoseconds) the connection has been an idle
+    /// keep-alive connection: served at least once, no exchange running, no
+    /// byte of a next request; `None` otherwise.
+    pub(crate) fn idle_since(&self) -> Option<u64> {
+        let idle = self.get() == AWAITING_HEAD
+            && self.exchanges() > 0
+            && !self.head_started.load(Ordering::Relaxed)
+            && !self.evicted.load(Ordering::Relaxed);
+        idle.then(|| self.idle_since.load(Ordering::Relaxed))
+    }
+
+    /// Asks the connection to close once idle (at once if it is now).
+    pub(crate) fn evict(&self) {
+        self.evicted.store(true, Ordering::Relaxed);
+        self.evict.notify_one();
+    }
+
+    /// Resolves when [`ConnPhase::evict`] was called.
+    pub(crate) async fn evicted(&self) {
+        self.evict.notified().await;
     }
 
     /// The connection became a tunnel: HTTP timeouts no longer apply.
@@ -127,7 +169,7 @@ thread_local! {
 }
 
 /// What a client that was too slow with its request head receives.
-const REQUEST_TIMEOUT: &[u8] =
+pub(crate) const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\nsitio-error: header-timeout\r\n\r\n";
 
 /// The error hyper sees when a request body or a response write stalled.
@@ -289,6 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                         // read, so no header deadline (and no timer update).
                         this.armed = Armed::Dispatched;
                     } else {
+                        this.phase.head_started.store(true, Ordering::Relaxed);
                         let head = this.header_timeout;
                         this.arm(Armed::Head, head);
                     }
@@ -308,6 +351,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                     }
                 }
             }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> ClientIo<S> {
+    /// Interim responses still queued go out before anything hyper writes.
+    fn interim_first(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<usize>>> {
+        match self.phase.interim.poll_write_pending(&mut self.stream, cx) {
+            Poll::Ready(Ok(())) => None,
+            Poll::Ready(Err(e)) => Some(Poll::Ready(Err(e))),
+            Poll::Pending => Some(self.watch_send(cx, Poll::Pending)),
         }
     }
 }
@@ -347,6 +401,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(blocked) = this.interim_first(cx) {
+            return blocked;
+        }
         let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
         this.watch_send(cx, polled)
     }
@@ -357,6 +414,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(blocked) = this.interim_first(cx) {
+            return blocked;
+        }
         // A response head and a small body are copied into one buffer and go
         // out with one send(2), which costs the kernel less than writev(2)
         // (no iovec import, no VFS layer); large bodies keep the copy-free
@@ -384,7 +444,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        // hyper flushes its IO only with its own buffer empty: the one safe
+        // moment to send an interim response (see `interim`).
+        ready!(this.phase.interim.poll_flush_pending(&mut this.stream, cx))?;
+        Pin::new(&mut this.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -51,6 +51,8 @@ mod detect;
 mod guard;
 mod head_scan;
 mod headers;
+mod idle;
+mod interim;
 mod io;
 mod proxy;
 mod tracked;

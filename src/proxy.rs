@@ -16,6 +16,7 @@ use hyper::upgrade::OnUpgrade;
 use crate::body::Body;
 use crate::decorator::{Decorators, Exchange};
 use crate::error::{ErrorKind, ProxyError};
+use crate::interim::MAX_INTERIM;
 use crate::io::ConnPhase;
 use crate::telemetry::{Routes, Telemetry};
 use crate::tracked::TrackedBody;
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) tasks: tokio_util::task::TaskTracker,
+    /// The HTTP/1 connections, for eviction at the connection cap.
+    pub(crate) connections: Arc<crate::idle::Registry>,
 }
 
 /// What the exchanges of one client connection share. Cloned per request, so
@@ -90,6 +93,7 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                 "refused request"
             );
             ex.error = Some(ErrorKind::BadRequest);
+            conn.shared.telemetry.connections.refused(rejection.kind);
             let res = rescue::reject(rejection.status, rejection.reason, ex.wants_json());
             return TrackedBody::respond(conn, res, ex, None);
         }
@@ -108,15 +112,29 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
             } else {
                 None
             };
-            headers::to_upstream(&mut head, &conn.forwarded_for, verdict.isolate);
+            let relay_early_hints = head.version == http::Version::HTTP_11;
+            let service = conn.shared.upstream.authority();
+            headers::to_upstream(&mut head, &conn.forwarded_for, verdict.isolate, service);
             let (body, body_state) = RequestBody::new(body, &conn.phase);
             bytes_in = body_state;
             let reusable = !verdict.isolate && client_upgrade.is_none();
-            let sent = conn
-                .shared
-                .upstream
-                .send(Request::from_parts(head, body), reusable)
-                .await;
+            let mut req = Request::from_parts(head, body);
+            let relay = conn.clone();
+            hyper::ext::on_informational(&mut req, move |interim| {
+                relay
+                    .phase
+                    .interim
+                    .received(interim.status(), interim.headers());
+            });
+            conn.phase.interim.begin(relay_early_hints);
+            let sent = tokio::select! {
+                sent = conn.shared.upstream.send(req, reusable) => sent,
+                () = conn.phase.interim.overflowed() => Err(ProxyError::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!("more than {MAX_INTERIM} interim (1xx) responses"),
+                )),
+            };
+            conn.phase.interim.end();
             let res = sent.and_then(|(res, sender)| {
                 let (mut rhead, incoming) = res.into_parts();
                 ex.service_status = Some(rhead.status);
@@ -132,9 +150,11 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                     conn.phase.tunnel();
                     tunnel::spawn_upgraded(&conn.shared.tasks, client, upstream, conn.peer);
                 }
-                headers::to_client(&mut rhead);
-                let sender = sender.map(|s| PooledSender::new(s, conn.clone()));
-                let body = Body::upstream(UpstreamBody::new(incoming, sender));
+                let framing_clear = headers::to_client(&mut rhead);
+                let sender = sender
+                    .filter(|_| framing_clear)
+                    .map(|s| PooledSender::new(s, conn.clone()));
+                let body = Body::upstream(UpstreamBody::new(incoming, sender, bytes_in.clone()));
                 Ok(Response::from_parts(rhead, body))
             });
             let client_body_broken = bytes_in.as_ref().is_some_and(|b| b.malformed());
@@ -150,6 +170,8 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
                         "refused request: malformed body"
                     );
                     ex.error = Some(ErrorKind::BadRequest);
+                    let connections = &conn.shared.telemetry.connections;
+                    connections.refused(guard::Refusal::MalformedBody);
                     let res = rescue::reject(
                         StatusCode::BAD_REQUEST,
                         "malformed request body",

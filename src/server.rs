@@ -9,23 +9,24 @@ use std::time::Duration;
 use bytes::BytesMut;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, OpaqueMode};
 use crate::decorator::Decorators;
 use crate::detect::{self, Protocol};
 use crate::error::StartError;
+use crate::guard::Refusal;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled, Timeouts};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
 use crate::resilience::{
     Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash, StaleCache, StaleOnError,
 };
 use crate::telemetry::routes::Patterns;
-use crate::telemetry::{Recorder, Routes, Telemetry, report};
+use crate::telemetry::{Connections, Recorder, Routes, Telemetry, report};
 use crate::tunnel;
 use crate::upstream::Upstream;
 
@@ -39,21 +40,24 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds `PORT` and `SITIO_ADMIN_PORT` on all interfaces (dual-stack IPv6
-    /// where available, else IPv4), with `SO_REUSEPORT` so a replacement
-    /// process can take over the port during a rolling restart.
+    /// where available, else IPv4).
+    ///
+    /// A port already in use stops startup (exit code 2, naming the
+    /// variable), and so does `PORT` equal to `SITIO_ADMIN_PORT`: with
+    /// `SO_REUSEPORT` the kernel would silently split traffic between the
+    /// two. `SITIO_REUSE_PORT=on` opts into exactly that sharing for `PORT`,
+    /// so a replacement process can take over during a rolling restart.
     pub fn bind(config: &Config) -> Result<Self, StartError> {
-        let traffic = bind_all_interfaces(config.port).map_err(|e| {
-            StartError::Io(format!("PORT: cannot listen on port {}", config.port), e)
-        })?;
-        let admin = bind_all_interfaces(config.admin_port).map_err(|e| {
-            StartError::Io(
-                format!(
-                    "SITIO_ADMIN_PORT: cannot listen on port {}",
-                    config.admin_port
-                ),
-                e,
-            )
-        })?;
+        if config.port == config.admin_port && config.port != 0 {
+            return Err(StartError::Config(format!(
+                "PORT and SITIO_ADMIN_PORT are both {}: expected two different ports",
+                config.port
+            )));
+        }
+        let traffic = bind_all_interfaces(config.port, config.reuse_port)
+            .map_err(|e| bind_error("PORT", config.port, e))?;
+        let admin = bind_all_interfaces(config.admin_port, false)
+            .map_err(|e| bind_error("SITIO_ADMIN_PORT", config.admin_port, e))?;
         Ok(Listeners {
             traffic,
             admin: Some(admin),
@@ -61,25 +65,41 @@ impl Listeners {
     }
 }
 
-fn bind_all_interfaces(port: u16) -> std::io::Result<TcpListener> {
+/// A port in use is a setting to change (exit code 2); other failures are not.
+fn bind_error(variable: &str, port: u16, e: std::io::Error) -> StartError {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        StartError::Config(format!(
+            "{variable}: port {port} is already in use: expected a free port \
+             (or SITIO_REUSE_PORT=on to share PORT with another sitio during a rolling restart)"
+        ))
+    } else {
+        StartError::Io(format!("{variable}: cannot listen on port {port}"), e)
+    }
+}
+
+fn bind_all_interfaces(port: u16, reuse_port: bool) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
-    let v6 = || -> std::io::Result<Socket> {
-        let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
-        s.set_only_v6(false)?;
+    let open = |domain: Domain, addr: SocketAddr| -> std::io::Result<Socket> {
+        let s = Socket::new(domain, Type::STREAM, None)?;
+        if domain == Domain::IPV6 {
+            s.set_only_v6(false)?;
+        }
+        // SO_REUSEADDR only lets a restarted sitio bind past connections in
+        // TIME_WAIT; on Linux it never lets two listeners share a port.
         s.set_reuse_address(true)?;
-        s.set_reuse_port(true)?;
-        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+        if reuse_port {
+            s.set_reuse_port(true)?;
+        }
+        s.bind(&addr.into())?;
         Ok(s)
     };
-    let socket = match v6() {
+    let socket = match open(
+        Domain::IPV6,
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+    ) {
         Ok(s) => s,
-        Err(_) => {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-            s.set_reuse_address(true)?;
-            s.set_reuse_port(true)?;
-            s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
-            s
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(e),
+        Err(_) => open(Domain::IPV4, SocketAddr::from(([0, 0, 0, 0], port)))?,
     };
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
@@ -162,6 +182,7 @@ pub(crate) fn prepare(
         telemetry,
         upstream,
         tasks,
+        connections: Arc::default(),
     });
     let mut http = http1::Builder::new();
     // Not `pipeline_flush(true)`: with it, hyper never flushes the 400/431 it
@@ -189,8 +210,15 @@ pub async fn run(
     let (shared, config, http) = prepare(config, decorators, tasks.clone());
 
     let telemetry = shared.telemetry.clone();
-    let admin_state = Arc::new(AdminState::new(telemetry.clone()));
-    let background = spawn_background(&telemetry, config.stats_interval.0);
+    let admin_state = Arc::new(AdminState::new(
+        telemetry.clone(),
+        config.ready_requires_service,
+    ));
+    let mut background = spawn_background(&telemetry, config.stats_interval.0);
+    if config.ready_requires_service {
+        let watch = admin::watch_service(admin_state.clone(), shared.upstream.clone());
+        background.push(tokio::spawn(watch));
+    }
     let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
     let admin_task = listeners
         .admin
@@ -212,30 +240,29 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(config.max_connections));
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = &mut shutdown => break,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let conn = (
-                    shared.clone(),
-                    config.clone(),
-                    http.clone(),
-                    stop_rx.clone(),
-                );
-                spawn_connection(&tasks, conn, stream, peer, Some(permit));
-            }
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let Some(permit) = admit(&slots, &shared.connections, &mut shutdown).await else {
+            break;
+        };
+        let conn = (
+            shared.clone(),
+            config.clone(),
+            http.clone(),
+            stop_rx.clone(),
+        );
+        spawn_connection(&tasks, conn, stream, peer, Some(permit));
     }
 
     tracing::info!(
@@ -261,6 +288,31 @@ pub async fn run(
     }
     tracing::info!("sitio stopped");
     Ok(())
+}
+
+/// A slot for a newly accepted client. At `SITIO_MAX_CONNECTIONS` the
+/// longest-idle keep-alive client makes room; while every client is busy the
+/// new one waits, and a client that turns idle meanwhile makes room then.
+/// `None` on shutdown.
+async fn admit(
+    slots: &Arc<Semaphore>,
+    connections: &crate::idle::Registry,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(permit) = slots.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    loop {
+        let evicted = connections.evict_longest_idle();
+        // An evicted client frees its slot within moments; without one,
+        // look again for a client that has turned idle.
+        let wait = Duration::from_millis(if evicted { 500 } else { 50 });
+        tokio::select! {
+            p = slots.clone().acquire_owned() => return p.ok(),
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.as_mut() => return None,
+        }
+    }
 }
 
 type ConnParts = (
@@ -304,40 +356,20 @@ pub(crate) async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let head_deadline = Instant::now() + config.header_timeout;
-    let mut first = BytesMut::with_capacity(1024);
-    let protocol = loop {
-        if let Some(p) = detect::classify(&first) {
-            break p;
-        }
-        tokio::select! {
-            read = stream.read_buf(&mut first) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
-            // Not cut short by a drain: the client connected before it began
-            // and its request is on the way; the header timeout bounds this.
-            () = tokio::time::sleep_until(head_deadline) => {
-                tracing::debug!(client = %peer, "connection sent nothing in time; closed");
-                return;
-            }
-        }
+    let connections = shared.telemetry.connections.clone();
+    let Some((protocol, first)) =
+        detect_protocol(&mut stream, &config, head_deadline, peer, &connections).await
+    else {
+        return;
     };
-    let first = first.freeze();
-    let connections = &shared.telemetry.connections;
     connections.classified(protocol);
-    match protocol {
-        Protocol::Http1 => {}
-        Protocol::Http2PriorKnowledge => {
-            let upstream = &shared.upstream;
-            return tunnel::opaque(stream, first, upstream, peer, "h2c", connections).await;
-        }
-        Protocol::Opaque => {
-            let upstream = &shared.upstream;
-            return tunnel::opaque(stream, first, upstream, peer, "opaque", connections).await;
-        }
+    if protocol != Protocol::Http1 {
+        let (upstream, label) = (&shared.upstream, protocol.label());
+        return tunnel::opaque(stream, first, upstream, peer, label, &connections).await;
     }
 
     let phase = Arc::new(ConnPhase::default());
+    let _listed = shared.connections.list(phase.clone());
     let io = ClientIo::new(
         stream,
         first,
@@ -362,6 +394,13 @@ pub(crate) async fn serve_connection<S>(
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        () = phase.evicted() => {
+            // Idle at the connection cap: closed at once, or after the
+            // exchange that began meanwhile.
+            tracing::debug!(client = %peer, "idle keep-alive connection closed to admit a new client");
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
         _ = stop.changed() => {
             // hyper closes a connection with no exchange at once; one accepted
             // just before the drain has its first request on the way, so it
@@ -384,7 +423,47 @@ pub(crate) async fn serve_connection<S>(
         }
     };
     if let Err(e) = result {
-        log_connection_error(peer, &e);
+        log_connection_error(peer, &e, &connections);
+    }
+}
+
+/// Reads until the first bytes say which protocol the client speaks (see
+/// `detect`); with `SITIO_OPAQUE=off` everything is HTTP/1 at once. Returns
+/// `None` when the client closed, or sent no decidable start within the
+/// header timeout (then it gets a 408 if it sent anything).
+async fn detect_protocol<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    config: &Config,
+    head_deadline: Instant,
+    peer: SocketAddr,
+    connections: &Connections,
+) -> Option<(Protocol, bytes::Bytes)> {
+    if config.opaque == OpaqueMode::Off {
+        return Some((Protocol::Http1, bytes::Bytes::new()));
+    }
+    let mut first = BytesMut::with_capacity(1024);
+    loop {
+        if let Some(p) = detect::classify(&first) {
+            return Some((p, first.freeze()));
+        }
+        tokio::select! {
+            read = stream.read_buf(&mut first) => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+            // Not cut short by a drain: the client connected before it began
+            // and its request is on the way; the header timeout bounds this.
+            () = tokio::time::sleep_until(head_deadline) => {
+                if first.iter().all(|b| *b == b'\r' || *b == b'\n') {
+                    tracing::debug!(client = %peer, "connection sent nothing in time; closed");
+                } else {
+                    connections.refused(Refusal::HeaderTimeout);
+                    tracing::info!(client = %peer, status = 408, "request head too slow; connection closed");
+                    let _ = stream.write_all(crate::io::REQUEST_TIMEOUT).await;
+                }
+                return None;
+            }
+        }
     }
 }
 
@@ -421,12 +500,15 @@ fn spawn_background(
     tasks
 }
 
-fn log_connection_error(peer: SocketAddr, e: &hyper::Error) {
+fn log_connection_error(peer: SocketAddr, e: &hyper::Error, connections: &Connections) {
     if e.is_parse_too_large() {
+        connections.refused(Refusal::HeadTooLarge);
         tracing::warn!(client = %peer, error = %e, status = 431, "refused request: head too large");
-    } else if e.is_parse() {
+    } else if e.is_parse() || e.is_parse_version_h2() {
+        connections.refused(Refusal::Malformed);
         tracing::warn!(client = %peer, error = %e, status = 400, "refused malformed request");
     } else if io_cause::<HeaderTimeout>(e).is_some() {
+        connections.refused(Refusal::HeaderTimeout);
         tracing::info!(client = %peer, status = 408, "request head too slow; connection closed");
     } else if let Some(why) = io_cause::<Stalled>(e) {
         tracing::info!(client = %peer, "{why}; connection closed");

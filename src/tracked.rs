@@ -53,7 +53,8 @@ impl TrackedBody {
         }
         self.done = true;
         let ex = &mut self.exchange;
-        ex.finished = Some(Instant::now());
+        let now = Instant::now();
+        ex.finished = Some(now);
         if ex.error.is_none() {
             ex.error = error;
         }
@@ -61,7 +62,7 @@ impl TrackedBody {
             ex.bytes_in = body.bytes();
         }
         self.conn.shared.decorators.on_complete(ex);
-        self.conn.phase.exchange_finished();
+        self.conn.phase.exchange_finished(now);
     }
 
     /// A response that carries no body by definition, so hyper never reads it.

@@ -29,7 +29,7 @@ impl DecoratorsBuilder {
     /// them and responses before them.
     ///
     /// # Panics
-    /// When more than [`MAX_DECORATORS`] are added, a programming error.
+    /// When more than `MAX_DECORATORS` (64) are added, a programming error.
     pub fn with(mut self, decorator: impl Decorator) -> Self {
         assert!(
             self.chain.len() < MAX_DECORATORS,
@@ -61,7 +61,7 @@ impl Decorators {
     /// This chain inside `decorator`: it becomes the outermost layer.
     ///
     /// # Panics
-    /// When the chain already holds [`MAX_DECORATORS`].
+    /// When the chain already holds `MAX_DECORATORS` (64).
     pub fn wrapped_in(&self, decorator: impl Decorator) -> Decorators {
         self.extended(Arc::new(decorator), true)
     }
@@ -70,7 +70,7 @@ impl Decorators {
     /// the service.
     ///
     /// # Panics
-    /// When the chain already holds [`MAX_DECORATORS`].
+    /// When the chain already holds `MAX_DECORATORS` (64).
     pub fn wrapping(&self, decorator: impl Decorator) -> Decorators {
         self.extended(Arc::new(decorator), false)
     }

@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::decorator::{Action, Decorator, Exchange};
 use crate::detect::Protocol;
+use crate::guard::Refusal;
 
 pub use routes::Routes;
 pub use stats::StatsHub;
@@ -26,6 +27,9 @@ pub struct Connections {
     http1: AtomicU64,
     opaque: AtomicU64,
     h2c: AtomicU64,
+    tls: AtomicU64,
+    /// Refused requests, by [`Refusal`] in the order of [`Refusal::ALL`].
+    refused: [AtomicU64; Refusal::ALL.len()],
     opaque_bytes_in: AtomicU64,
     opaque_bytes_out: AtomicU64,
 }
@@ -43,6 +47,7 @@ impl Connections {
             Protocol::Http1 => &self.http1,
             Protocol::Opaque => &self.opaque,
             Protocol::Http2PriorKnowledge => &self.h2c,
+            Protocol::Tls => &self.tls,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -60,12 +65,37 @@ impl Connections {
     }
 
     /// Connections accepted so far, by protocol label.
-    pub fn totals(&self) -> [(&'static str, u64); 3] {
+    pub fn totals(&self) -> [(&'static str, u64); 4] {
         [
             ("http1", self.http1.load(Ordering::Relaxed)),
             ("opaque", self.opaque.load(Ordering::Relaxed)),
             ("h2c", self.h2c.load(Ordering::Relaxed)),
+            ("tls", self.tls.load(Ordering::Relaxed)),
         ]
+    }
+
+    /// Connections tunnelled to the service untouched, by why they were:
+    /// a TLS ClientHello, the HTTP/2 preface, or another protocol's first line.
+    pub fn tunnels(&self) -> [(&'static str, u64); 3] {
+        [
+            ("tls", self.tls.load(Ordering::Relaxed)),
+            ("h2c", self.h2c.load(Ordering::Relaxed)),
+            ("not-http", self.opaque.load(Ordering::Relaxed)),
+        ]
+    }
+
+    /// Counts a refused request (or request head).
+    pub(crate) fn refused(&self, why: Refusal) {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refused requests so far, by reason label.
+    pub fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Refusal::ALL
+            .iter()
+            .zip(&self.refused)
+            .map(|(r, n)| (r.label(), n.load(Ordering::Relaxed)))
     }
 
     /// Bytes through opaque tunnels: (from clients, to clients).

@@ -133,6 +133,24 @@ pub fn render(t: &Telemetry) -> String {
             "sitio_connections_total{{protocol=\"{protocol}\"}} {n}"
         );
     }
+    family(
+        &mut out,
+        "sitio_tunnels_total",
+        "counter",
+        "Connections tunnelled to the service untouched, by why.",
+    );
+    for (reason, n) in t.connections.tunnels() {
+        let _ = writeln!(out, "sitio_tunnels_total{{reason=\"{reason}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "sitio_refused_total",
+        "counter",
+        "Requests refused before reaching the service, by reason.",
+    );
+    for (reason, n) in t.connections.refusals() {
+        let _ = writeln!(out, "sitio_refused_total{{reason=\"{reason}\"}} {n}");
+    }
     let (tin, tout) = t.connections.tunnel_bytes();
     family(
         &mut out,

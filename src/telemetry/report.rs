@@ -71,6 +71,17 @@ pub fn stats_json(t: &Telemetry) -> Value {
         .map(|(p, n)| ((*p).to_owned(), json!(n)))
         .collect();
     let (tin, tout) = t.connections.tunnel_bytes();
+    let tunnels: serde_json::Map<String, Value> = t
+        .connections
+        .tunnels()
+        .iter()
+        .map(|(p, n)| ((*p).to_owned(), json!(n)))
+        .collect();
+    let refused: serde_json::Map<String, Value> = t
+        .connections
+        .refusals()
+        .map(|(p, n)| (p.to_owned(), json!(n)))
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "stats_enabled": t.stats.is_some(),
@@ -79,6 +90,8 @@ pub fn stats_json(t: &Telemetry) -> Value {
         "connections_open": t.connections.open_now(),
         "connections_total": totals,
         "tunnel_bytes": {"in": tin, "out": tout},
+        "tunnels": tunnels,
+        "refused": refused,
         "upstream_errors": upstream_errors,
         "endpoints": endpoints,
         "max_routes": t.max_routes,

@@ -19,6 +19,7 @@ use crate::io::ConnPhase;
 pub(crate) struct RequestBodyState {
     bytes: AtomicU64,
     malformed: AtomicBool,
+    complete: AtomicBool,
 }
 
 impl RequestBodyState {
@@ -31,6 +32,11 @@ impl RequestBodyState {
     /// size, a short body, a reset): a failure of the client, not the service.
     pub(crate) fn malformed(&self) -> bool {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// True once the whole body was read from the client (and handed on).
+    fn complete(&self) -> bool {
+        self.complete.load(Ordering::Relaxed)
     }
 }
 
@@ -107,7 +113,11 @@ impl HttpBody for RequestBody {
                     if let Some(data) = frame.data_ref() {
                         state.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                     }
+                    if over {
+                        state.complete.store(true, Ordering::Relaxed);
+                    }
                 }
+                Poll::Ready(None) => state.complete.store(true, Ordering::Relaxed),
                 // A bad chunk size, a short body, a reset: all the client's doing.
                 Poll::Ready(Some(Err(_))) => {
                     state.malformed.store(true, Ordering::Relaxed);
@@ -139,6 +149,8 @@ impl Drop for RequestBody {
 pub(crate) struct UpstreamBody {
     inner: Incoming,
     sender: Option<PooledSender>,
+    /// The request body of the same exchange, when it had one.
+    request_body: Option<Arc<RequestBodyState>>,
 }
 
 /// How much of a discarded body is read to save its connection before giving up.
@@ -146,17 +158,37 @@ const DRAIN_LIMIT_BYTES: u64 = 1 << 20;
 const DRAIN_LIMIT_TIME: Duration = Duration::from_secs(5);
 
 impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, sender: Option<PooledSender>) -> Self {
-        let mut body = UpstreamBody { inner, sender };
+    pub(crate) fn new(
+        inner: Incoming,
+        sender: Option<PooledSender>,
+        request_body: Option<Arc<RequestBodyState>>,
+    ) -> Self {
+        let mut body = UpstreamBody {
+            inner,
+            sender,
+            request_body,
+        };
         if body.inner.is_end_stream() {
             body.release();
         }
         body
     }
 
+    /// The response is over: the connection may serve another exchange, but
+    /// only if the request is over too. A service may answer before it has
+    /// read the request body (many do); pooled then, the connection would
+    /// make the next client's request wait behind a body that may never come.
     fn release(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            sender.checkin();
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        match &self.request_body {
+            Some(body) if !body.complete() => {
+                tracing::debug!(
+                    "answered before its request body ended; service connection not reused"
+                );
+            }
+            _ => sender.checkin(),
         }
     }
 

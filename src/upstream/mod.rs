@@ -28,6 +28,8 @@ pub(crate) type Sender = http1::SendRequest<RequestBody>;
 pub(crate) struct Upstream {
     host: String,
     port: u16,
+    /// `host:port` as a `Host` value, for requests that came without one.
+    authority: http::HeaderValue,
     connect_timeout: Duration,
     pool: pool::Pool,
     max_header_bytes: usize,
@@ -46,7 +48,15 @@ impl Upstream {
             idle_timeout: config.upstream_idle_timeout,
             max_idle: defaults::MAX_IDLE_PER_THREAD,
         };
+        let host = &config.target_host;
+        let authority = if host.contains(':') {
+            format!("[{host}]:{}", config.target_port)
+        } else {
+            format!("{host}:{}", config.target_port)
+        };
         Arc::new(Upstream {
+            authority: http::HeaderValue::from_str(&authority)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("localhost")),
             host: config.target_host.clone(),
             port: config.target_port,
             connect_timeout: config.connect_timeout,
@@ -55,6 +65,11 @@ impl Upstream {
             response_timeout: config.upstream_timeout.0,
             retries: config.retries,
         })
+    }
+
+    /// The service's `host:port`, as a `Host` header value.
+    pub(crate) fn authority(&self) -> &http::HeaderValue {
+        &self.authority
     }
 
     /// A plain TCP connection to the service (for tunnels and HTTP alike).

@@ -117,13 +117,17 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     let mut config = config_for(backend.port());
     config.max_connections = 2;
     let sitio = Sitio::start(config, Decorators::none()).await;
+    // Two clients in the middle of an exchange hold both slots (idle ones
+    // would make room: see hardening.rs).
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(sitio.addr).await.unwrap();
-        let mut buf = Vec::new();
-        assert_eq!(send_on(&mut s, &mut buf, GET_200).await.status, 200);
+        s.write_all(b"GET /slow/1000 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
         held.push(s);
     }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let third = tokio::spawn(raw_request(
         sitio.addr,
         b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -131,15 +135,23 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         !third.is_finished(),
-        "a third connection must wait while two are open"
+        "a third connection must wait while two are busy"
     );
-    drop(held.pop());
     let res = tokio::time::timeout(Duration::from_secs(3), third)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
     assert_eq!(res.status, 200);
+    for mut s in held {
+        let mut buf = Vec::new();
+        let slow = read_response(&mut s, &mut buf, false).await;
+        assert_eq!(
+            slow.map(|r| r.status),
+            Some(200),
+            "busy clients were not cut"
+        );
+    }
     sitio.stop().await;
 }
 

@@ -6,6 +6,7 @@ mod container;
 mod decorators;
 mod deploy;
 mod errors;
+mod hardening;
 mod lifecycle;
 mod limits;
 mod proxying;

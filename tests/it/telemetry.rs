@@ -75,7 +75,7 @@ async fn stats_count_per_folded_route_on_keep_alive_connections() {
     let backend = Backend::start().await;
     let sitio = Sitio::start(config_for(backend.port()), Decorators::none()).await;
     let sent = traffic(&sitio).await;
-    // Not HTTP: counted as an opaque connection.
+    // Not HTTP: counted as a TLS tunnel.
     let mut raw = TcpStream::connect(sitio.addr).await.unwrap();
     raw.write_all(b"\x16\x03\x01 not http").await.unwrap();
     drop(raw);
@@ -98,7 +98,8 @@ async fn stats_count_per_folded_route_on_keep_alive_connections() {
     assert!(slow["ttfb_ms"]["p50"].as_f64().unwrap() >= 295.0);
     assert_eq!(slow["in_flight"], 0);
     assert_eq!(s["connections_total"]["http1"], 1);
-    assert_eq!(s["connections_total"]["opaque"], 1);
+    assert_eq!(s["connections_total"]["tls"], 1);
+    assert_eq!(s["tunnels"]["tls"], 1);
     sitio.stop().await;
 }
 

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod browser;
+pub mod origin;
 
 use std::net::SocketAddr;
 use std::process::Stdio;

@@ -1,0 +1,181 @@
+//! Interim (1xx) responses from the service: `103 Early Hints` are relayed
+//! to HTTP/1.1 clients (RFC 8297), and a service that sends more interim
+//! responses than [`MAX_INTERIM`] before its final one gets a 502 instead of
+//! holding the exchange forever.
+//!
+//! hyper's server has no way to send a 1xx, so the relay writes the bytes
+//! itself, on the client connection's IO, at a moment when nothing of hyper's
+//! can be interleaved: in `poll_flush`, which hyper calls only once its own
+//! write buffer is empty, while the exchange still waits for its final
+//! response. Bytes a full socket left half-written go out before the next
+//! write of hyper's, which can only be this exchange's final head.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use http::{HeaderMap, StatusCode};
+use tokio::io::AsyncWrite;
+use tokio::sync::Notify;
+
+/// Interim responses one exchange may receive before it fails with 502.
+pub(crate) const MAX_INTERIM: u32 = 10;
+
+/// The interim-response relay of one client connection (exchanges on one
+/// connection are sequential, so one relay serves them all in turn).
+#[derive(Debug, Default)]
+pub(crate) struct InterimRelay {
+    /// An exchange is waiting for its final response.
+    open: AtomicBool,
+    /// Bytes wait in `state.bytes`.
+    pending: AtomicBool,
+    state: Mutex<State>,
+    /// The client connection's task, woken when bytes are queued.
+    writer: AtomicWaker,
+    too_many: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Relay 103s (HTTP/1.1 clients only: RFC 9110 §15.2 forbids 1xx to 1.0).
+    relay: bool,
+    received: u32,
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+impl InterimRelay {
+    /// An exchange starts waiting for the service's response.
+    pub(crate) fn begin(&self, relay_early_hints: bool) {
+        if let Ok(mut s) = self.state.lock() {
+            s.relay = relay_early_hints;
+            s.received = 0;
+        }
+        self.open.store(true, Ordering::Release);
+    }
+
+    /// The final response (or an error) arrived: later interim responses
+    /// are ignored; bytes already queued still go out first.
+    pub(crate) fn end(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+
+    /// Resolves once the service has sent more than [`MAX_INTERIM`].
+    pub(crate) async fn overflowed(&self) {
+        self.too_many.notified().await;
+    }
+
+    /// Called by the service connection for every interim response.
+    pub(crate) fn received(&self, status: StatusCode, headers: &HeaderMap) {
+        if !self.open.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut s) = self.state.lock() else { return };
+        s.received += 1;
+        if s.received > MAX_INTERIM {
+            self.too_many.notify_one();
+            return;
+        }
+        if status != StatusCode::EARLY_HINTS || !s.relay {
+            return;
+        }
+        write_head(&mut s.bytes, status, headers);
+        self.pending.store(true, Ordering::Release);
+        drop(s);
+        self.writer.wake();
+    }
+
+    /// From the IO's `poll_flush`: writes queued bytes while an exchange waits.
+    pub(crate) fn poll_flush_pending<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.open.load(Ordering::Acquire) {
+            self.writer.register(cx.waker());
+        }
+        self.poll_write_pending(stream, cx)
+    }
+
+    /// Writes queued bytes (before any of hyper's).
+    pub(crate) fn poll_write_pending<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pending.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
+        let Ok(mut s) = self.state.lock() else {
+            return Poll::Ready(Ok(()));
+        };
+        while s.written < s.bytes.len() {
+            let n = match Pin::new(&mut *stream).poll_write(cx, &s.bytes[s.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            s.written += n;
+        }
+        s.bytes = Vec::new();
+        s.written = 0;
+        self.pending.store(false, Ordering::Release);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Serialises an interim head as sent to the client: the status line and the
+/// end-to-end fields (a 1xx carries no content; hop-by-hop fields stop here).
+fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut clean = headers.clone();
+    crate::headers::strip_hop_by_hop(&mut clean);
+    clean.remove(http::header::CONTENT_LENGTH);
+    for (name, value) in &clean {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_hints_are_relayed_with_end_to_end_fields_only() {
+        let relay = InterimRelay::default();
+        let mut h = HeaderMap::new();
+        h.append("link", "</style.css>; rel=preload".parse().unwrap());
+        h.append("connection", "x-hop".parse().unwrap());
+        h.append("x-hop", "1".parse().unwrap());
+        relay.received(StatusCode::EARLY_HINTS, &h);
+        assert!(!relay.pending.load(Ordering::Relaxed), "no exchange waits");
+        relay.begin(true);
+        relay.received(StatusCode::CONTINUE, &HeaderMap::new());
+        relay.received(StatusCode::EARLY_HINTS, &h);
+        let s = relay.state.lock().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&s.bytes),
+            "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn http_1_0_clients_get_no_interim_responses() {
+        let relay = InterimRelay::default();
+        relay.begin(false);
+        relay.received(StatusCode::EARLY_HINTS, &HeaderMap::new());
+        assert!(!relay.pending.load(Ordering::Relaxed));
+    }
+}
