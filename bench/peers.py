@@ -21,6 +21,11 @@ PINGORA_CONF = ROOT / "bench" / "peers" / "pingora" / "conf.yaml"
 SMALL_PATH = "/hello.txt"  # the 100-byte response every load run asks for
 BIG_PATH = "/big.bin"  # the 1 GiB response of the streaming run
 BIG_BYTES = 1 << 30
+# Connection limits; stress/reliability.py raises them for 10,000 idle clients.
+NGINX_CONNECTIONS = 8192
+HAPROXY_MAXCONN = 8192
+# Extra nginx proxy directives (stress/reliability.py keeps slow reads in memory).
+NGINX_PROXY_EXTRA = ""
 
 
 def free_port():
@@ -119,7 +124,7 @@ worker_processes 1;
 daemon off;
 pid {workdir}/{tag}.pid;
 error_log {workdir}/{tag}-error.log error;
-events {{ worker_connections 8192; }}
+events {{ worker_connections {NGINX_CONNECTIONS}; }}
 http {{
   access_log off;
   client_body_temp_path {temp}/body;
@@ -189,6 +194,7 @@ def start_nginx(backend, workdir, cpus):
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      {NGINX_PROXY_EXTRA}
     }}
   }}
 }}
@@ -204,7 +210,7 @@ def start_haproxy(backend, workdir, cpus):
         f"""
 global
   nbthread 1
-  maxconn 8192
+  maxconn {HAPROXY_MAXCONN}
 defaults
   mode http
   timeout connect 1s

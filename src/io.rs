@@ -16,6 +16,7 @@ use crate::deadline::{LazyDeadline, Stall};
 use crate::guard::RawFraming;
 use crate::head_scan::HeadScan;
 use crate::interim::InterimRelay;
+use crate::send_window::SendWindow;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -42,6 +43,8 @@ pub(crate) struct ConnPhase {
     body_pending: AtomicBool,
     /// Relays the service's `103 Early Hints` to the client.
     pub(crate) interim: InterimRelay,
+    /// Keeps response bodies from running ahead of the client's socket.
+    pub(crate) window: SendWindow,
     /// Some bytes of the next request head have arrived.
     head_started: AtomicBool,
     /// When the last exchange finished, in [`clock`] nanoseconds.
@@ -388,6 +391,9 @@ impl<S> ClientIo<S> {
             }
             done => {
                 self.send_stall.stop();
+                if let Poll::Ready(Ok(n)) = done {
+                    self.phase.window.wrote(n);
+                }
                 done
             }
         }

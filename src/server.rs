@@ -476,9 +476,11 @@ fn spawn_background(
     let t = telemetry.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut trimmer = crate::memory::Trimmer::default();
         loop {
             tick.tick().await;
             t.process.refresh();
+            trimmer.tick(t.connections.open_now());
         }
     }));
     if let Some(notifier) = &telemetry.notifier {

@@ -24,6 +24,8 @@ pub(crate) struct TrackedBody {
     conn: Arc<ConnCtx>,
     bytes_in: Option<Arc<RequestBodyState>>,
     done: bool,
+    /// The client socket's byte count when this response began (see `send_window`).
+    written_at_start: u64,
 }
 
 impl TrackedBody {
@@ -37,12 +39,14 @@ impl TrackedBody {
         exchange.status = Some(res.status());
         exchange.response_started = Some(Instant::now());
         let (head, inner) = res.into_parts();
+        let written_at_start = conn.phase.window.written();
         let body = TrackedBody {
             inner,
             exchange,
             conn,
             bytes_in,
             done: false,
+            written_at_start,
         };
         Response::from_parts(head, body)
     }
@@ -83,6 +87,13 @@ impl HttpBody for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        let window = &this.conn.phase.window;
+        if window
+            .poll_room(cx, this.written_at_start, this.exchange.bytes_out)
+            .is_pending()
+        {
+            return Poll::Pending;
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {

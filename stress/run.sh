@@ -6,7 +6,9 @@
 #      saturation rate measured just before, for SOAK_SECONDS (default 600),
 #      sampling sitio's RSS and open fds every 10 s; passes when both stay
 #      within 10% and no request fails.
-#   3. slow clients against the release build (stress/slow_clients.sh).
+#   3. slow clients against the release build (stress/slow_clients.sh);
+#   4. sitio, nginx and HAProxy side by side under slowloris, slow body, slow
+#      read and 10,000 idle clients (stress/reliability.py, docs/reliability.md).
 # Results land in stress/results/ (a summary on stdout, details in files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,3 +80,8 @@ echo "== slow clients, release build"
 kill $svc_pid $sitio_pid 2>/dev/null || true
 trap - EXIT
 ./stress/slow_clients.sh
+
+echo "== sitio, nginx and HAProxy side by side"
+command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v slowhttptest >/dev/null ||
+  { sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo; $sudo apt-get install -y -qq nginx haproxy slowhttptest; }
+python3 stress/reliability.py | tee "$out/reliability.txt"

@@ -21,6 +21,12 @@ use tokio::net::TcpStream;
 use crate::config::{Config, defaults};
 use crate::error::{ErrorKind, ProxyError};
 
+/// The most a service connection reads at once, hence the largest body chunk
+/// one exchange holds for a client that does not read, and the largest
+/// response head accepted (nginx's default: 4 or 8 KiB). With 64 KiB, 1,000
+/// slow readers held 227 MiB; see docs/reliability.md.
+pub(crate) const UPSTREAM_BUFFER: usize = 16 * 1024;
+
 /// A pooled sender: hyper's handle for one upstream HTTP/1 connection.
 pub(crate) type Sender = http1::SendRequest<RequestBody>;
 
@@ -32,7 +38,6 @@ pub(crate) struct Upstream {
     authority: http::HeaderValue,
     connect_timeout: Duration,
     pool: pool::Pool,
-    max_header_bytes: usize,
     response_timeout: Option<Duration>,
     retries: bool,
 }
@@ -61,7 +66,6 @@ impl Upstream {
             port: config.target_port,
             connect_timeout: config.connect_timeout,
             pool: pool::Pool::new(shards, limits),
-            max_header_bytes: config.max_header_bytes,
             response_timeout: config.upstream_timeout.0,
             retries: config.retries,
         })
@@ -111,7 +115,7 @@ impl Upstream {
         // send(2), cheaper in the kernel than writev(2); see `io::ClientIo`.
         let (sender, conn) = http1::Builder::new()
             .writev(false)
-            .max_buf_size(self.max_header_bytes.max(8192))
+            .max_buf_size(UPSTREAM_BUFFER)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ProxyError::new(ErrorKind::ConnectFailed, e.to_string()))?;

@@ -74,12 +74,19 @@ fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
 }
 
 fn wait_ready(admin: u16) {
+    wait_readiness(
+        admin,
+        200,
+        Duration::from_secs(20),
+        "sitio container never ready",
+    );
+}
+
+/// Polls `/ready` until it answers `status`, failing with `what` after `within`.
+fn wait_readiness(admin: u16, status: u16, within: Duration, what: &str) {
     let started = Instant::now();
-    while get(admin, "/ready").0 != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "sitio container never ready"
-        );
+    while get(admin, "/ready").0 != status {
+        assert!(started.elapsed() < within, "{what}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -212,5 +219,135 @@ fn the_seed_pod_runs_for_real_in_containers() {
         String::from_utf8(get(traffic, "/").1)
             .unwrap()
             .contains("Photo library")
+    );
+
+    stop_orders(&image, &mut cleanup);
+}
+
+/// A pod as Kubernetes builds it: a holder container owns the network
+/// namespace (the pause container's job), so the app and sitio can each stop
+/// without taking the other's network with them. Returns (app, sitio, traffic
+/// port, admin port).
+fn pause_pod(image: &str, cleanup: &mut Cleanup) -> (String, String, u16, u16) {
+    let holder = name("pause");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &holder,
+        "-p",
+        "127.0.0.1::8080",
+        "-p",
+        "127.0.0.1::9901",
+        "-e",
+        "TARGET_PORT=18000",
+        image,
+        "demo-backend",
+    ]);
+    cleanup.containers.push(holder.clone());
+    let netns = format!("container:{holder}");
+    let app = name("app");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &app,
+        "--network",
+        &netns,
+        "-e",
+        "TARGET_PORT=8087",
+        image,
+        "demo-backend",
+    ]);
+    cleanup.containers.push(app.clone());
+    let sitio = name("sitio");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &sitio,
+        "--network",
+        &netns,
+        "-e",
+        "SITIO_DRAIN_SECONDS=15",
+        "-e",
+        "SITIO_READY_REQUIRES_SERVICE=on",
+        image,
+    ]);
+    cleanup.containers.push(sitio.clone());
+    let (traffic, admin) = (published(&holder, 8080), published(&holder, 9901));
+    wait_ready(admin);
+    (app, sitio, traffic, admin)
+}
+
+/// Five `/slow` requests (1.2 s each) in flight through sitio.
+fn slow_requests(traffic: u16) -> Vec<std::thread::JoinHandle<(u16, Vec<u8>)>> {
+    let slow: Vec<_> = (0..5)
+        .map(|_| std::thread::spawn(move || get(traffic, "/slow")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    slow
+}
+
+fn statuses(requests: Vec<std::thread::JoinHandle<(u16, Vec<u8>)>>) -> Vec<u16> {
+    requests.into_iter().map(|r| r.join().unwrap().0).collect()
+}
+
+/// The stop orders of a real kubelet, with what the README promises for each.
+/// The demo service exits at once on SIGTERM, like most apps (and python's
+/// http.server); the manifests' `preStop` sleep on the app is played by the
+/// test waiting before it stops the app (scaled down from 10 s to 2 s).
+fn stop_orders(image: &str, cleanup: &mut Cleanup) {
+    // 1. App first (native sidecars stop the app before sitio), with the
+    //    app's preStop: in-flight requests finish during it; once the app is
+    //    gone, sitio answers 502 at once and reports not ready.
+    let (app, sitio, traffic, admin) = pause_pod(image, cleanup);
+    let slow = slow_requests(traffic);
+    std::thread::sleep(Duration::from_secs(2)); // the app's preStop sleep
+    docker(&["stop", "-t", "10", &app]);
+    assert_eq!(statuses(slow), [200; 5], "app first, with preStop");
+    let started = Instant::now();
+    assert_eq!(get(traffic, "/").0, 502, "the app is gone");
+    assert!(started.elapsed() < Duration::from_secs(1), "502 at once");
+    wait_readiness(
+        admin,
+        503,
+        Duration::from_secs(3),
+        "not ready without the app",
+    );
+    docker(&["stop", "-t", "20", &sitio]);
+    assert_eq!(
+        docker(&["inspect", &sitio, "--format", "{{.State.ExitCode}}"]),
+        "0"
+    );
+
+    // 2. App first without a preStop: the app drops what it was serving;
+    //    sitio cannot finish that, but answers 502 at once instead of hanging.
+    let (app, _, traffic, _) = pause_pod(image, cleanup);
+    let slow = slow_requests(traffic);
+    let started = Instant::now();
+    docker(&["stop", "-t", "10", &app]);
+    assert_eq!(statuses(slow), [502; 5], "app first, no preStop");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // 3. Both at once (plain sidecar containers, older clusters), with the
+    //    app's preStop: sitio drains while the app still serves; none fails.
+    let (app, sitio, traffic, _) = pause_pod(image, cleanup);
+    let slow = slow_requests(traffic);
+    let stopping = {
+        let sitio = sitio.clone();
+        std::thread::spawn(move || docker(&["stop", "-t", "20", &sitio]))
+    };
+    std::thread::sleep(Duration::from_secs(2)); // the app's preStop sleep
+    docker(&["stop", "-t", "10", &app]);
+    assert_eq!(statuses(slow), [200; 5], "both at once, with preStop");
+    stopping.join().unwrap();
+    assert_eq!(
+        docker(&["inspect", &sitio, "--format", "{{.State.ExitCode}}"]),
+        "0"
     );
 }
