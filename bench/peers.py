@@ -24,6 +24,8 @@ BIG_BYTES = 1 << 30
 # Connection limits; stress/reliability.py raises them for 10,000 idle clients.
 NGINX_CONNECTIONS = 8192
 HAPROXY_MAXCONN = 8192
+# Extra settings for sitio (stress/reliability.py sets its connection cap).
+SITIO_EXTRA_ENV = {}
 # Extra nginx proxy directives (stress/reliability.py keeps slow reads in memory).
 NGINX_PROXY_EXTRA = ""
 
@@ -174,6 +176,7 @@ def start_sitio(name, backend, workdir, cpus, defaults):
     }
     if not defaults:
         env["SITIO_STATS"] = "off"
+    env.update(SITIO_EXTRA_ENV)
     return spawn(name, [str(SITIO)], port, workdir, cpus, env)
 
 

@@ -3,11 +3,11 @@
 //! be reached at all. Here the "mail" is a warning in the log.
 //!
 //! ```sh
-//! cargo run --example notify_on_crash    # sitio on PORT=8080, service on 8087
+//! cargo run --example notify_on_crash    # sitio on PORT (8080), service on TARGET_PORT (8087)
 //! ```
 
 use http::Response;
-use sitio::{Action, Body, Config, Decorator, Decorators, Exchange, Listeners, ProxyError};
+use sitio::{Action, Body, Decorator, Decorators, Exchange, ProxyError};
 
 struct NotifyOnCrash;
 
@@ -34,11 +34,7 @@ fn send_mail(what: &str) {
     tracing::warn!(target: "notify_on_crash", "the service crashed: {what}");
 }
 
-#[tokio::main]
-async fn main() -> Result<(), sitio::StartError> {
-    let config = Config::default();
-    let _log = sitio::init_logging(config.log_format);
-    let decorators = Decorators::builder().with(NotifyOnCrash).build();
-    let listeners = Listeners::bind(&config)?;
-    sitio::run(listeners, config, decorators, sitio::shutdown_signal()).await
+/// The stock sitio (every setting, `--help`, logging, exit codes) plus this decorator.
+fn main() -> std::process::ExitCode {
+    sitio::main(|_config| Decorators::builder().with(NotifyOnCrash).build())
 }

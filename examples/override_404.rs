@@ -7,18 +7,18 @@
 //! curl -i localhost:8080/nope            # our 404 page
 //! ```
 
-use sitio::{Action, Config, Decorators, Listeners, on_status, response};
+use sitio::{Action, Decorators, on_status, response};
 
 const PAGE: &str = "<body><h1>Look Somewhere Else / Not Found</h1></body>\n";
 
-#[tokio::main]
-async fn main() -> Result<(), sitio::StartError> {
-    let config = Config::default(); // PORT 8080 -> TARGET_PORT 8087
-    let decorators = Decorators::builder()
-        .with(on_status(404, |_head, _exchange| {
-            Action::Respond(response::html(404, PAGE))
-        }))
-        .build();
-    let listeners = Listeners::bind(&config)?;
-    sitio::run(listeners, config, decorators, sitio::shutdown_signal()).await
+/// The stock sitio (every setting, `--help`, logging, exit codes) plus this
+/// decorator: `PORT` (8080) in front of `TARGET_PORT` (8087) by default.
+fn main() -> std::process::ExitCode {
+    sitio::main(|_config| {
+        Decorators::builder()
+            .with(on_status(404, |_head, _exchange| {
+                Action::Respond(response::html(404, PAGE))
+            }))
+            .build()
+    })
 }

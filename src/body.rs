@@ -21,6 +21,12 @@ pub struct Body {
     kind: Kind,
 }
 
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body").finish_non_exhaustive()
+    }
+}
+
 enum Kind {
     Empty,
     Full(Option<Bytes>),

@@ -36,25 +36,26 @@ pub struct Interval(pub Option<Duration>);
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Port sitio listens on, all interfaces, IPv4 and IPv6.
-    #[arg(long, env = "PORT", value_name = "PORT", default_value_t = defaults::PORT)]
+    #[arg(long, global = true, env = "PORT", value_name = "PORT", default_value_t = defaults::PORT)]
     pub port: u16,
 
     /// Port of the decorated service.
-    #[arg(long, env = "TARGET_PORT", value_name = "TARGET_PORT", default_value_t = defaults::TARGET_PORT,
+    #[arg(long, global = true, env = "TARGET_PORT", value_name = "TARGET_PORT", default_value_t = defaults::TARGET_PORT,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub target_port: u16,
 
     /// Host of the decorated service (a name or an address).
-    #[arg(long, env = "SITIO_TARGET_HOST", value_name = "SITIO_TARGET_HOST", default_value = defaults::TARGET_HOST)]
+    #[arg(long, global = true, env = "SITIO_TARGET_HOST", value_name = "SITIO_TARGET_HOST", default_value = defaults::TARGET_HOST)]
     pub target_host: String,
 
     /// Port of the admin server (dashboard, /stats, /metrics, /tap, /live, /ready); must differ from PORT.
-    #[arg(long, env = "SITIO_ADMIN_PORT", value_name = "SITIO_ADMIN_PORT", default_value_t = defaults::ADMIN_PORT)]
+    #[arg(long, global = true, env = "SITIO_ADMIN_PORT", value_name = "SITIO_ADMIN_PORT", default_value_t = defaults::ADMIN_PORT)]
     pub admin_port: u16,
 
     /// HTML file that replaces the service's 404 pages.
     #[arg(
         long,
+        global = true,
         env = "SITIO_ERROR_PAGE_404",
         value_name = "SITIO_ERROR_PAGE_404"
     )]
@@ -63,74 +64,76 @@ pub struct Config {
     /// HTML file that replaces the service's 5xx pages (and sitio's 502/504).
     #[arg(
         long,
+        global = true,
         env = "SITIO_ERROR_PAGE_5XX",
         value_name = "SITIO_ERROR_PAGE_5XX"
     )]
     pub error_page_5xx: Option<PathBuf>,
 
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
-    #[arg(long, env = "SITIO_DRAIN_SECONDS", value_name = "SITIO_DRAIN_SECONDS", default_value_t = defaults::DRAIN_SECONDS)]
+    #[arg(long, global = true, env = "SITIO_DRAIN_SECONDS", value_name = "SITIO_DRAIN_SECONDS", default_value_t = defaults::DRAIN_SECONDS)]
     pub drain_seconds: u64,
 
     /// Log format.
-    #[arg(long, env = "SITIO_LOG_FORMAT", value_name = "SITIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "SITIO_LOG_FORMAT", value_name = "SITIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Largest request head in bytes (8192..=1048576); larger heads get 431.
-    #[arg(long, env = "SITIO_MAX_HEADER_BYTES", value_name = "SITIO_MAX_HEADER_BYTES",
+    #[arg(long, global = true, env = "SITIO_MAX_HEADER_BYTES", value_name = "SITIO_MAX_HEADER_BYTES",
           default_value_t = defaults::MAX_HEADER_BYTES, value_parser = parse_header_bytes)]
     pub max_header_bytes: usize,
 
     /// Most request headers (1..=1000); more get 431.
-    #[arg(long, env = "SITIO_MAX_HEADERS", value_name = "SITIO_MAX_HEADERS",
+    #[arg(long, global = true, env = "SITIO_MAX_HEADERS", value_name = "SITIO_MAX_HEADERS",
           default_value_t = defaults::MAX_HEADERS, value_parser = parse_max_headers)]
     pub max_headers: usize,
 
     /// Time a client has to send a whole request head (e.g. 10s, 500ms); then 408.
-    #[arg(long, env = "SITIO_HEADER_TIMEOUT", value_name = "SITIO_HEADER_TIMEOUT",
+    #[arg(long, global = true, env = "SITIO_HEADER_TIMEOUT", value_name = "SITIO_HEADER_TIMEOUT",
           default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
     /// Time an idle keep-alive client connection is kept open.
-    #[arg(long, env = "SITIO_IDLE_TIMEOUT", value_name = "SITIO_IDLE_TIMEOUT",
+    #[arg(long, global = true, env = "SITIO_IDLE_TIMEOUT", value_name = "SITIO_IDLE_TIMEOUT",
           default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// Longest pause while a request body is still arriving; then the connection closes.
-    #[arg(long, env = "SITIO_BODY_TIMEOUT", value_name = "SITIO_BODY_TIMEOUT",
+    #[arg(long, global = true, env = "SITIO_BODY_TIMEOUT", value_name = "SITIO_BODY_TIMEOUT",
           default_value = "30s", value_parser = parse_duration)]
     pub body_timeout: Duration,
 
     /// Longest a response write may wait on a client that does not read; then it closes.
-    #[arg(long, env = "SITIO_SEND_TIMEOUT", value_name = "SITIO_SEND_TIMEOUT",
+    #[arg(long, global = true, env = "SITIO_SEND_TIMEOUT", value_name = "SITIO_SEND_TIMEOUT",
           default_value = "60s", value_parser = parse_duration)]
     pub send_timeout: Duration,
 
     /// Time allowed to open a TCP connection to the service; then 504. Above
     /// Linux's SYN retransmissions at 1 s and 3 s, so a SYN dropped by a full
     /// backlog is a short wait, not an error.
-    #[arg(long, env = "SITIO_CONNECT_TIMEOUT", value_name = "SITIO_CONNECT_TIMEOUT",
+    #[arg(long, global = true, env = "SITIO_CONNECT_TIMEOUT", value_name = "SITIO_CONNECT_TIMEOUT",
           default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
     /// Time an idle pooled connection to the service is kept for reuse.
-    #[arg(long, env = "SITIO_UPSTREAM_IDLE_TIMEOUT", value_name = "SITIO_UPSTREAM_IDLE_TIMEOUT",
+    #[arg(long, global = true, env = "SITIO_UPSTREAM_IDLE_TIMEOUT", value_name = "SITIO_UPSTREAM_IDLE_TIMEOUT",
           default_value = "30s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
 
     /// Longest wait for the service's response head; then 504 (`off` to wait forever).
-    #[arg(long, env = "SITIO_UPSTREAM_TIMEOUT", value_name = "SITIO_UPSTREAM_TIMEOUT",
+    #[arg(long, global = true, env = "SITIO_UPSTREAM_TIMEOUT", value_name = "SITIO_UPSTREAM_TIMEOUT",
           default_value = "60s", value_parser = parse_interval)]
     pub upstream_timeout: Interval,
 
     /// Send a safe request again when a stale pooled connection fails (on|off).
-    #[arg(long, env = "SITIO_RETRIES", value_name = "SITIO_RETRIES",
+    #[arg(long, global = true, env = "SITIO_RETRIES", value_name = "SITIO_RETRIES",
           default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub retries: bool,
 
     /// Consecutive service failures that open the circuit breaker (0: no breaker).
     #[arg(
         long,
+        global = true,
         env = "SITIO_BREAKER_FAILURES",
         value_name = "SITIO_BREAKER_FAILURES",
         default_value_t = 0
@@ -138,67 +141,68 @@ pub struct Config {
     pub breaker_failures: u32,
 
     /// How long an open circuit refuses requests before letting a probe through.
-    #[arg(long, env = "SITIO_BREAKER_COOLDOWN", value_name = "SITIO_BREAKER_COOLDOWN",
+    #[arg(long, global = true, env = "SITIO_BREAKER_COOLDOWN", value_name = "SITIO_BREAKER_COOLDOWN",
           default_value = "5s", value_parser = parse_duration)]
     pub breaker_cooldown: Duration,
 
     /// Webhook (http://) told when the service answers 5xx, becomes unreachable, recovers.
-    #[arg(long, env = "SITIO_NOTIFY_URL", value_name = "SITIO_NOTIFY_URL", value_parser = parse_notify_url)]
+    #[arg(long, global = true, env = "SITIO_NOTIFY_URL", value_name = "SITIO_NOTIFY_URL", value_parser = parse_notify_url)]
     pub notify_url: Option<http::Uri>,
 
     /// At most one notification per route and kind this often; later ones are folded.
-    #[arg(long, env = "SITIO_NOTIFY_INTERVAL", value_name = "SITIO_NOTIFY_INTERVAL",
+    #[arg(long, global = true, env = "SITIO_NOTIFY_INTERVAL", value_name = "SITIO_NOTIFY_INTERVAL",
           default_value = "30s", value_parser = parse_duration)]
     pub notify_interval: Duration,
 
     /// Notification body: `json` (sitio's event) or `slack` (incoming-webhook text).
-    #[arg(long, env = "SITIO_NOTIFY_FORMAT", value_name = "SITIO_NOTIFY_FORMAT", value_enum,
+    #[arg(long, global = true, env = "SITIO_NOTIFY_FORMAT", value_name = "SITIO_NOTIFY_FORMAT", value_enum,
           default_value_t = crate::resilience::NotifyFormat::Json)]
     pub notify_format: crate::resilience::NotifyFormat,
 
     /// Delay a share of requests, e.g. `10%:200ms` (fault injection).
-    #[arg(long, env = "SITIO_FAULT_DELAY", value_name = "SITIO_FAULT_DELAY",
+    #[arg(long, global = true, env = "SITIO_FAULT_DELAY", value_name = "SITIO_FAULT_DELAY",
           value_parser = crate::resilience::faults::parse_delay)]
     pub fault_delay: Option<(crate::resilience::faults::Share, Duration)>,
 
     /// Answer a share of requests with an error, e.g. `5%:503` (fault injection).
-    #[arg(long, env = "SITIO_FAULT_ABORT", value_name = "SITIO_FAULT_ABORT",
+    #[arg(long, global = true, env = "SITIO_FAULT_ABORT", value_name = "SITIO_FAULT_ABORT",
           value_parser = crate::resilience::faults::parse_abort)]
     pub fault_abort: Option<(crate::resilience::faults::Share, http::StatusCode)>,
 
     /// Inject faults only on these route patterns, e.g. `/api/*` (default: all).
-    #[arg(long, env = "SITIO_FAULT_ROUTES", value_name = "SITIO_FAULT_ROUTES", default_value = "",
+    #[arg(long, global = true, env = "SITIO_FAULT_ROUTES", value_name = "SITIO_FAULT_ROUTES", default_value = "", hide_default_value = true,
           value_parser = parse_routes)]
     pub fault_routes: String,
 
     /// Serve the last good copy of a GET URL when the service fails (on|off).
-    #[arg(long, env = "SITIO_STALE_ON_ERROR", value_name = "SITIO_STALE_ON_ERROR",
+    #[arg(long, global = true, env = "SITIO_STALE_ON_ERROR", value_name = "SITIO_STALE_ON_ERROR",
           default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub stale_on_error: bool,
 
     /// Memory for stale copies, e.g. 64MiB.
-    #[arg(long, env = "SITIO_STALE_CACHE_BYTES", value_name = "SITIO_STALE_CACHE_BYTES",
+    #[arg(long, global = true, env = "SITIO_STALE_CACHE_BYTES", value_name = "SITIO_STALE_CACHE_BYTES",
           default_value = "64MiB", value_parser = parse_bytes)]
     pub stale_cache_bytes: usize,
 
     /// Largest response kept as a stale copy, e.g. 1MiB.
-    #[arg(long, env = "SITIO_STALE_MAX_OBJECT", value_name = "SITIO_STALE_MAX_OBJECT",
+    #[arg(long, global = true, env = "SITIO_STALE_MAX_OBJECT", value_name = "SITIO_STALE_MAX_OBJECT",
           default_value = "1MiB", value_parser = parse_bytes)]
     pub stale_max_object: usize,
 
     /// Also keep answers to requests with Authorization or cookies (on|off).
-    #[arg(long, env = "SITIO_STALE_PRIVATE", value_name = "SITIO_STALE_PRIVATE",
+    #[arg(long, global = true, env = "SITIO_STALE_PRIVATE", value_name = "SITIO_STALE_PRIVATE",
           default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub stale_private: bool,
 
     /// Most client connections served at once; further ones wait in the backlog.
-    #[arg(long, env = "SITIO_MAX_CONNECTIONS", value_name = "SITIO_MAX_CONNECTIONS",
+    #[arg(long, global = true, env = "SITIO_MAX_CONNECTIONS", value_name = "SITIO_MAX_CONNECTIONS",
           default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_max_connections)]
     pub max_connections: usize,
 
     /// Worker threads (0: one per CPU core).
     #[arg(
         long,
+        global = true,
         env = "SITIO_WORKERS",
         value_name = "SITIO_WORKERS",
         default_value_t = 0
@@ -206,44 +210,44 @@ pub struct Config {
     pub workers: usize,
 
     /// Per-endpoint statistics, `/stats`, `/metrics` requests, tap and dashboard (on|off).
-    #[arg(long, env = "SITIO_STATS", value_name = "SITIO_STATS",
+    #[arg(long, global = true, env = "SITIO_STATS", value_name = "SITIO_STATS",
           default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub stats: bool,
 
     /// Route patterns for statistics, comma-separated (e.g. `/users/{id},/static/*`).
-    #[arg(long, env = "SITIO_ROUTES", value_name = "SITIO_ROUTES", default_value = "",
+    #[arg(long, global = true, env = "SITIO_ROUTES", value_name = "SITIO_ROUTES", default_value = "", hide_default_value = true,
           value_parser = parse_routes)]
     pub routes: String,
 
     /// Most distinct routes counted (1..=100000); later ones count as `{other}`.
-    #[arg(long, env = "SITIO_MAX_ROUTES", value_name = "SITIO_MAX_ROUTES",
+    #[arg(long, global = true, env = "SITIO_MAX_ROUTES", value_name = "SITIO_MAX_ROUTES",
           default_value_t = defaults::MAX_ROUTES, value_parser = parse_max_routes)]
     pub max_routes: usize,
 
     /// Log a summary table this often (e.g. 2s); `off` by default.
-    #[arg(long, env = "SITIO_STATS_INTERVAL", value_name = "SITIO_STATS_INTERVAL",
+    #[arg(long, global = true, env = "SITIO_STATS_INTERVAL", value_name = "SITIO_STATS_INTERVAL",
           default_value = "off", value_parser = parse_interval)]
     pub stats_interval: Interval,
 
     /// Tunnel connections that are clearly not HTTP/1 (TLS, h2c, other protocols) as
     /// opaque TCP (`auto`), or refuse them as malformed HTTP (`off`).
-    #[arg(long, env = "SITIO_OPAQUE", value_name = "SITIO_OPAQUE", value_enum,
+    #[arg(long, global = true, env = "SITIO_OPAQUE", value_name = "SITIO_OPAQUE", value_enum,
           default_value_t = OpaqueMode::Auto)]
     pub opaque: OpaqueMode,
 
     /// Share PORT with another process with SO_REUSEPORT, for a rolling restart
     /// on one host (on|off). Off: a busy PORT stops startup.
-    #[arg(long, env = "SITIO_REUSE_PORT", value_name = "SITIO_REUSE_PORT",
+    #[arg(long, global = true, env = "SITIO_REUSE_PORT", value_name = "SITIO_REUSE_PORT",
           default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub reuse_port: bool,
 
     /// `/ready` answers 503 until a connection to the service succeeds (on|off).
-    #[arg(long, env = "SITIO_READY_REQUIRES_SERVICE", value_name = "SITIO_READY_REQUIRES_SERVICE",
+    #[arg(long, global = true, env = "SITIO_READY_REQUIRES_SERVICE", value_name = "SITIO_READY_REQUIRES_SERVICE",
           default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub ready_requires_service: bool,
 
     /// Per-request access log lines (on|off).
-    #[arg(long, env = "SITIO_ACCESS_LOG", value_name = "SITIO_ACCESS_LOG",
+    #[arg(long, global = true, env = "SITIO_ACCESS_LOG", value_name = "SITIO_ACCESS_LOG",
           default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
 }

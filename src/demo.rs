@@ -156,6 +156,15 @@ and <a href="/api/photos">the JSON API</a>.</p>
 pub fn print_banner(sitio: SocketAddr, admin: Option<SocketAddr>, backend: SocketAddr) {
     let port = sitio.port();
     println!("sitio demo: a photo library, decorated\n");
+    if let Some(admin) = admin {
+        let admin = admin.port();
+        println!("  live dashboard:            http://localhost:{admin}/");
+        println!(
+            "  statistics, Prometheus:    http://localhost:{admin}/stats  http://localhost:{admin}/metrics"
+        );
+        println!("  live request feed:         http://localhost:{admin}/tap");
+        println!("  health:                    http://localhost:{admin}/ready");
+    }
     println!("  through sitio:             http://localhost:{port}/");
     println!("  custom 404 page:           http://localhost:{port}/photos/7.svg");
     println!("  5xx page (every 3rd call): http://localhost:{port}/flaky");
@@ -163,11 +172,5 @@ pub fn print_banner(sitio: SocketAddr, admin: Option<SocketAddr>, backend: Socke
         "  JSON error for API calls:  curl -H 'Accept: application/json' http://localhost:{port}/nope"
     );
     println!("  the bare service:          http://{backend}/");
-    if let Some(admin) = admin {
-        println!(
-            "  health:                    http://localhost:{}/ready",
-            admin.port()
-        );
-    }
     println!("\nCtrl-C stops it.");
 }

@@ -7,27 +7,35 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: listeners, the accept loop, per-connection serving, drain on shutdown;
-//!   its [`run`] is the single entry point of the binary and the tests.
-//! - `detect`: tells HTTP/1 from other protocols by the first bytes.
-//! - `io`: the client connection as hyper sees it (replayed bytes, header and idle timeouts);
-//!   `deadline`: the timers behind those timeouts, cheap to push back.
-//! - `proxy`: one exchange on the hot path (guard, hooks, service, response).
-//! - `guard`: refuses requests whose framing is ambiguous (smuggling);
+//! - [`main`] and `cli`: the command line of `sitio` and of custom binaries (one call);
+//!   [`run`] in [`server`]: listeners, the accept loop (with `idle`, which makes room at
+//!   the connection cap), per-connection serving, drain on shutdown; the binary, custom
+//!   binaries and the tests all start through it.
+//! - `compose`: the order of every decorator, built-in or yours, in one place.
+//! - `detect`: tells HTTP/1 from other protocols by the first bytes, whatever their split.
+//! - `io`: the client connection as hyper sees it (replayed bytes, header, idle, body and
+//!   send timeouts); `deadline`: the timers behind them; `send_window`: keeps a response
+//!   body from running ahead of its client's socket; `interim`: relays `103 Early Hints`.
+//! - `proxy`: one exchange on the hot path (guard, hooks, service, response);
+//!   `tracked`: the response body that reports completion.
+//! - `guard`: refuses requests whose framing or target is ambiguous (smuggling);
 //!   `head_scan` notes the raw framing headers before hyper normalises them.
-//! - `headers`: hop-by-hop removal and forwarding headers.
-//! - `upstream`: connections to the service: connect timeout, sharded pool, retries, bodies.
-//! - `tracked`: the response body that reports completion.
+//! - `headers`: hop-by-hop removal, canonical lengths, forwarding headers.
+//! - `upstream`: connections to the service: connect timeout, sharded pool (a connection
+//!   is reused only once both directions of its exchange ended), retries, bodies.
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
-//! - [`decorator`]: the decorator API, the chain, the built-in decorators, and
-//!   `Decorators::simulate`, which runs a chain in memory (unit tests, `benches/`).
-//! - [`resilience`]: the circuit breaker and crash notifications.
-//! - [`error`]: who failed and how; [`rescue`] turns failures into responses.
+//! - [`decorator`]: the decorator API, the chain, the built-in access log, error pages and
+//!   `on_status`, and `Decorators::simulate`, which runs a chain in memory.
+//! - [`resilience`]: built-in decorators next to the service: circuit breaker, crash
+//!   notifications, stale copies, fault injection.
+//! - [`error`]: who failed and how; [`rescue`] turns failures into responses;
+//!   [`content`]: what format a client wants them in.
 //! - [`body`], [`response`]: the body type and response helpers for decorators.
 //! - [`telemetry`]: per-endpoint statistics (sharded per thread), route folding,
-//!   Prometheus text, `/stats` JSON, the tap, process figures.
+//!   connection, tunnel and refusal counters, Prometheus text, `/stats` JSON, the tap,
+//!   process figures.
 //! - [`config`]: settings from env vars and flags; `admin`: health, metrics, stats,
-//!   tap and the dashboard (`src/dashboard.html`).
+//!   tap and the dashboard (`src/dashboard.html`); `memory`: returns free memory after load.
 //! - [`demo`]: the embedded photo-library service behind `sitio demo`.
 //! - `fuzzing` (tests and the `fuzzing` feature): drives one connection in memory for `fuzz/`.
 
@@ -46,6 +54,8 @@ pub mod server;
 pub mod telemetry;
 
 mod admin;
+mod cli;
+mod compose;
 mod deadline;
 mod detect;
 mod guard;
@@ -73,20 +83,34 @@ pub use guard::{RawFraming, Rejection, Verdict, check as check_request};
 pub use server::{Listeners, run};
 
 /// The decorators `sitio` runs with by default for `config`: the access log
-/// (outermost, so it logs what the client got), then the error pages.
+/// (outermost, so it logs what the client got), then the error pages. For
+/// [`run`]; [`main`] adds them itself.
 pub fn default_decorators(config: &Config) -> Result<Decorators, StartError> {
-    let mut chain = Decorators::builder();
-    if config.access_log {
-        chain = chain.with(AccessLog);
-    }
-    let pages = ErrorPages::from_files(
-        config.error_page_404.as_deref(),
-        config.error_page_5xx.as_deref(),
-    )?;
-    if !pages.is_empty() {
-        chain = chain.with(pages);
-    }
-    Ok(chain.build())
+    compose::stock(config, Decorators::none())
+}
+
+/// Runs sitio exactly as the stock binary does, with your decorators: every
+/// env var and flag (before or after a subcommand), `--help` and `--version`,
+/// logging, `SITIO_WORKERS`, the built-in decorators the settings switch on,
+/// the `demo` subcommands, and the exit codes (2: a bad setting, named).
+/// `decorate` receives the parsed settings; its decorators sit between the
+/// access log and the error pages (the order is in the `compose` module).
+///
+/// ```no_run
+/// use sitio::{Action, Decorators, on_status, response};
+///
+/// fn main() -> std::process::ExitCode {
+///     sitio::main(|_config| {
+///         Decorators::builder()
+///             .with(on_status(404, |_head, _exchange| {
+///                 Action::Respond(response::html(404, "<h1>Look Somewhere Else</h1>"))
+///             }))
+///             .build()
+///     })
+/// }
+/// ```
+pub fn main(decorate: impl FnOnce(&Config) -> Decorators) -> std::process::ExitCode {
+    cli::main(decorate)
 }
 
 /// Resolves on SIGTERM or SIGINT: what an orchestrator sends to stop a container.
@@ -112,6 +136,12 @@ const LOG_QUEUE_LINES: usize = 8192;
 /// Keeps the background log writer running; logs are flushed when it drops.
 pub struct LogGuard {
     _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogGuard").finish_non_exhaustive()
+    }
 }
 
 /// Sets up `tracing` output: `RUST_LOG` picks levels (default `info`), `format`

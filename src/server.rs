@@ -22,11 +22,7 @@ use crate::error::StartError;
 use crate::guard::Refusal;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled, Timeouts};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
-use crate::resilience::{
-    Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash, StaleCache, StaleOnError,
-};
-use crate::telemetry::routes::Patterns;
-use crate::telemetry::{Connections, Recorder, Routes, Telemetry, report};
+use crate::telemetry::{Connections, Routes, Telemetry, report};
 use crate::tunnel;
 use crate::upstream::Upstream;
 
@@ -36,6 +32,12 @@ pub struct Listeners {
     pub traffic: TcpListener,
     /// Where the orchestrator probes health; `None` runs without admin server.
     pub admin: Option<TcpListener>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners").finish_non_exhaustive()
+    }
 }
 
 impl Listeners {
@@ -113,64 +115,7 @@ pub(crate) fn prepare(
     tasks: tokio_util::task::TaskTracker,
 ) -> (Arc<Shared>, Arc<Config>, Arc<http1::Builder>) {
     let upstream = Upstream::new(&config);
-    // Built-ins next to the service, outermost first: faults (so nothing
-    // masks them), stale copies (masking the breaker's and the service's
-    // errors), the breaker, crash notifications.
-    let decorators = if config.fault_delay.is_some() || config.fault_abort.is_some() {
-        decorators.wrapping(FaultInjection {
-            delay: config.fault_delay,
-            abort: config.fault_abort,
-            routes: Patterns::parse(&config.fault_routes).unwrap_or_default(),
-        })
-    } else {
-        decorators
-    };
-    let stale = config.stale_on_error.then(|| {
-        Arc::new(StaleCache::new(
-            config.stale_cache_bytes,
-            config.stale_max_object,
-            config.stale_private,
-        ))
-    });
-    let decorators = match &stale {
-        Some(cache) => decorators.wrapping(StaleOnError(cache.clone())),
-        None => decorators,
-    };
-    let breaker = (config.breaker_failures > 0).then(|| {
-        Arc::new(Breaker::new(
-            config.breaker_failures,
-            config.breaker_cooldown,
-        ))
-    });
-    // The breaker sits next to the service, so every other decorator (error
-    // pages, logs, statistics) sees its 503s like any other response.
-    let decorators = match &breaker {
-        Some(b) => decorators.wrapping(CircuitBreaker(b.clone())),
-        None => decorators,
-    };
-    let notifier = config.notify_url.clone().map(|url| {
-        let service = format!("{}:{}", config.target_host, config.target_port);
-        Arc::new(Notifier::new(
-            url,
-            config.notify_format,
-            config.notify_interval,
-            service,
-        ))
-    });
-    // Inside the breaker's clients but next to the service's answers.
-    let decorators = match &notifier {
-        Some(n) => decorators.wrapping(NotifyOnCrash(n.clone())),
-        None => decorators,
-    };
-    let telemetry = Telemetry::new(config.stats, config.max_routes, breaker, notifier, stale);
-    // Statistics see every exchange, including those other decorators answer.
-    let decorators = match &telemetry.stats {
-        Some(stats) => decorators.wrapped_in(Recorder {
-            stats: stats.clone(),
-            tap: telemetry.tap.clone(),
-        }),
-        None => decorators,
-    };
+    let (decorators, telemetry) = crate::compose::around(&config, decorators);
     // Patterns were validated when the configuration was parsed.
     let routes = Routes::new(&config.routes, config.max_routes).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "SITIO_ROUTES ignored");
@@ -480,7 +425,9 @@ fn spawn_background(
         loop {
             tick.tick().await;
             t.process.refresh();
-            trimmer.tick(t.connections.open_now());
+            if trimmer.tick(t.connections.open_now()) {
+                tokio::task::spawn_blocking(crate::memory::release_free_memory);
+            }
         }
     }));
     if let Some(notifier) = &telemetry.notifier {

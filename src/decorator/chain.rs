@@ -10,7 +10,7 @@ use crate::body::Body;
 use crate::error::ProxyError;
 
 /// The most decorators one chain holds: each one gets a bit in a per-exchange mask.
-pub const MAX_DECORATORS: usize = 64;
+pub(crate) const MAX_DECORATORS: usize = 64;
 
 /// An ordered, shareable list of decorators. Cheap to clone.
 #[derive(Clone, Default)]
@@ -18,10 +18,22 @@ pub struct Decorators {
     chain: Arc<[Arc<dyn Decorator>]>,
 }
 
+impl std::fmt::Debug for Decorators {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decorators").finish_non_exhaustive()
+    }
+}
+
 /// Builds a [`Decorators`] chain; the first decorator added is the outermost.
 #[derive(Default)]
 pub struct DecoratorsBuilder {
     chain: Vec<Arc<dyn Decorator>>,
+}
+
+impl std::fmt::Debug for DecoratorsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecoratorsBuilder").finish_non_exhaustive()
+    }
 }
 
 impl DecoratorsBuilder {

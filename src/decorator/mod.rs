@@ -46,6 +46,12 @@ pub enum Action {
     Respond(Response<Body>),
 }
 
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Action").finish_non_exhaustive()
+    }
+}
+
 /// A sidecar behaviour applied to every exchange. All hooks default to doing
 /// nothing; implement only the ones you need.
 pub trait Decorator: Send + Sync + 'static {

@@ -43,6 +43,12 @@ pub struct OnStatus<F> {
     hook: F,
 }
 
+impl<F> std::fmt::Debug for OnStatus<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnStatus").finish_non_exhaustive()
+    }
+}
+
 /// A decorator that runs `hook` on every response whose status matches `status`
 /// (a code such as `404`, or a range such as `500..=599`). The hook may edit the
 /// head and return [`Action::Continue`], or answer with its own response.

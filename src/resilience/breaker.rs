@@ -46,6 +46,12 @@ pub struct Breaker {
     opened: AtomicU64,
 }
 
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breaker").finish_non_exhaustive()
+    }
+}
+
 /// Marks the exchange that is the half-open probe.
 #[derive(Clone, Copy)]
 struct Probe;
@@ -107,6 +113,12 @@ impl Breaker {
 
 /// The decorator that applies a [`Breaker`].
 pub struct CircuitBreaker(pub std::sync::Arc<Breaker>);
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker").finish_non_exhaustive()
+    }
+}
 
 impl Decorator for CircuitBreaker {
     fn name(&self) -> &'static str {

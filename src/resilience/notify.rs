@@ -63,6 +63,12 @@ pub struct Notifier {
     dropped: AtomicU64,
 }
 
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier").finish_non_exhaustive()
+    }
+}
+
 impl Notifier {
     /// A notifier posting to `url` (http only) about the service at `service`.
     pub fn new(url: Uri, format: NotifyFormat, interval: Duration, service: String) -> Self {
@@ -249,6 +255,12 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// The decorator that feeds a [`Notifier`].
 pub struct NotifyOnCrash(pub Arc<Notifier>);
+
+impl std::fmt::Debug for NotifyOnCrash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyOnCrash").finish_non_exhaustive()
+    }
+}
 
 fn unreachable_kind(kind: ErrorKind) -> bool {
     kind.blame() == Blame::Upstream && kind != ErrorKind::CircuitOpen

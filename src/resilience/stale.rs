@@ -45,6 +45,12 @@ pub struct StaleCache {
     served: AtomicU64,
 }
 
+impl std::fmt::Debug for StaleCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaleCache").finish_non_exhaustive()
+    }
+}
+
 impl StaleCache {
     /// A cache of at most `budget` bytes, storing responses up to `max_object`
     /// bytes; `private` also stores answers to requests with credentials.
@@ -116,6 +122,12 @@ struct Capture {
 
 /// The decorator serving from a [`StaleCache`].
 pub struct StaleOnError(pub Arc<StaleCache>);
+
+impl std::fmt::Debug for StaleOnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaleOnError").finish_non_exhaustive()
+    }
+}
 
 /// `Cache-Control` directives that matter here: (may store, stale-if-error).
 fn cache_control(headers: &HeaderMap) -> (bool, Option<Duration>) {

@@ -138,6 +138,12 @@ pub struct Telemetry {
     started_wall: SystemTime,
 }
 
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
 impl Telemetry {
     pub(crate) fn new(
         stats_on: bool,
@@ -179,6 +185,12 @@ impl Telemetry {
 pub struct Recorder {
     pub(crate) stats: Arc<StatsHub>,
     pub(crate) tap: Arc<TapHub>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
 }
 
 impl Recorder {

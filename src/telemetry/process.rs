@@ -44,6 +44,12 @@ pub struct Sampler {
     raw: Mutex<Raw>,
 }
 
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler").finish_non_exhaustive()
+    }
+}
+
 impl Sampler {
     /// The latest reading (refreshed by [`Sampler::refresh`]).
     pub fn latest(&self) -> Sample {

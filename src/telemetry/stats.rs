@@ -50,6 +50,12 @@ pub struct Endpoint {
     pub in_flight: i64,
 }
 
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").finish_non_exhaustive()
+    }
+}
+
 impl Endpoint {
     fn new() -> Self {
         Endpoint {
@@ -97,6 +103,12 @@ pub struct StatsHub {
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
 }
 
+impl std::fmt::Debug for StatsHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsHub").finish_non_exhaustive()
+    }
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -120,6 +132,12 @@ pub struct Snapshot {
     pub endpoints: Vec<(Method, CompactString, Endpoint)>,
     /// Failures reaching the service, by kind.
     pub upstream_errors: BTreeMap<&'static str, u64>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").finish_non_exhaustive()
+    }
 }
 
 impl Snapshot {

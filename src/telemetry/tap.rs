@@ -28,6 +28,12 @@ pub struct TapHub {
     readers: AtomicUsize,
 }
 
+impl std::fmt::Debug for TapHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapHub").finish_non_exhaustive()
+    }
+}
+
 /// Counts a reader as connected until its feed is dropped.
 struct Reading(Arc<TapHub>);
 

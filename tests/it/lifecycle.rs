@@ -76,6 +76,9 @@ async fn help_lists_every_setting_with_its_variable() {
         "SITIO_CONNECT_TIMEOUT",
         "SITIO_IDLE_TIMEOUT",
         "SITIO_MAX_CONNECTIONS",
+        "SITIO_OPAQUE",
+        "SITIO_REUSE_PORT",
+        "SITIO_READY_REQUIRES_SERVICE",
     ] {
         assert!(
             help.contains(&format!("env: {var}=")),
@@ -131,27 +134,42 @@ async fn listens_on_ipv4_and_ipv6_and_reports_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_decorates_its_photo_library() {
+    // Settings are taken after the subcommand too, as a newcomer types them.
     let mut child = Command::new(SITIO)
-        .arg("demo")
+        .args(["demo", "--port", "0", "--admin-port", "0"])
         .env_clear()
-        .env("PORT", "0")
-        .env("SITIO_ADMIN_PORT", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = tokio::time::timeout(Duration::from_secs(10), async {
+    let (dashboard, base) = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut urls = Vec::new();
         while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("  through sitio:") {
-                return url.trim().trim_end_matches('/').to_string();
+            if let Some((what, url)) = line.trim().split_once(": ")
+                && url.contains("http://")
+            {
+                urls.push((what.to_owned(), url.trim().to_owned()));
+            }
+            if line.starts_with("  through sitio:") {
+                break;
             }
         }
-        panic!("no banner");
+        assert_eq!(
+            urls[0].0, "live dashboard",
+            "the dashboard comes first: {urls:?}"
+        );
+        let base = urls.last().unwrap().1.trim_end_matches('/').to_owned();
+        (urls[0].1.clone(), base)
     })
     .await
     .unwrap();
+    let (ok, page) = curl(&["-f", &dashboard]).await;
+    assert!(
+        ok && String::from_utf8_lossy(&page).contains("<html"),
+        "{dashboard}"
+    );
     let (ok, index) = curl(&["-f", &format!("{base}/")]).await;
     assert!(ok && String::from_utf8_lossy(&index).contains("Photo library"));
     let (_, photo) = curl(&[

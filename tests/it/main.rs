@@ -1,15 +1,20 @@
 //! Integration tests: sitio through its public `run` entry, on real sockets,
 //! against real backends.
 
+// Test helpers are shared between modules, not a public API.
+#![allow(unreachable_pub, missing_docs, missing_debug_implementations)]
+
 mod common;
 mod container;
 mod decorators;
 mod deploy;
 mod errors;
+mod examples;
 mod hardening;
 mod lifecycle;
 mod limits;
 mod proxying;
+mod readme;
 mod resilience;
 mod smuggling;
 mod telemetry;

@@ -368,17 +368,45 @@ async fn the_dashboard_in_chromium_shows_what_stats_report() {
             "[...document.querySelectorAll('#tap tbody tr')].map(tr => tr.textContent).join('|')",
         );
         let statuses = b.eval("document.getElementById('statuses').textContent");
+        // The status and host panels fill their row (no empty column), on a
+        // laptop and on a wide screen: the gap between them and the row's
+        // ends is only the grid's.
+        let fills = "(() => { const m = document.querySelector('main').getBoundingClientRect();
+            const s = document.getElementById('statuses').closest('section').getBoundingClientRect();
+            const h = document.getElementById('cores').closest('section').getBoundingClientRect();
+            return Math.abs(s.top - h.top) < 2 && s.left - m.left < 40 && m.right - h.right < 40; })()";
+        let laptop_fills = b.eval(fills);
         b.screenshot(&shots_dir.join("dashboard-laptop.png"));
+        b.viewport(1920, 1080, false);
+        std::thread::sleep(Duration::from_millis(1300)); // a refresh redraws the chart
+        let wide_fills = b.eval(fills);
+        b.screenshot(&shots_dir.join("dashboard-wide.png"));
         b.viewport(390, 844, true);
-        std::thread::sleep(Duration::from_millis(300));
-        let overflow = b.eval("document.documentElement.scrollWidth > window.innerWidth + 1");
+        std::thread::sleep(Duration::from_millis(1300));
+        // Nothing scrolls sideways, the page or the endpoints inside it, and
+        // the chart's labels keep a readable size.
+        let overflow = b.eval(
+            "document.documentElement.scrollWidth > window.innerWidth + 1 ||
+             [...document.querySelectorAll('.scroll')].some(d => d.scrollWidth > d.clientWidth + 1)",
+        );
+        let label_px = b.eval("Number(document.getElementById('chart').dataset.labelPx)");
         b.screenshot(&shots_dir.join("dashboard-phone.png"));
-        (rows, feed, statuses, overflow)
+        (rows, feed, statuses, overflow, (laptop_fills, wide_fills, label_px))
     })
     .await
     .unwrap();
     during.await.unwrap();
-    let (rows, feed, statuses, overflow) = page;
+    let (rows, feed, statuses, overflow, (laptop_fills, wide_fills, label_px)) = page;
+    assert_eq!(
+        laptop_fills,
+        Value::Bool(true),
+        "status and host fill their row at 1280 px"
+    );
+    assert_eq!(wide_fills, Value::Bool(true), "and at 1920 px");
+    assert!(
+        label_px.as_f64().unwrap() >= 12.0,
+        "chart labels: {label_px}"
+    );
 
     let s = stats(&sitio).await;
     let rows: Vec<Value> = serde_json::from_str(rows.as_str().unwrap()).unwrap();
@@ -424,7 +452,13 @@ async fn the_dashboard_in_chromium_shows_what_stats_report() {
         Value::Bool(false),
         "the page fits a phone's width"
     );
-    assert!(shots.join("dashboard-phone.png").exists());
+    for shot in [
+        "dashboard-phone.png",
+        "dashboard-laptop.png",
+        "dashboard-wide.png",
+    ] {
+        assert!(shots.join(shot).exists(), "{shot} kept under target/tmp/");
+    }
     sitio.stop().await;
 }
 

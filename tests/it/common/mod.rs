@@ -31,7 +31,16 @@ pub async fn start_binary(
     target_port: u16,
     extra_env: &[(&str, &str)],
 ) -> (Child, u16, u16, Lines) {
-    let mut child = Command::new(SITIO)
+    start_program(std::path::Path::new(SITIO), target_port, extra_env).await
+}
+
+/// [`start_binary`] for any binary built on `sitio::main` (the examples).
+pub async fn start_program(
+    program: &std::path::Path,
+    target_port: u16,
+    extra_env: &[(&str, &str)],
+) -> (Child, u16, u16, Lines) {
+    let mut child = Command::new(program)
         .env_clear()
         .env("PORT", "0")
         .env("SITIO_ADMIN_PORT", "0")

@@ -1,0 +1,130 @@
+//! The command line of `sitio` and of every custom binary built on it (see
+//! [`crate::main`]): settings from flags and env vars (accepted before or
+//! after a subcommand), `--help`/`--version` as clap prints them, logging,
+//! the runtime (`SITIO_WORKERS`), the subcommands, and exit codes (0 done,
+//! 1 failed, 2 a setting or its use is wrong).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::decorator::{Decorators, ErrorPages};
+use crate::error::StartError;
+use crate::server::Listeners;
+
+/// sitio: a sidecar that decorates an HTTP service without touching its code.
+#[derive(Parser)]
+#[command(name = "sitio", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs an embedded demo service with sitio in front of it (no setup needed).
+    Demo,
+    /// Runs only the embedded demo service, on TARGET_PORT.
+    DemoBackend,
+}
+
+/// See [`crate::main`].
+pub(crate) fn main(decorate: impl FnOnce(&Config) -> Decorators) -> ExitCode {
+    let cli = Cli::parse(); // prints --help/--version, or a usage error (exit 2)
+    let _log = crate::init_logging(cli.config.log_format);
+    let runtime = match runtime(cli.config.workers) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sitio: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            None => proxy(cli.config, decorate).await,
+            Some(Command::Demo) => demo(cli.config).await,
+            Some(Command::DemoBackend) => demo_backend(cli.config.target_port).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(StartError::Config(msg)) => {
+            eprintln!("sitio: {msg}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("sitio: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One worker needs no work-stealing scheduler: a current-thread runtime
+/// runs the accept loop and the connections on the same thread, with no
+/// cross-thread wake-ups or atomics on every task switch.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = match workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder.enable_all().build()
+}
+
+async fn proxy(
+    config: Config,
+    decorate: impl FnOnce(&Config) -> Decorators,
+) -> Result<(), StartError> {
+    let user = decorate(&config);
+    let decorators = crate::compose::stock(&config, user)?;
+    let listeners = Listeners::bind(&config)?;
+    crate::run(listeners, config, decorators, crate::shutdown_signal()).await
+}
+
+async fn demo(mut config: Config) -> Result<(), StartError> {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| StartError::Io("demo: cannot bind the demo service".into(), e))?;
+    let backend_addr = backend
+        .local_addr()
+        .map_err(|e| StartError::Io("demo".into(), e))?;
+    tokio::spawn(crate::demo::serve_backend(backend));
+    config.target_host = "127.0.0.1".into();
+    config.target_port = backend_addr.port();
+    let pages = ErrorPages::new()
+        .not_found(crate::demo::NOT_FOUND_PAGE)
+        .server_error(crate::demo::SERVER_ERROR_PAGE);
+    let decorators = Decorators::builder()
+        .with(crate::AccessLog)
+        .with(pages)
+        .build();
+    let listeners = Listeners::bind(&config)?;
+    let traffic = listeners
+        .traffic
+        .local_addr()
+        .map_err(|e| StartError::Io("demo".into(), e))?;
+    let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+    crate::demo::print_banner(traffic, admin, backend_addr);
+    crate::run(listeners, config, decorators, crate::shutdown_signal()).await
+}
+
+async fn demo_backend(port: u16) -> Result<(), StartError> {
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .map_err(|e| StartError::Io(format!("TARGET_PORT: cannot listen on port {port}"), e))?;
+    tracing::info!(port, "demo service listening");
+    tokio::select! {
+        () = crate::demo::serve_backend(listener) => {}
+        () = crate::shutdown_signal() => {}
+    }
+    Ok(())
+}

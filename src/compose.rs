@@ -1,0 +1,145 @@
+//! The order of every decorator sitio runs, in one place (tower's onion rule:
+//! the first is the outermost, it sees the request first and the response
+//! last):
+//!
+//! ```text
+//!  client
+//!   1. statistics and tap   sees every exchange, whoever answers it
+//!   2. access log           logs what the client got
+//!   3. your decorators      in the order you added them
+//!   4. error pages          SITIO_ERROR_PAGE_*; your decorators see (and may override) them
+//!   5. fault injection      SITIO_FAULT_*; nothing inside masks its faults
+//!   6. stale copies         SITIO_STALE_ON_ERROR; masks the breaker's and the service's errors
+//!   7. circuit breaker      SITIO_BREAKER_*; its 503s reach everything outside like any answer
+//!   8. crash notifications  SITIO_NOTIFY_*; judges the service's own answers
+//!  service
+//! ```
+//!
+//! Layers 2 and 4 come from [`stock`] (what the binary and `sitio::main` run);
+//! a caller of [`crate::run`] passes its own chain for layers 2 to 4. Layers 1
+//! and 5 to 8 are added by [`around`] from the configuration.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::decorator::{AccessLog, Decorators, ErrorPages};
+use crate::error::StartError;
+use crate::resilience::{
+    Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash, StaleCache, StaleOnError,
+};
+use crate::telemetry::routes::Patterns;
+use crate::telemetry::{Recorder, Telemetry};
+
+/// Layers 2 to 4: the access log, `user`, and the error pages, as configured.
+pub(crate) fn stock(config: &Config, user: Decorators) -> Result<Decorators, StartError> {
+    let pages = ErrorPages::from_files(
+        config.error_page_404.as_deref(),
+        config.error_page_5xx.as_deref(),
+    )?;
+    let mut chain = user;
+    if !pages.is_empty() {
+        chain = chain.wrapping(pages);
+    }
+    if config.access_log {
+        chain = chain.wrapped_in(AccessLog);
+    }
+    Ok(chain)
+}
+
+/// The whole chain around `inner` (layers 2 to 4), and the telemetry that
+/// reports on the built-ins it added.
+pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Telemetry>) {
+    let mut chain = inner;
+    if config.fault_delay.is_some() || config.fault_abort.is_some() {
+        chain = chain.wrapping(FaultInjection {
+            delay: config.fault_delay,
+            abort: config.fault_abort,
+            // Validated when the configuration was parsed.
+            routes: Patterns::parse(&config.fault_routes).unwrap_or_default(),
+        });
+    }
+    let stale = config.stale_on_error.then(|| {
+        Arc::new(StaleCache::new(
+            config.stale_cache_bytes,
+            config.stale_max_object,
+            config.stale_private,
+        ))
+    });
+    if let Some(cache) = &stale {
+        chain = chain.wrapping(StaleOnError(cache.clone()));
+    }
+    let breaker = (config.breaker_failures > 0).then(|| {
+        Arc::new(Breaker::new(
+            config.breaker_failures,
+            config.breaker_cooldown,
+        ))
+    });
+    if let Some(b) = &breaker {
+        chain = chain.wrapping(CircuitBreaker(b.clone()));
+    }
+    let notifier = config.notify_url.clone().map(|url| {
+        let service = format!("{}:{}", config.target_host, config.target_port);
+        Arc::new(Notifier::new(
+            url,
+            config.notify_format,
+            config.notify_interval,
+            service,
+        ))
+    });
+    if let Some(n) = &notifier {
+        chain = chain.wrapping(NotifyOnCrash(n.clone()));
+    }
+    let telemetry = Telemetry::new(config.stats, config.max_routes, breaker, notifier, stale);
+    if let Some(stats) = &telemetry.stats {
+        chain = chain.wrapped_in(Recorder {
+            stats: stats.clone(),
+            tap: telemetry.tap.clone(),
+        });
+    }
+    (chain, telemetry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decorator::{Action, on_status};
+
+    #[test]
+    fn the_layers_are_in_the_documented_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("404.html");
+        std::fs::write(&page, "<h1>gone</h1>").unwrap();
+        let config = Config {
+            error_page_404: Some(page),
+            fault_abort: crate::resilience::faults::parse_abort("1%:503").ok(),
+            stale_on_error: true,
+            breaker_failures: 3,
+            notify_url: Some("http://127.0.0.1:9/hook".parse().unwrap()),
+            ..Config::default()
+        };
+        let user = Decorators::builder()
+            .with(on_status(404, |_, _| Action::Continue))
+            .build();
+        let (chain, _) = around(&config, stock(&config, user).unwrap());
+        let names = chain.names();
+        let position = |needle: &str| {
+            names
+                .iter()
+                .position(|n| n.contains(needle))
+                .unwrap_or_else(|| panic!("{needle} not in {names:?}"))
+        };
+        let order = [
+            "stats",
+            "access_log",
+            "on_status",
+            "error_pages",
+            "fault",
+            "stale",
+            "breaker",
+            "notify",
+        ]
+        .map(position);
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{names:?}");
+        assert_eq!(names.len(), 8, "{names:?}");
+    }
+}
