@@ -5,6 +5,29 @@
 //! [`Decorator`]s to every exchange on the way (error pages, logs, and whatever
 //! you write in a few lines of Rust).
 //!
+//! A custom sitio, with every setting, flag and built-in of the stock binary,
+//! plus a decorator that adds a header to every answer:
+//!
+//! ```no_run
+//! use sitio::{Action, Decorator, Decorators, Exchange, http};
+//!
+//! struct PoweredBy;
+//!
+//! impl Decorator for PoweredBy {
+//!     fn on_response(&self, head: &mut http::response::Parts, _ex: &mut Exchange) -> Action {
+//!         head.headers.insert("x-powered-by", http::HeaderValue::from_static("sitio"));
+//!         Action::Continue
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     sitio::main(|_config| Decorators::builder().with(PoweredBy).build())
+//! }
+//! ```
+//!
+//! The phases, their order and what each hook may do: `docs/decorators.md` in
+//! the repository; runnable custom binaries: `examples/`.
+//!
 //! # Layout
 //!
 //! - [`main`] and `cli`: the command line of `sitio` and of custom binaries (one call);
@@ -70,6 +93,11 @@ mod send_window;
 mod tracked;
 mod tunnel;
 mod upstream;
+
+/// The `bytes` crate of body chunks.
+pub use bytes;
+/// The `http` crate sitio's hooks speak (request and response heads, headers).
+pub use http;
 
 pub use body::Body;
 pub use config::{Config, LogFormat};
