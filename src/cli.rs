@@ -33,7 +33,15 @@ enum Command {
 
 /// See [`crate::main`].
 pub(crate) fn main(decorate: impl FnOnce(&Config) -> Decorators) -> ExitCode {
-    let cli = Cli::parse(); // prints --help/--version, or a usage error (exit 2)
+    let mut cli = Cli::parse(); // prints --help/--version, or a usage error (exit 2)
+    // SITIO_ERROR_PAGE_<code> for any status: names clap cannot declare.
+    cli.config = match cli.config.with_error_page_vars(std::env::vars()) {
+        Ok(config) => config,
+        Err(msg) => {
+            eprintln!("sitio: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     let _log = crate::init_logging(cli.config.log_format);
     let runtime = match runtime(cli.config.workers) {
         Ok(rt) => rt,

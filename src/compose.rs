@@ -32,10 +32,7 @@ use crate::telemetry::{Recorder, Telemetry};
 
 /// Layers 2 to 4: the access log, `user`, and the error pages, as configured.
 pub(crate) fn stock(config: &Config, user: Decorators) -> Result<Decorators, StartError> {
-    let pages = ErrorPages::from_files(
-        config.error_page_404.as_deref(),
-        config.error_page_5xx.as_deref(),
-    )?;
+    let pages = ErrorPages::from_config(config)?;
     let mut chain = user;
     if !pages.is_empty() {
         chain = chain.wrapping(pages);

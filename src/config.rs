@@ -28,6 +28,49 @@ pub enum OpaqueMode {
     Off,
 }
 
+/// Which responses an error page replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageFor {
+    /// One status code (400 to 599).
+    Status(u16),
+    /// Every 4xx without a page of its own.
+    ClientErrors,
+    /// Every 5xx without a page of its own.
+    ServerErrors,
+}
+
+impl PageFor {
+    /// Reads `404`, `4XX` or `5xx`; the error says what is accepted.
+    pub fn parse(s: &str) -> Result<PageFor, String> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "4XX" => Ok(PageFor::ClientErrors),
+            "5XX" => Ok(PageFor::ServerErrors),
+            code => match code.parse::<u16>() {
+                Ok(n) if (400..=599).contains(&n) => Ok(PageFor::Status(n)),
+                _ => Err(format!(
+                    "expected a status from 400 to 599, 4XX or 5XX, got {s:?}"
+                )),
+            },
+        }
+    }
+
+    /// The environment variable that sets this page.
+    pub fn variable(self) -> String {
+        match self {
+            PageFor::Status(n) => format!("SITIO_ERROR_PAGE_{n}"),
+            PageFor::ClientErrors => "SITIO_ERROR_PAGE_4XX".to_owned(),
+            PageFor::ServerErrors => "SITIO_ERROR_PAGE_5XX".to_owned(),
+        }
+    }
+}
+
+fn parse_error_page(s: &str) -> Result<(PageFor, PathBuf), String> {
+    let (code, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected CODE=FILE (e.g. 503=/pages/busy.html), got {s:?}"))?;
+    Ok((PageFor::parse(code)?, PathBuf::from(file)))
+}
+
 /// A period that may be switched off (`off`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Interval(pub Option<Duration>);
@@ -69,6 +112,12 @@ pub struct Config {
         value_name = "SITIO_ERROR_PAGE_5XX"
     )]
     pub error_page_5xx: Option<PathBuf>,
+
+    /// HTML file for any 4xx/5xx status or class, e.g. `503=/pages/busy.html` or
+    /// `4XX=/pages/client.html`; repeatable. Env: `SITIO_ERROR_PAGE_<code>` (`_401`, `_4XX`, ...).
+    #[arg(long = "error-page", global = true, value_name = "CODE=FILE",
+          value_parser = parse_error_page)]
+    pub error_pages: Vec<(PageFor, PathBuf)>,
 
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(long, global = true, env = "SITIO_DRAIN_SECONDS", value_name = "SITIO_DRAIN_SECONDS", default_value_t = defaults::DRAIN_SECONDS)]
@@ -253,6 +302,40 @@ pub struct Config {
 }
 
 impl Config {
+    /// Adds the pages set by `SITIO_ERROR_PAGE_<code>` variables in `vars`
+    /// (the process environment, for the binary), beyond the two that have
+    /// flags of their own (`_404`, `_5XX`). A variable of that prefix that
+    /// names no 4xx/5xx status or class is an error naming it.
+    pub fn with_error_page_vars(
+        mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, String> {
+        for (name, value) in vars {
+            let Some(code) = name.strip_prefix("SITIO_ERROR_PAGE_") else {
+                continue;
+            };
+            if code == "404" || code.eq_ignore_ascii_case("5XX") {
+                continue; // read by clap, into their own fields
+            }
+            let target = PageFor::parse(code).map_err(|e| format!("{name}: {e}"))?;
+            self.error_pages.push((target, PathBuf::from(value)));
+        }
+        Ok(self)
+    }
+
+    /// Every configured error page: the 404 and 5xx ones, then the others.
+    pub fn error_page_files(&self) -> Vec<(PageFor, &std::path::Path)> {
+        let mut files = Vec::new();
+        if let Some(p) = &self.error_page_404 {
+            files.push((PageFor::Status(404), p.as_path()));
+        }
+        if let Some(p) = &self.error_page_5xx {
+            files.push((PageFor::ServerErrors, p.as_path()));
+        }
+        files.extend(self.error_pages.iter().map(|(t, p)| (*t, p.as_path())));
+        files
+    }
+
     /// Parses command-line style arguments (without the program name), as the
     /// binary does; the error says which setting is wrong and what it accepts.
     pub fn from_args<I, T>(args: I) -> Result<Config, String>
@@ -305,6 +388,7 @@ impl Default for Config {
             admin_port: defaults::ADMIN_PORT,
             error_page_404: None,
             error_page_5xx: None,
+            error_pages: Vec::new(),
             drain_seconds: defaults::DRAIN_SECONDS,
             log_format: LogFormat::Text,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
@@ -468,6 +552,40 @@ mod tests {
         // Found by fuzz/config_parsing: a dash-led value still names its setting.
         let e = Config::from_args(["--port=-\u{1}"]).unwrap_err();
         assert!(e.contains("PORT"), "{e}");
+    }
+
+    #[test]
+    fn error_pages_for_any_status_from_flags_and_variables() {
+        let c = Config::from_args([
+            "--error-page",
+            "503=/p/busy.html",
+            "--error-page",
+            "4xx=/p/c.html",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.error_pages[0],
+            (PageFor::Status(503), PathBuf::from("/p/busy.html"))
+        );
+        assert_eq!(c.error_pages[1].0, PageFor::ClientErrors);
+        let e = Config::from_args(["--error-page", "200=/p.html"]).unwrap_err();
+        assert!(e.contains("400 to 599"), "{e}");
+        let vars = |name: &str| vec![(name.to_owned(), "/p.html".to_owned())];
+        let c = Config::default()
+            .with_error_page_vars(vars("SITIO_ERROR_PAGE_401"))
+            .unwrap();
+        assert_eq!(c.error_page_files()[0].0, PageFor::Status(401));
+        let e = Config::default()
+            .with_error_page_vars(vars("SITIO_ERROR_PAGE_OOPS"))
+            .unwrap_err();
+        assert!(e.starts_with("SITIO_ERROR_PAGE_OOPS: expected"), "{e}");
+        assert!(
+            Config::default()
+                .with_error_page_vars(vars("SITIO_ERROR_PAGE_5XX"))
+                .unwrap()
+                .error_pages
+                .is_empty()
+        );
     }
 
     #[test]

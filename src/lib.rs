@@ -100,7 +100,7 @@ pub use bytes;
 pub use http;
 
 pub use body::Body;
-pub use config::{Config, LogFormat};
+pub use config::{Config, LogFormat, PageFor};
 pub use decorator::{
     AccessLog, Action, Decorator, Decorators, ErrorPages, Exchange, OnStatus, StatusMatch,
     on_status,

@@ -1,5 +1,6 @@
-//! Custom error pages, the seed's headline feature: the service's 404 and 5xx
-//! bodies are replaced by the operator's pages, keeping status and keep-alive.
+//! Custom error pages, the seed's headline feature: the service's (or sitio's)
+//! 4xx and 5xx bodies are replaced by the operator's pages, keeping the status
+//! and keep-alive. A page for one status wins over a page for its class.
 
 use std::path::Path;
 
@@ -8,33 +9,76 @@ use http::header::{self, HeaderMap};
 use http::response;
 
 use super::{Action, Decorator, Exchange};
+use crate::config::PageFor;
 use crate::error::StartError;
 use crate::response as build;
 
-/// Replaces 404 and/or 5xx response bodies with fixed HTML pages; clients that
-/// ask for JSON get `application/problem+json` instead.
+/// Replaces 4xx/5xx response bodies with fixed HTML pages; clients that ask
+/// for JSON get `application/problem+json` instead.
 #[derive(Debug, Clone, Default)]
 pub struct ErrorPages {
-    not_found: Option<Bytes>,
-    server_error: Option<Bytes>,
+    /// Pages for single statuses (a handful: a list beats a map).
+    exact: Vec<(u16, Bytes)>,
+    client_errors: Option<Bytes>,
+    server_errors: Option<Bytes>,
 }
 
 impl ErrorPages {
-    /// No pages yet; add them with [`ErrorPages::not_found`] and [`ErrorPages::server_error`].
+    /// No pages yet; add them with [`ErrorPages::page`], [`ErrorPages::not_found`]
+    /// and [`ErrorPages::server_error`].
     pub fn new() -> Self {
         ErrorPages::default()
     }
 
-    /// The HTML page sent for 404.
-    pub fn not_found(mut self, html: impl Into<Bytes>) -> Self {
-        self.not_found = Some(html.into());
+    /// The HTML page sent for `target` (a later page for the same target wins).
+    pub fn page(mut self, target: PageFor, html: impl Into<Bytes>) -> Self {
+        let html = html.into();
+        match target {
+            PageFor::Status(code) => {
+                self.exact.retain(|(c, _)| *c != code);
+                self.exact.push((code, html));
+            }
+            PageFor::ClientErrors => self.client_errors = Some(html),
+            PageFor::ServerErrors => self.server_errors = Some(html),
+        }
         self
     }
 
-    /// The HTML page sent for every 5xx.
-    pub fn server_error(mut self, html: impl Into<Bytes>) -> Self {
-        self.server_error = Some(html.into());
-        self
+    /// The HTML page sent for 404.
+    pub fn not_found(self, html: impl Into<Bytes>) -> Self {
+        self.page(PageFor::Status(404), html)
+    }
+
+    /// The HTML page sent for every 5xx without a page of its own.
+    pub fn server_error(self, html: impl Into<Bytes>) -> Self {
+        self.page(PageFor::ServerErrors, html)
+    }
+
+    /// Reads every page `config` names; the error names the variable whose
+    /// file is unreadable.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, StartError> {
+        let mut pages = ErrorPages::new();
+        for (target, path) in config.error_page_files() {
+            let html = std::fs::read(path).map_err(|e| {
+                StartError::Config(format!(
+                    "{}: cannot read error page {}: {e} (expected a readable HTML file)",
+                    target.variable(),
+                    path.display()
+                ))
+            })?;
+            pages = pages.page(target, html);
+        }
+        Ok(pages)
+    }
+
+    /// The page for `code`, if any.
+    fn for_status(&self, code: u16) -> Option<&Bytes> {
+        let exact = self.exact.iter().find(|(c, _)| *c == code).map(|(_, p)| p);
+        exact.or(match code {
+            400..=499 => self.client_errors.as_ref(),
+            500..=599 => self.server_errors.as_ref(),
+            _ => None,
+        })
     }
 
     /// Reads the pages from files; the error names the variable whose file is unreadable.
@@ -53,15 +97,19 @@ impl ErrorPages {
             })
             .transpose()
         }
-        Ok(ErrorPages {
-            not_found: read("SITIO_ERROR_PAGE_404", not_found)?,
-            server_error: read("SITIO_ERROR_PAGE_5XX", server_error)?,
-        })
+        let mut pages = ErrorPages::new();
+        if let Some(html) = read("SITIO_ERROR_PAGE_404", not_found)? {
+            pages = pages.not_found(html);
+        }
+        if let Some(html) = read("SITIO_ERROR_PAGE_5XX", server_error)? {
+            pages = pages.server_error(html);
+        }
+        Ok(pages)
     }
 
     /// True when no page is configured (the decorator would do nothing).
     pub fn is_empty(&self) -> bool {
-        self.not_found.is_none() && self.server_error.is_none()
+        self.exact.is_empty() && self.client_errors.is_none() && self.server_errors.is_none()
     }
 }
 
@@ -72,12 +120,7 @@ impl Decorator for ErrorPages {
 
     fn on_response(&self, head: &mut response::Parts, ex: &mut Exchange) -> Action {
         let code = head.status.as_u16();
-        let page = match code {
-            404 => self.not_found.as_ref(),
-            500..=599 => self.server_error.as_ref(),
-            _ => None,
-        };
-        let Some(page) = page else {
+        let Some(page) = self.for_status(code) else {
             return Action::Continue;
         };
         let mut res = if ex.wants_json() {
@@ -104,5 +147,25 @@ fn copy_non_content_headers(from: &HeaderMap, to: &mut HeaderMap) {
         if !describes_body {
             to.append(name.clone(), value.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_for_a_status_wins_over_its_class() {
+        let pages = ErrorPages::new()
+            .server_error("5xx")
+            .page(PageFor::Status(503), "busy")
+            .page(PageFor::ClientErrors, "4xx")
+            .not_found("gone");
+        let got = |code| pages.for_status(code).map(|b| b.as_ref().to_vec());
+        assert_eq!(got(503), Some(b"busy".to_vec()));
+        assert_eq!(got(500), Some(b"5xx".to_vec()));
+        assert_eq!(got(404), Some(b"gone".to_vec()));
+        assert_eq!(got(401), Some(b"4xx".to_vec()));
+        assert_eq!(got(302), None);
     }
 }

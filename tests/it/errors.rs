@@ -194,3 +194,60 @@ async fn service_crashing_mid_response_leaves_a_clean_error_not_a_hang() {
     );
     sitio.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_for_any_status_from_environment_variables_alone() {
+    let backend = Backend::start().await;
+    let pages = tempfile::tempdir().unwrap();
+    let file = |name: &str, html: &str| {
+        let path = pages.path().join(name);
+        std::fs::write(&path, html).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (busy, client) = (
+        file("503.html", "<h1>busy</h1>"),
+        file("4xx.html", "<h1>yours</h1>"),
+    );
+    let (mut child, port, _, _) = start_binary(
+        backend.port(),
+        &[
+            ("SITIO_ERROR_PAGE_503", &busy),
+            ("SITIO_ERROR_PAGE_4XX", &client),
+        ],
+    )
+    .await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for (path, status, body) in [
+        ("/status/503", 503, &b"<h1>busy</h1>"[..]),
+        ("/status/401", 401, b"<h1>yours</h1>"),
+        ("/status/429", 429, b"<h1>yours</h1>"),
+    ] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let res = raw_request(addr, raw.as_bytes()).await.unwrap();
+        assert_eq!((res.status, res.body.as_slice()), (status, body), "{path}");
+    }
+    let other = raw_request(addr, b"GET /status/500 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(other.status, 500);
+    assert_ne!(
+        other.body, b"<h1>busy</h1>",
+        "no 5XX page was set: the service's body"
+    );
+    child.kill().await.unwrap();
+
+    let out = tokio::process::Command::new(SITIO)
+        .env_clear()
+        .env("PORT", "0")
+        .env("SITIO_ADMIN_PORT", "0")
+        .env("SITIO_ERROR_PAGE_200", &busy)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("SITIO_ERROR_PAGE_200") && stderr.contains("400 to 599"),
+        "{stderr}"
+    );
+}

@@ -85,8 +85,14 @@ async fn help_lists_every_setting_with_its_variable() {
             "--help lacks {var}:\n{help}"
         );
     }
-    assert!(!help.contains("[default: ]"), "no empty defaults shown:\n{help}");
-    assert!(help.contains("dashboard, /stats, /metrics"), "the admin port's routes:\n{help}");
+    assert!(
+        !help.contains("[default: ]"),
+        "no empty defaults shown:\n{help}"
+    );
+    assert!(
+        help.contains("dashboard, /stats, /metrics"),
+        "the admin port's routes:\n{help}"
+    );
     assert!(out.status.success(), "--help is not an error");
 }
 
