@@ -73,9 +73,13 @@ def check_workload(where, pod_spec, pod_labels, services, config_maps):
                 tp = p.get("targetPort")
                 check(f"{where}: Service {svc['metadata']['name']} port {p['name']} targets a container port",
                       tp in port_names or isinstance(tp, int), f"{tp} not in {port_names}")
-            http = next(p for p in svc["spec"]["ports"] if p["name"] == "http")
+            http = next((p for p in svc["spec"]["ports"] if p["name"] == "http"), None)
+            if http is None:
+                continue  # a metrics-only Service
             check(f"{where}: Service traffic goes through sitio", http.get("targetPort") == "http"
                   and any(p["name"] == "http" for p in sitio.get("ports", [])))
+            check(f"{where}: Service {svc['metadata']['name']} does not expose sitio's admin port",
+                  all(p.get("targetPort") not in ("admin", 9901) for p in svc["spec"]["ports"]))
     for vol in pod_spec.get("volumes", []):
         if "configMap" in vol:
             check(f"{where}: volume {vol['name']} names an existing ConfigMap",
@@ -86,7 +90,7 @@ def check_set(where, docs):
     services = [d for d in docs if d["kind"] == "Service"]
     config_maps = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
     for d in docs:
-        if not validate(d, where) and d["kind"] not in ("ServiceMonitor", "Route", "BuildConfig", "ImageStream"):
+        if not validate(d, where) and d["kind"] not in ("ServiceMonitor", "PrometheusRule", "Route", "BuildConfig", "ImageStream"):
             check(f"{where}: {d['kind']} is a known kind", False, "no schema")
     for d in docs:
         if d["kind"] == "Deployment":
@@ -114,6 +118,27 @@ def check_set(where, docs):
                 check(f"{where}: ServiceMonitor scrapes a named Service port at /metrics",
                       bool(svc) and any(p["name"] == ep["port"] for p in svc[0]["spec"]["ports"])
                       and ep.get("path") == "/metrics")
+        if d["kind"] in ("NetworkPolicy", "PodDisruptionBudget"):
+            pods = [w["spec"]["template"]["metadata"]["labels"] for w in docs if w["kind"] == "Deployment"]
+            sel = d["spec"].get("podSelector", d["spec"].get("selector", {})).get("matchLabels", {})
+            check(f"{where}: {d['kind']} selects the pods",
+                  any(all(p.get(k) == v for k, v in sel.items()) for p in pods), str(sel))
+        if d["kind"] == "NetworkPolicy":
+            rules = d["spec"]["ingress"]
+            admin = [r for r in rules if any(p.get("port") in ("admin", 9901) for p in r.get("ports", []))]
+            check(f"{where}: NetworkPolicy opens the admin port only to Prometheus",
+                  len(admin) == 1 and all(f.get("podSelector", {}).get("matchLabels", {}).get(
+                      "app.kubernetes.io/name") == "prometheus" for f in admin[0].get("from", [{}])),
+                  str(admin))
+            opened = {p.get("port") for r in rules for p in r.get("ports", [])}
+            check(f"{where}: NetworkPolicy leaves the app's port closed", opened <= {"http", "admin"}, str(opened))
+        if d["kind"] == "Deployment":
+            spec = d["spec"]["template"]["spec"]
+            check(f"{where}: no service account token in the pods",
+                  spec.get("automountServiceAccountToken") is False)
+            check(f"{where}: replicas spread across nodes",
+                  any(c.get("topologyKey") == "kubernetes.io/hostname"
+                      for c in spec.get("topologySpreadConstraints", [])))
         if d["kind"] == "Route":
             svc_names = {s["metadata"]["name"] for s in services}
             check(f"{where}: Route sends to the Service's http port",

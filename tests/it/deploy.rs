@@ -44,6 +44,9 @@ fn kubernetes_and_openshift_manifests_validate() {
         "Deployment/web matches",
         "Pod/seed matches",
         "ServiceMonitor selects a Service",
+        "NetworkPolicy opens the admin port only to Prometheus",
+        "PodDisruptionBudget selects the pods",
+        "no service account token in the pods",
         "Route sends",
     ] {
         assert!(
@@ -124,4 +127,27 @@ async fn the_grafana_dashboard_queries_real_metrics_with_valid_promql() {
         }
     }
     sitio.stop().await;
+}
+
+#[test]
+fn the_alerts_pass_promtool_with_series_that_fire_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // The PrometheusRule's spec is a plain Prometheus rules file.
+    let (ok, rules) = output(Command::new("python3").args([
+        "-c",
+        "import sys, yaml; print(yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))['spec']))",
+        &format!("{ROOT}/deploy/kubernetes/prometheusrule.yaml"),
+    ]));
+    assert!(ok, "{rules}");
+    std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
+    let tests = dir.path().join("alerts_test.yml");
+    std::fs::copy(format!("{ROOT}/tests/deploy/alerts_test.yml"), &tests).unwrap();
+    let (ok, report) = output(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(dir.path().join("rules.yml")),
+    );
+    assert!(ok && report.contains("4 rules found"), "{report}");
+    let (ok, report) = output(Command::new("promtool").args(["test", "rules"]).arg(&tests));
+    assert!(ok && report.contains("SUCCESS"), "{report}");
 }
