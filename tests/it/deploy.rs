@@ -73,6 +73,8 @@ async fn the_grafana_dashboard_queries_real_metrics_with_valid_promql() {
                 .unwrap()
                 .replace("$__rate_interval", "5m")
                 .replace("$job", ".*")
+                .replace("$namespace", ".*")
+                .replace("$pod", ".*")
         })
         .collect();
     assert!(exprs.len() >= 8);
@@ -95,6 +97,36 @@ async fn the_grafana_dashboard_queries_real_metrics_with_valid_promql() {
             .arg(&file),
     );
     assert!(ok, "{report}");
+
+    // The 5xx-ratio panel shows 0 for a route without errors, not "No data".
+    let ratio = exprs
+        .iter()
+        .find(|e| e.contains("status=~\"5..\""))
+        .unwrap();
+    let rules = format!(
+        "groups:\n  - name: ratio\n    rules:\n      - record: ratio\n        expr: {}\n",
+        serde_json::to_string(ratio).unwrap()
+    );
+    std::fs::write(dir.path().join("ratio.yml"), rules).unwrap();
+    let series = |route: &str, status: u16, per_minute: u32| {
+        format!(
+            "      - series: 'sitio_requests_total{{job=\"web\",namespace=\"shop\",pod=\"web-1\",route=\"{route}\",status=\"{status}\"}}'\n        values: '0+{per_minute}x10'\n"
+        )
+    };
+    let test = format!(
+        "rule_files: [ratio.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{}{}{}    promql_expr_test:\n      - expr: ratio\n        eval_time: 10m\n        exp_samples:\n          - labels: 'ratio{{route=\"/bad\"}}'\n            value: 0.5\n          - labels: 'ratio{{route=\"/ok\"}}'\n            value: 0\n",
+        series("/ok", 200, 60),
+        series("/bad", 200, 30),
+        series("/bad", 500, 30),
+    );
+    let test_file = dir.path().join("ratio_test.yml");
+    std::fs::write(&test_file, test).unwrap();
+    let (ok, report) = output(
+        Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(&test_file),
+    );
+    assert!(ok && report.contains("SUCCESS"), "{report}");
 
     // Every metric the dashboard reads is one sitio exports.
     let backend = Backend::start().await;
