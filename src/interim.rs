@@ -13,36 +13,40 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 use http::{HeaderMap, StatusCode};
 use tokio::io::AsyncWrite;
-use tokio::sync::Notify;
 
 /// Interim responses one exchange may receive before it fails with 502.
 pub(crate) const MAX_INTERIM: u32 = 10;
 
 /// The interim-response relay of one client connection (exchanges on one
 /// connection are sequential, so one relay serves them all in turn).
+///
+/// Every exchange calls [`InterimRelay::begin`] and [`InterimRelay::end`]:
+/// atomics only, no lock; the lock guards the bytes of an actual 103.
 #[derive(Debug, Default)]
 pub(crate) struct InterimRelay {
     /// An exchange is waiting for its final response.
     open: AtomicBool,
+    /// Relay 103s (HTTP/1.1 clients only: RFC 9110 §15.2 forbids 1xx to 1.0).
+    relay: AtomicBool,
+    /// Interim responses the waiting exchange has received.
+    received: AtomicU32,
+    /// The exchange, woken when `received` passes [`MAX_INTERIM`].
+    overflow: AtomicWaker,
     /// Bytes wait in `state.bytes`.
     pending: AtomicBool,
     state: Mutex<State>,
     /// The client connection's task, woken when bytes are queued.
     writer: AtomicWaker,
-    too_many: Notify,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Relay 103s (HTTP/1.1 clients only: RFC 9110 §15.2 forbids 1xx to 1.0).
-    relay: bool,
-    received: u32,
     bytes: Vec<u8>,
     written: usize,
 }
@@ -50,10 +54,8 @@ struct State {
 impl InterimRelay {
     /// An exchange starts waiting for the service's response.
     pub(crate) fn begin(&self, relay_early_hints: bool) {
-        if let Ok(mut s) = self.state.lock() {
-            s.relay = relay_early_hints;
-            s.received = 0;
-        }
+        self.relay.store(relay_early_hints, Ordering::Relaxed);
+        self.received.store(0, Ordering::Relaxed);
         self.open.store(true, Ordering::Release);
     }
 
@@ -63,9 +65,22 @@ impl InterimRelay {
         self.open.store(false, Ordering::Release);
     }
 
-    /// Resolves once the service has sent more than [`MAX_INTERIM`].
+    /// Resolves once the service has sent the waiting exchange more than
+    /// [`MAX_INTERIM`] interim responses. (A count, not a stored signal: an
+    /// overflow cannot leak into the connection's next exchange.)
     pub(crate) async fn overflowed(&self) {
-        self.too_many.notified().await;
+        std::future::poll_fn(|cx| {
+            if self.received.load(Ordering::Acquire) > MAX_INTERIM {
+                return Poll::Ready(());
+            }
+            self.overflow.register(cx.waker());
+            if self.received.load(Ordering::Acquire) > MAX_INTERIM {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
     }
 
     /// Called by the service connection for every interim response.
@@ -73,15 +88,14 @@ impl InterimRelay {
         if !self.open.load(Ordering::Acquire) {
             return;
         }
+        if self.received.fetch_add(1, Ordering::AcqRel) + 1 > MAX_INTERIM {
+            self.overflow.wake();
+            return;
+        }
+        if status != StatusCode::EARLY_HINTS || !self.relay.load(Ordering::Relaxed) {
+            return;
+        }
         let Ok(mut s) = self.state.lock() else { return };
-        s.received += 1;
-        if s.received > MAX_INTERIM {
-            self.too_many.notify_one();
-            return;
-        }
-        if status != StatusCode::EARLY_HINTS || !s.relay {
-            return;
-        }
         write_head(&mut s.bytes, status, headers);
         self.pending.store(true, Ordering::Release);
         drop(s);
@@ -151,6 +165,7 @@ fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     #[test]
     fn early_hints_are_relayed_with_end_to_end_fields_only() {
@@ -169,6 +184,27 @@ mod tests {
             String::from_utf8_lossy(&s.bytes),
             "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn an_overflow_fails_its_own_exchange_and_not_the_next() {
+        let relay = InterimRelay::default();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut overflowed = |relay: &InterimRelay| {
+            let fut = std::pin::pin!(relay.overflowed());
+            fut.poll(&mut cx).is_ready()
+        };
+        relay.begin(true);
+        for _ in 0..MAX_INTERIM {
+            relay.received(StatusCode::CONTINUE, &HeaderMap::new());
+        }
+        assert!(!overflowed(&relay), "up to the cap is fine");
+        relay.received(StatusCode::CONTINUE, &HeaderMap::new());
+        assert!(overflowed(&relay));
+        relay.end();
+        relay.begin(true);
+        assert!(!overflowed(&relay), "the next exchange starts afresh");
     }
 
     #[test]

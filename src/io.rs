@@ -172,7 +172,7 @@ thread_local! {
 }
 
 /// What a client that was too slow with its request head receives.
-pub(crate) const REQUEST_TIMEOUT: &[u8] =
+const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\nsitio-error: header-timeout\r\n\r\n";
 
 /// The error hyper sees when a request body or a response write stalled.

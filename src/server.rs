@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
@@ -302,8 +302,7 @@ pub(crate) async fn serve_connection<S>(
 {
     let head_deadline = Instant::now() + config.header_timeout;
     let connections = shared.telemetry.connections.clone();
-    let Some((protocol, first)) =
-        detect_protocol(&mut stream, &config, head_deadline, peer, &connections).await
+    let Some((protocol, first)) = detect_protocol(&mut stream, &config, head_deadline, peer).await
     else {
         return;
     };
@@ -374,14 +373,13 @@ pub(crate) async fn serve_connection<S>(
 
 /// Reads until the first bytes say which protocol the client speaks (see
 /// `detect`); with `SITIO_OPAQUE=off` everything is HTTP/1 at once. Returns
-/// `None` when the client closed, or sent no decidable start within the
-/// header timeout (then it gets a 408 if it sent anything).
-async fn detect_protocol<S: AsyncRead + AsyncWrite + Unpin>(
+/// `None` when the client closed, or sent nothing but blank lines within the
+/// header timeout.
+async fn detect_protocol<S: AsyncRead + Unpin>(
     stream: &mut S,
     config: &Config,
     head_deadline: Instant,
     peer: SocketAddr,
-    connections: &Connections,
 ) -> Option<(Protocol, bytes::Bytes)> {
     if config.opaque == OpaqueMode::Off {
         return Some((Protocol::Http1, bytes::Bytes::new()));
@@ -401,12 +399,13 @@ async fn detect_protocol<S: AsyncRead + AsyncWrite + Unpin>(
             () = tokio::time::sleep_until(head_deadline) => {
                 if first.iter().all(|b| *b == b'\r' || *b == b'\n') {
                     tracing::debug!(client = %peer, "connection sent nothing in time; closed");
-                } else {
-                    connections.refused(Refusal::HeaderTimeout);
-                    tracing::info!(client = %peer, status = 408, "request head too slow; connection closed");
-                    let _ = stream.write_all(crate::io::REQUEST_TIMEOUT).await;
+                    return None;
                 }
-                return None;
+                // An undecided start by the deadline is judged as HTTP: the
+                // parser refuses what it cannot read (400), and the head
+                // timeout, already due, answers an incomplete one (408),
+                // counted and logged like any other.
+                return Some((Protocol::Http1, first.freeze()));
             }
         }
     }

@@ -2,8 +2,6 @@
 //! 4xx and 5xx bodies are replaced by the operator's pages, keeping the status
 //! and keep-alive. A page for one status wins over a page for its class.
 
-use std::path::Path;
-
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::response;
@@ -79,32 +77,6 @@ impl ErrorPages {
             500..=599 => self.server_errors.as_ref(),
             _ => None,
         })
-    }
-
-    /// Reads the pages from files; the error names the variable whose file is unreadable.
-    pub fn from_files(
-        not_found: Option<&Path>,
-        server_error: Option<&Path>,
-    ) -> Result<Self, StartError> {
-        fn read(var: &str, path: Option<&Path>) -> Result<Option<Bytes>, StartError> {
-            path.map(|p| {
-                std::fs::read(p).map(Bytes::from).map_err(|e| {
-                    StartError::Config(format!(
-                        "{var}: cannot read error page {}: {e} (expected a readable HTML file)",
-                        p.display()
-                    ))
-                })
-            })
-            .transpose()
-        }
-        let mut pages = ErrorPages::new();
-        if let Some(html) = read("SITIO_ERROR_PAGE_404", not_found)? {
-            pages = pages.not_found(html);
-        }
-        if let Some(html) = read("SITIO_ERROR_PAGE_5XX", server_error)? {
-            pages = pages.server_error(html);
-        }
-        Ok(pages)
     }
 
     /// True when no page is configured (the decorator would do nothing).

@@ -67,11 +67,12 @@ impl Connections {
     /// Connections accepted so far, by protocol label.
     pub fn totals(&self) -> [(&'static str, u64); 4] {
         [
-            ("http1", self.http1.load(Ordering::Relaxed)),
-            ("opaque", self.opaque.load(Ordering::Relaxed)),
-            ("h2c", self.h2c.load(Ordering::Relaxed)),
-            ("tls", self.tls.load(Ordering::Relaxed)),
+            (Protocol::Http1, &self.http1),
+            (Protocol::Opaque, &self.opaque),
+            (Protocol::Http2PriorKnowledge, &self.h2c),
+            (Protocol::Tls, &self.tls),
         ]
+        .map(|(p, n)| (p.label(), n.load(Ordering::Relaxed)))
     }
 
     /// Connections tunnelled to the service untouched, by why they were:
@@ -86,8 +87,8 @@ impl Connections {
 
     /// Counts a refused request (or request head).
     pub(crate) fn refused(&self, why: Refusal) {
-        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
-        self.refused[i].fetch_add(1, Ordering::Relaxed);
+        // `ALL` lists the kinds in declaration order, so the discriminant is the index.
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Refused requests so far, by reason label.

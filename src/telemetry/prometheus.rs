@@ -34,6 +34,19 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A counter family with one label: `name{label="value"} n` per pair.
+fn labelled(
+    out: &mut String,
+    (name, label): (&str, &str),
+    help: &str,
+    pairs: impl IntoIterator<Item = (&'static str, u64)>,
+) {
+    family(out, name, "counter", help);
+    for (value, n) in pairs {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
 /// Renders every metric of `t`.
 pub fn render(t: &Telemetry) -> String {
     let mut out = String::new();
@@ -121,36 +134,25 @@ pub fn render(t: &Telemetry) -> String {
         "Client connections open now.",
     );
     let _ = writeln!(out, "sitio_connections_open {}", t.connections.open_now());
-    family(
+    let c = &t.connections;
+    labelled(
         &mut out,
-        "sitio_connections_total",
-        "counter",
+        ("sitio_connections_total", "protocol"),
         "Client connections by detected protocol.",
+        c.totals(),
     );
-    for (protocol, n) in t.connections.totals() {
-        let _ = writeln!(
-            out,
-            "sitio_connections_total{{protocol=\"{protocol}\"}} {n}"
-        );
-    }
-    family(
+    labelled(
         &mut out,
-        "sitio_tunnels_total",
-        "counter",
+        ("sitio_tunnels_total", "reason"),
         "Connections tunnelled to the service untouched, by why.",
+        c.tunnels(),
     );
-    for (reason, n) in t.connections.tunnels() {
-        let _ = writeln!(out, "sitio_tunnels_total{{reason=\"{reason}\"}} {n}");
-    }
-    family(
+    labelled(
         &mut out,
-        "sitio_refused_total",
-        "counter",
+        ("sitio_refused_total", "reason"),
         "Requests refused before reaching the service, by reason.",
+        c.refusals(),
     );
-    for (reason, n) in t.connections.refusals() {
-        let _ = writeln!(out, "sitio_refused_total{{reason=\"{reason}\"}} {n}");
-    }
     let (tin, tout) = t.connections.tunnel_bytes();
     family(
         &mut out,

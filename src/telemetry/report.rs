@@ -64,34 +64,18 @@ pub fn stats_json(t: &Telemetry) -> Value {
         }
         None => (Vec::new(), json!({}), 0),
     };
-    let totals: serde_json::Map<String, Value> = t
-        .connections
-        .totals()
-        .iter()
-        .map(|(p, n)| ((*p).to_owned(), json!(n)))
-        .collect();
-    let (tin, tout) = t.connections.tunnel_bytes();
-    let tunnels: serde_json::Map<String, Value> = t
-        .connections
-        .tunnels()
-        .iter()
-        .map(|(p, n)| ((*p).to_owned(), json!(n)))
-        .collect();
-    let refused: serde_json::Map<String, Value> = t
-        .connections
-        .refusals()
-        .map(|(p, n)| (p.to_owned(), json!(n)))
-        .collect();
+    let c = &t.connections;
+    let (tin, tout) = c.tunnel_bytes();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "stats_enabled": t.stats.is_some(),
         "uptime_s": (t.uptime_secs() * 10.0).round() / 10.0,
         "requests_total": requests,
         "connections_open": t.connections.open_now(),
-        "connections_total": totals,
+        "connections_total": counts(c.totals()),
         "tunnel_bytes": {"in": tin, "out": tout},
-        "tunnels": tunnels,
-        "refused": refused,
+        "tunnels": counts(c.tunnels()),
+        "refused": counts(c.refusals()),
         "upstream_errors": upstream_errors,
         "endpoints": endpoints,
         "max_routes": t.max_routes,
@@ -132,4 +116,14 @@ pub fn summary_table(t: &Telemetry, rows: usize) -> Option<String> {
         );
     }
     Some(out)
+}
+
+/// Labelled counters as a JSON object (`{"label": n, ...}`).
+fn counts(pairs: impl IntoIterator<Item = (&'static str, u64)>) -> Value {
+    Value::Object(
+        pairs
+            .into_iter()
+            .map(|(label, n)| (label.to_owned(), json!(n)))
+            .collect(),
+    )
 }

@@ -123,6 +123,29 @@ async fn how_the_first_bytes_arrive_does_not_change_how_a_request_is_judged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_still_undecided_at_the_header_timeout_is_refused_as_http() {
+    let origin = Origin::start(Answer::AfterBody, |_| ok("ok")).await;
+    let config = sitio::Config {
+        header_timeout: Duration::from_millis(300),
+        ..config_for(origin.port)
+    };
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    for start in [&b"GET\t"[..], b" ", b"\x16", b"GET / HT"] {
+        let status = send_in_parts(sitio.addr, &[start]).await;
+        assert!(
+            matches!(status, Some(400 | 408)),
+            "{start:?}: {status:?}, neither tunnelled nor left hanging"
+        );
+    }
+    assert_eq!(origin.connections(), 0, "nothing reached the service");
+    let s = stats(&sitio).await;
+    let refused = s["refused"]["malformed"].as_u64().unwrap()
+        + s["refused"]["header-timeout"].as_u64().unwrap();
+    assert_eq!(refused, 4, "{s}");
+    sitio.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_is_tunnelled_only_while_opaque_tunnels_are_on() {
     let origin = Origin::start(Answer::AfterBody, |_| ok("ok")).await;
     let hello: &[u8] = b"\x16\x03\x01\x00\x05hello";
