@@ -32,7 +32,17 @@ use crate::telemetry::{Recorder, Telemetry};
 
 /// Layers 2 to 4: the access log, `user`, and the error pages, as configured.
 pub(crate) fn stock(config: &Config, user: Decorators) -> Result<Decorators, StartError> {
-    let pages = ErrorPages::from_config(config)?;
+    let mut pages = ErrorPages::new();
+    for (target, path) in config.error_page_files() {
+        let html = std::fs::read(path).map_err(|e| {
+            StartError::Config(format!(
+                "{}: cannot read error page {}: {e} (expected a readable HTML file)",
+                target.variable(),
+                path.display()
+            ))
+        })?;
+        pages = pages.page(target, html);
+    }
     let mut chain = user;
     if !pages.is_empty() {
         chain = chain.wrapping(pages);

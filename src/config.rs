@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+pub use crate::content::PageFor;
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
@@ -26,42 +28,6 @@ pub enum OpaqueMode {
     Auto,
     /// Treat every connection as HTTP/1: what does not parse gets 400.
     Off,
-}
-
-/// Which responses an error page replaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageFor {
-    /// One status code (400 to 599).
-    Status(u16),
-    /// Every 4xx without a page of its own.
-    ClientErrors,
-    /// Every 5xx without a page of its own.
-    ServerErrors,
-}
-
-impl PageFor {
-    /// Reads `404`, `4XX` or `5xx`; the error says what is accepted.
-    pub fn parse(s: &str) -> Result<PageFor, String> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "4XX" => Ok(PageFor::ClientErrors),
-            "5XX" => Ok(PageFor::ServerErrors),
-            code => match code.parse::<u16>() {
-                Ok(n) if (400..=599).contains(&n) => Ok(PageFor::Status(n)),
-                _ => Err(format!(
-                    "expected a status from 400 to 599, 4XX or 5XX, got {s:?}"
-                )),
-            },
-        }
-    }
-
-    /// The environment variable that sets this page.
-    pub fn variable(self) -> String {
-        match self {
-            PageFor::Status(n) => format!("SITIO_ERROR_PAGE_{n}"),
-            PageFor::ClientErrors => "SITIO_ERROR_PAGE_4XX".to_owned(),
-            PageFor::ServerErrors => "SITIO_ERROR_PAGE_5XX".to_owned(),
-        }
-    }
 }
 
 fn parse_error_page(s: &str) -> Result<(PageFor, PathBuf), String> {

@@ -41,25 +41,47 @@ fn hop_by_hop_names() -> [&'static HeaderName; 6] {
 const CONNECTION_BIT: u8 = 1;
 const KEEP_ALIVE_BIT: u8 = 2;
 const TE_BIT: u8 = 8;
+const TRANSFER_ENCODING_BIT: u8 = 16;
 
-/// Which hop-by-hop headers are present, as bits of [`hop_by_hop_names`].
+/// What one pass over a head's names found: which hop-by-hop headers (bits of
+/// [`hop_by_hop_names`]), and whether `Content-Length` and `Host` are there.
 /// One pass comparing names is cheaper than a hashed lookup per name, and
-/// most heads carry none or only `Connection`.
-fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
+/// most heads carry none of them or only `Connection`.
+#[derive(Clone, Copy)]
+struct Scan {
+    hop: u8,
+    content_length: bool,
+    host: bool,
+}
+
+fn scan(headers: &HeaderMap) -> Scan {
     let names = hop_by_hop_names();
-    let mut mask = 0;
+    let mut found = Scan {
+        hop: 0,
+        content_length: false,
+        host: false,
+    };
     for name in headers.keys() {
         if let Some(i) = names.iter().position(|h| *h == name) {
-            mask |= 1 << i;
+            found.hop |= 1 << i;
+        } else if name == header::CONTENT_LENGTH {
+            found.content_length = true;
+        } else if name == header::HOST {
+            found.host = true;
         }
     }
-    mask
+    found
 }
 
 /// Removes hop-by-hop headers: the fixed list and every header the
 /// `Connection` header names. Returns whether `TE: trailers` was present.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    let mut mask = hop_by_hop_present(headers);
+    let mask = scan(headers).hop;
+    strip_found(headers, mask)
+}
+
+/// [`strip_hop_by_hop`] with the hop-by-hop `mask` already found by [`scan`].
+fn strip_found(headers: &mut HeaderMap, mut mask: u8) -> bool {
     if mask == 0 {
         return false;
     }
@@ -127,11 +149,12 @@ pub(crate) fn to_upstream(
     } else {
         None
     };
+    let found = scan(&head.headers);
     // The guard let through only `chunked`. The field itself is hop-by-hop,
     // but without it hyper would send a GET's body of unknown length as no
     // body at all.
-    let chunked = head.headers.contains_key(header::TRANSFER_ENCODING);
-    let trailers = strip_hop_by_hop(&mut head.headers);
+    let chunked = found.hop & TRANSFER_ENCODING_BIT != 0;
+    let trailers = strip_found(&mut head.headers, found.hop);
     // sitio answers `Expect: 100-continue` itself (as Envoy does): the client's
     // body is only read once sitio is ready to stream it.
     head.headers.remove(header::EXPECT);
@@ -158,8 +181,10 @@ pub(crate) fn to_upstream(
             HeaderValue::from_static("chunked"),
         );
     }
-    canonical_length(h);
-    if !h.contains_key(header::HOST) {
+    if found.content_length {
+        canonical_length(h);
+    }
+    if !found.host && !h.contains_key(header::HOST) {
         h.insert(header::HOST, service.clone());
     }
     if trailers {
@@ -202,7 +227,8 @@ fn append_forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
 /// sender's spelling (`0100`, `3, 3`); another parser may read it otherwise
 /// (`0100` as octal), so the spelling never travels on, only the number.
 fn canonical_length(h: &mut HeaderMap) {
-    let Some(value) = h.get(header::CONTENT_LENGTH) else {
+    let mut values = h.get_all(header::CONTENT_LENGTH).iter();
+    let Some(value) = values.next() else {
         return;
     };
     let bytes = value.as_bytes();
@@ -210,7 +236,7 @@ fn canonical_length(h: &mut HeaderMap) {
         && bytes.len() < 20
         && bytes.iter().all(u8::is_ascii_digit)
         && (bytes[0] != b'0' || bytes.len() == 1)
-        && h.get_all(header::CONTENT_LENGTH).iter().count() == 1;
+        && values.next().is_none();
     if plain {
         return; // The common case: nothing to allocate.
     }
@@ -234,25 +260,26 @@ fn canonical_length(h: &mut HeaderMap) {
 /// connection must not carry another exchange.
 pub(crate) fn to_client(head: &mut response::Parts) -> bool {
     let h = &mut head.headers;
+    let found = scan(h);
     // RFC 9112 §6.3: with both, Transfer-Encoding frames the message (hyper
     // read it so); the length is dropped, or the client would wait for it.
-    let ambiguous =
-        h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH);
+    let ambiguous = found.hop & TRANSFER_ENCODING_BIT != 0 && found.content_length;
     if ambiguous {
         h.remove(header::CONTENT_LENGTH);
+    } else if found.content_length {
+        canonical_length(h);
     }
-    canonical_length(h);
     if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
         // The tunnel needs both; everything else hop-by-hop still goes.
         let upgrade = head.headers.get(header::UPGRADE).cloned();
-        strip_hop_by_hop(&mut head.headers);
+        strip_found(&mut head.headers, found.hop);
         if let Some(proto) = upgrade {
             head.headers.insert(header::UPGRADE, proto);
         }
         head.headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
-        strip_hop_by_hop(&mut head.headers);
+        strip_found(&mut head.headers, found.hop);
     }
     head.version = Version::HTTP_11;
     !ambiguous

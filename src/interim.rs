@@ -36,13 +36,13 @@ pub(crate) struct InterimRelay {
     relay: AtomicBool,
     /// Interim responses the waiting exchange has received.
     received: AtomicU32,
-    /// The exchange, woken when `received` passes [`MAX_INTERIM`].
-    overflow: AtomicWaker,
+    /// The waiting exchange, registered by [`InterimRelay::overflowed`]. It
+    /// runs in the client connection's task, so waking it also has hyper
+    /// flush the connection, which writes a queued 103: one waker serves both.
+    waiter: AtomicWaker,
     /// Bytes wait in `state.bytes`.
     pending: AtomicBool,
     state: Mutex<State>,
-    /// The client connection's task, woken when bytes are queued.
-    writer: AtomicWaker,
 }
 
 #[derive(Debug, Default)]
@@ -73,7 +73,7 @@ impl InterimRelay {
             if self.received.load(Ordering::Acquire) > MAX_INTERIM {
                 return Poll::Ready(());
             }
-            self.overflow.register(cx.waker());
+            self.waiter.register(cx.waker());
             if self.received.load(Ordering::Acquire) > MAX_INTERIM {
                 Poll::Ready(())
             } else {
@@ -89,7 +89,7 @@ impl InterimRelay {
             return;
         }
         if self.received.fetch_add(1, Ordering::AcqRel) + 1 > MAX_INTERIM {
-            self.overflow.wake();
+            self.waiter.wake();
             return;
         }
         if status != StatusCode::EARLY_HINTS || !self.relay.load(Ordering::Relaxed) {
@@ -99,22 +99,11 @@ impl InterimRelay {
         write_head(&mut s.bytes, status, headers);
         self.pending.store(true, Ordering::Release);
         drop(s);
-        self.writer.wake();
+        self.waiter.wake();
     }
 
-    /// From the IO's `poll_flush`: writes queued bytes while an exchange waits.
-    pub(crate) fn poll_flush_pending<S: AsyncWrite + Unpin>(
-        &self,
-        stream: &mut S,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.open.load(Ordering::Acquire) {
-            self.writer.register(cx.waker());
-        }
-        self.poll_write_pending(stream, cx)
-    }
-
-    /// Writes queued bytes (before any of hyper's).
+    /// Writes queued bytes: from the IO's `poll_flush` while an exchange
+    /// waits, and before any write of hyper's.
     pub(crate) fn poll_write_pending<S: AsyncWrite + Unpin>(
         &self,
         stream: &mut S,

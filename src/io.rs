@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::Notify;
 
 use crate::deadline::{LazyDeadline, Stall};
 use crate::guard::RawFraming;
@@ -51,7 +50,8 @@ pub(crate) struct ConnPhase {
     idle_since: AtomicU64,
     /// Set when the connection is to close as soon as it is idle.
     evicted: AtomicBool,
-    evict: Notify,
+    /// The connection task, woken by [`ConnPhase::evict`].
+    evict_waker: AtomicWaker,
 }
 
 /// Nanoseconds since the first call: a monotonic clock that fits an atomic.
@@ -131,13 +131,26 @@ impl ConnPhase {
 
     /// Asks the connection to close once idle (at once if it is now).
     pub(crate) fn evict(&self) {
-        self.evicted.store(true, Ordering::Relaxed);
-        self.evict.notify_one();
+        self.evicted.store(true, Ordering::Release);
+        self.evict_waker.wake();
     }
 
     /// Resolves when [`ConnPhase::evict`] was called.
+    /// An atomic load per poll: the connection polls this with every wake-up,
+    /// so it must cost less than a `Notify`.
     pub(crate) async fn evicted(&self) {
-        self.evict.notified().await;
+        std::future::poll_fn(|cx| {
+            if self.evicted.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.evict_waker.register(cx.waker());
+            if self.evicted.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
     }
 
     /// The connection became a tunnel: HTTP timeouts no longer apply.
@@ -453,7 +466,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         let this = self.get_mut();
         // hyper flushes its IO only with its own buffer empty: the one safe
         // moment to send an interim response (see `interim`).
-        ready!(this.phase.interim.poll_flush_pending(&mut this.stream, cx))?;
+        ready!(this.phase.interim.poll_write_pending(&mut this.stream, cx))?;
         Pin::new(&mut this.stream).poll_flush(cx)
     }
 

@@ -42,12 +42,29 @@ pub(crate) struct ConnCtx {
     pub(crate) peer: SocketAddr,
     /// `peer`'s address as an `X-Forwarded-For` value, built once.
     pub(crate) forwarded_for: http::HeaderValue,
+    /// The service's 1xx responses go to this connection's relay; built once
+    /// and cloned into each request (see [`interim_hook`]).
+    pub(crate) interim_hook: http::Extensions,
 }
 
 impl PoolHome for ConnCtx {
     fn upstream(&self) -> &Upstream {
         &self.shared.upstream
     }
+}
+
+/// The request extension through which hyper hands the service's 1xx
+/// responses to `phase`'s interim relay. hyper's `on_informational` allocates a
+/// callback per request; built once per connection, each request clones it
+/// (a reference count). The callback holds the connection's phase, which
+/// holds no callback: no cycle.
+pub(crate) fn interim_hook(phase: &Arc<ConnPhase>) -> http::Extensions {
+    let phase = phase.clone();
+    let mut template = http::Request::new(());
+    hyper::ext::on_informational(&mut template, move |interim| {
+        phase.interim.received(interim.status(), interim.headers());
+    });
+    std::mem::take(template.extensions_mut())
 }
 
 /// The hyper service for one client connection.
@@ -119,15 +136,10 @@ async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedB
             bytes_in = body_state;
             let reusable = !verdict.isolate && client_upgrade.is_none();
             let mut req = Request::from_parts(head, body);
-            let relay = conn.clone();
-            hyper::ext::on_informational(&mut req, move |interim| {
-                relay
-                    .phase
-                    .interim
-                    .received(interim.status(), interim.headers());
-            });
+            req.extensions_mut().extend(conn.interim_hook.clone());
             conn.phase.interim.begin(relay_early_hints);
             let sent = tokio::select! {
+                biased; // no RNG draw per request; the answer first
                 sent = conn.shared.upstream.send(req, reusable) => sent,
                 () = conn.phase.interim.overflowed() => Err(ProxyError::new(
                     ErrorKind::UpstreamProtocol,

@@ -331,12 +331,16 @@ pub(crate) async fn serve_connection<S>(
         phase: phase.clone(),
         peer,
         forwarded_for: crate::headers::ip_header_value(peer.ip()),
+        interim_hook: crate::proxy::interim_hook(&phase),
     }));
     let conn = http
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
+    // `biased`: polled on every wake-up of the connection, so no random
+    // branch order (a thread-local RNG draw each time); the connection first.
     let result = tokio::select! {
+        biased;
         r = conn.as_mut() => r,
         () = phase.evicted() => {
             // Idle at the connection cap: closed at once, or after the

@@ -7,8 +7,7 @@ use http::header::{self, HeaderMap};
 use http::response;
 
 use super::{Action, Decorator, Exchange};
-use crate::config::PageFor;
-use crate::error::StartError;
+pub use crate::content::PageFor;
 use crate::response as build;
 
 /// Replaces 4xx/5xx response bodies with fixed HTML pages; clients that ask
@@ -50,23 +49,6 @@ impl ErrorPages {
     /// The HTML page sent for every 5xx without a page of its own.
     pub fn server_error(self, html: impl Into<Bytes>) -> Self {
         self.page(PageFor::ServerErrors, html)
-    }
-
-    /// Reads every page `config` names; the error names the variable whose
-    /// file is unreadable.
-    pub fn from_config(config: &crate::config::Config) -> Result<Self, StartError> {
-        let mut pages = ErrorPages::new();
-        for (target, path) in config.error_page_files() {
-            let html = std::fs::read(path).map_err(|e| {
-                StartError::Config(format!(
-                    "{}: cannot read error page {}: {e} (expected a readable HTML file)",
-                    target.variable(),
-                    path.display()
-                ))
-            })?;
-            pages = pages.page(target, html);
-        }
-        Ok(pages)
     }
 
     /// The page for `code`, if any.

@@ -21,7 +21,7 @@ mod simulate;
 
 pub use access_log::AccessLog;
 pub use chain::{Decorators, DecoratorsBuilder};
-pub use error_pages::ErrorPages;
+pub use error_pages::{ErrorPages, PageFor};
 pub use exchange::Exchange;
 pub use on_status::{OnStatus, StatusMatch, on_status};
 pub use simulate::Simulated;
