@@ -67,9 +67,10 @@ fn decorator_chain(c: &mut Criterion) {
                     .header("host", "svc")
                     .body(())
                     .expect("request");
-                runtime.block_on(
-                    chain.simulate(request, |_| http::Response::new(Body::full(body.clone()))),
-                )
+                runtime.block_on(chain.simulate(request, {
+                    let body = body.clone();
+                    move |_| Ok(http::Response::new(Body::full(body)))
+                }))
             })
         });
     }

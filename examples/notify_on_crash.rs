@@ -7,16 +7,23 @@
 //! ```
 
 use http::Response;
-use sitio::{Action, Body, Decorator, Decorators, Exchange, ProxyError};
+use sitio::{Action, Blame, Body, Decorator, Decorators, Exchange, ProxyError};
 
 struct NotifyOnCrash;
 
 impl Decorator for NotifyOnCrash {
-    fn on_response(&self, head: &mut http::response::Parts, ex: &mut Exchange) -> Action {
+    type State = ();
+
+    fn on_response(
+        &self,
+        head: &mut http::response::Parts,
+        _: &mut (),
+        ex: &mut Exchange,
+    ) -> Action<'_> {
         if head.status.is_server_error() {
             send_mail(&format!(
                 "{} {} answered {}",
-                ex.method,
+                ex.method(),
                 ex.path(),
                 head.status
             ));
@@ -24,8 +31,10 @@ impl Decorator for NotifyOnCrash {
         Action::Continue
     }
 
-    fn on_upstream_error(&self, err: &ProxyError, ex: &mut Exchange) -> Option<Response<Body>> {
-        send_mail(&format!("{} {} failed: {err}", ex.method, ex.path()));
+    fn on_error(&self, err: &ProxyError, _: &mut (), ex: &mut Exchange) -> Option<Response<Body>> {
+        if err.blame() == Blame::Upstream {
+            send_mail(&format!("{} {} failed: {err}", ex.method(), ex.path()));
+        }
         None // keep sitio's own 502/504 page
     }
 }

@@ -89,6 +89,12 @@ impl Default for Body {
     }
 }
 
+impl From<()> for Body {
+    fn from((): ()) -> Self {
+        Body::empty()
+    }
+}
+
 impl From<Bytes> for Body {
     fn from(b: Bytes) -> Self {
         Body::full(b)

@@ -32,7 +32,7 @@ enum Command {
 }
 
 /// See [`crate::main`].
-pub(crate) fn main(decorate: impl FnOnce(&Config) -> Decorators) -> ExitCode {
+pub(crate) fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> ExitCode {
     let mut cli = Cli::parse(); // prints --help/--version, or a usage error (exit 2)
     // SITIO_ERROR_PAGE_<code> for any status: names clap cannot declare.
     cli.config = match cli.config.with_error_page_vars(std::env::vars()) {
@@ -70,6 +70,26 @@ pub(crate) fn main(decorate: impl FnOnce(&Config) -> Decorators) -> ExitCode {
     }
 }
 
+/// What the closure given to [`crate::main`] returns: decorators, or (when
+/// the custom binary has settings of its own) a result whose
+/// [`StartError::Config`] stops startup with exit code 2 and its message.
+pub trait IntoDecorators {
+    /// The decorators, or why sitio cannot start.
+    fn into_decorators(self) -> Result<Decorators, StartError>;
+}
+
+impl IntoDecorators for Decorators {
+    fn into_decorators(self) -> Result<Decorators, StartError> {
+        Ok(self)
+    }
+}
+
+impl IntoDecorators for Result<Decorators, StartError> {
+    fn into_decorators(self) -> Result<Decorators, StartError> {
+        self
+    }
+}
+
 /// One worker needs no work-stealing scheduler: a current-thread runtime
 /// runs the accept loop and the connections on the same thread, with no
 /// cross-thread wake-ups or atomics on every task switch.
@@ -88,11 +108,11 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-async fn proxy(
+async fn proxy<R: IntoDecorators>(
     config: Config,
-    decorate: impl FnOnce(&Config) -> Decorators,
+    decorate: impl FnOnce(&Config) -> R,
 ) -> Result<(), StartError> {
-    let user = decorate(&config);
+    let user = decorate(&config).into_decorators()?;
     let decorators = crate::compose::stock(&config, user)?;
     let listeners = Listeners::bind(&config)?;
     crate::run(listeners, config, decorators, crate::shutdown_signal()).await

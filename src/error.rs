@@ -42,16 +42,21 @@ pub enum ErrorKind {
     BadRequest,
     /// The client went away before the response was complete.
     ClientAborted,
-    /// sitio failed on its own.
+    /// sitio failed on its own, or a decorator panicked.
     Internal,
+    /// A decorator refused the exchange ([`crate::Action::Fail`] with a
+    /// status of its choosing, e.g. 401 or 429).
+    Refused,
+    /// Fault injection answered instead of the service (`SITIO_FAULT_ABORT`).
+    FaultInjected,
 }
 
 impl ErrorKind {
     /// The party responsible for this kind of failure.
     pub fn blame(self) -> Blame {
         match self {
-            ErrorKind::BadRequest | ErrorKind::ClientAborted => Blame::Client,
-            ErrorKind::Internal => Blame::Sitio,
+            ErrorKind::BadRequest | ErrorKind::ClientAborted | ErrorKind::Refused => Blame::Client,
+            ErrorKind::Internal | ErrorKind::FaultInjected => Blame::Sitio,
             _ => Blame::Upstream,
         }
     }
@@ -71,6 +76,8 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad-request",
             ErrorKind::ClientAborted => "client-aborted",
             ErrorKind::Internal => "internal",
+            ErrorKind::Refused => "refused",
+            ErrorKind::FaultInjected => "fault-injected",
         }
     }
 
@@ -79,6 +86,7 @@ impl ErrorKind {
         match self {
             ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Refused => StatusCode::FORBIDDEN,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
@@ -92,11 +100,14 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// A failed exchange: its [`ErrorKind`] plus a human-readable detail for logs.
+/// A failed exchange: its [`ErrorKind`], a human-readable detail for logs,
+/// the status the client gets, and the error that caused it (its source chain).
 #[derive(Debug)]
 pub struct ProxyError {
     kind: ErrorKind,
     detail: Cow<'static, str>,
+    status: Option<StatusCode>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ProxyError {
@@ -105,12 +116,41 @@ impl ProxyError {
         ProxyError {
             kind,
             detail: detail.into(),
+            status: None,
+            source: None,
         }
+    }
+
+    /// A decorator's refusal with the status the client gets (e.g. 401, 429);
+    /// the detail goes to the log and, in the error page, to the client.
+    pub fn refused(status: StatusCode, detail: impl Into<Cow<'static, str>>) -> Self {
+        ProxyError::new(ErrorKind::Refused, detail).with_status(status)
+    }
+
+    /// The same error, answered with `status` instead of its kind's.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The same error, caused by `source` (shown by
+    /// [`std::error::Error::source`], so log lines can print the chain).
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
     }
 
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// The status the client gets for this failure.
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or_else(|| self.kind.status())
     }
 
     /// Who is to blame.
@@ -130,7 +170,13 @@ impl fmt::Display for ProxyError {
     }
 }
 
-impl std::error::Error for ProxyError {}
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Errors that stop sitio from starting or running at all.
 #[derive(Debug)]

@@ -14,7 +14,9 @@
 //! struct PoweredBy;
 //!
 //! impl Decorator for PoweredBy {
-//!     fn on_response(&self, head: &mut http::response::Parts, _ex: &mut Exchange) -> Action {
+//!     type State = ();
+//!
+//!     fn on_response(&self, head: &mut http::response::Parts, _: &mut (), _: &mut Exchange) -> Action<'_> {
 //!         head.headers.insert("x-powered-by", http::HeaderValue::from_static("sitio"));
 //!         Action::Continue
 //!     }
@@ -81,6 +83,7 @@ mod cli;
 mod compose;
 mod deadline;
 mod detect;
+mod engine;
 mod guard;
 mod head_scan;
 mod headers;
@@ -90,7 +93,6 @@ mod io;
 mod memory;
 mod proxy;
 mod send_window;
-mod tracked;
 mod tunnel;
 mod upstream;
 
@@ -100,12 +102,14 @@ pub use bytes;
 pub use http;
 
 pub use body::Body;
+pub use cli::IntoDecorators;
 pub use config::{Config, LogFormat, PageFor};
 pub use decorator::{
-    AccessLog, Action, Decorator, Decorators, ErrorPages, Exchange, OnStatus, StatusMatch,
-    on_status,
+    AccessLog, Action, BodyFilter, Decorator, Decorators, DecoratorsBuilder, ErrorPages, Exchange,
+    OnStatus, StatusMatch, Target, Waiting, on_status,
 };
 pub use detect::{Protocol, classify};
+pub use engine::Simulated;
 pub use error::{Blame, ErrorKind, ProxyError, StartError};
 pub use guard::{RawFraming, Rejection, Verdict, check as check_request};
 pub use server::{Listeners, run};
@@ -122,7 +126,9 @@ pub fn default_decorators(config: &Config) -> Result<Decorators, StartError> {
 /// logging, `SITIO_WORKERS`, the built-in decorators the settings switch on,
 /// the `demo` subcommands, and the exit codes (2: a bad setting, named).
 /// `decorate` receives the parsed settings; its decorators sit between the
-/// access log and the error pages (the order is in the `compose` module).
+/// access log and the error pages (the order is in the `compose` module). It
+/// may return `Result<Decorators, StartError>` to refuse settings of its own:
+/// a [`StartError::Config`] exits with code 2 and its message.
 ///
 /// ```no_run
 /// use sitio::{Action, Decorators, on_status, response};
@@ -137,7 +143,7 @@ pub fn default_decorators(config: &Config) -> Result<Decorators, StartError> {
 ///     })
 /// }
 /// ```
-pub fn main(decorate: impl FnOnce(&Config) -> Decorators) -> std::process::ExitCode {
+pub fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> std::process::ExitCode {
     cli::main(decorate)
 }
 

@@ -1,34 +1,41 @@
-//! One exchange, from request head to the last response byte: guard, request
-//! hooks, the service, response hooks, then a tracked body that reports
-//! completion. This is the per-request hot path.
+//! The HTTP/1 leg of the exchange driver: what one client connection gives
+//! the driver (`engine`) — its decorators, upstreams, forwarding edits, the
+//! send with interim responses and upgrades, and its send window. The phase
+//! order lives in the driver, not here.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response, StatusCode};
+use compact_str::CompactString;
+use http::{Request, Response, StatusCode, request};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use crate::body::Body;
-use crate::decorator::{Decorators, Exchange};
+use crate::decorator::{Decorators, Filters};
+use crate::engine::{Leg, Tracked};
 use crate::error::{ErrorKind, ProxyError};
+use crate::guard::{RawFraming, Refusal};
 use crate::interim::MAX_INTERIM;
 use crate::io::ConnPhase;
 use crate::telemetry::{Routes, Telemetry};
-use crate::tracked::TrackedBody;
-use crate::upstream::{PoolHome, PooledSender, RequestBody, Upstream, UpstreamBody};
-use crate::{guard, headers, rescue, tunnel};
+use crate::upstream::{
+    PoolHome, PooledSender, RequestBody, RequestBodyState, Source, Upstream, UpstreamBody,
+};
+use crate::{headers, tunnel};
 
 /// What all connections of one sitio instance share.
 pub(crate) struct Shared {
     pub(crate) decorators: Decorators,
     pub(crate) routes: Routes,
     pub(crate) telemetry: Arc<Telemetry>,
-    pub(crate) upstream: Arc<Upstream>,
+    /// The service (index 0), then the decorators' named upstreams.
+    pub(crate) upstreams: Box<[Arc<Upstream>]>,
     pub(crate) tasks: tokio_util::task::TaskTracker,
     /// The HTTP/1 connections, for eviction at the connection cap.
     pub(crate) connections: Arc<crate::idle::Registry>,
@@ -48,8 +55,8 @@ pub(crate) struct ConnCtx {
 }
 
 impl PoolHome for ConnCtx {
-    fn upstream(&self) -> &Upstream {
-        &self.shared.upstream
+    fn upstream(&self, index: usize) -> &Upstream {
+        &self.shared.upstreams[index]
     }
 }
 
@@ -71,142 +78,134 @@ pub(crate) fn interim_hook(phase: &Arc<ConnPhase>) -> http::Extensions {
 #[derive(Clone)]
 pub(crate) struct ProxyService(pub(crate) Arc<ConnCtx>);
 
-type HandleFuture = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+type HandleFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Tracked<ConnCtx>>, Infallible>> + Send>>;
 
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
-    type Response = Response<TrackedBody>;
+    type Response = Response<Tracked<ConnCtx>>;
     type Error = Infallible;
     type Future = HandleFuture;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let conn = self.0.clone();
-        Box::pin(async move { Ok(handle(conn, req).await) })
+        Box::pin(async move { Ok(crate::engine::exchange(conn, req).await) })
     }
 }
 
-async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<TrackedBody> {
-    let raw_framing = conn.phase.exchange_started();
-    let started = Instant::now();
-    let (mut head, body) = req.into_parts();
-    let route = conn.shared.routes.route_of(head.uri.path());
-    let mut ex = Exchange::new(
-        head.method.clone(),
-        head.uri.clone(),
-        route,
-        head.version,
-        &head.headers,
-        conn.peer,
-        started,
-    );
-    let verdict = match guard::check(&head, raw_framing) {
-        Ok(verdict) => verdict,
-        Err(rejection) => {
-            tracing::warn!(
-                client = %conn.peer,
-                method = %head.method,
-                path = head.uri.path(),
-                status = rejection.status.as_u16(),
-                reason = rejection.reason,
-                "refused request"
-            );
-            ex.error = Some(ErrorKind::BadRequest);
-            conn.shared.telemetry.connections.refused(rejection.kind);
-            let res = rescue::reject(rejection.status, rejection.reason, ex.wants_json());
-            return TrackedBody::respond(conn, res, ex, None);
-        }
-    };
+/// What forwarding leaves for the send: the client's side of an upgrade, and
+/// whether the service connection may serve other exchanges.
+pub(crate) struct Forward {
+    client_upgrade: Option<OnUpgrade>,
+    reusable: bool,
+    relay_early_hints: bool,
+}
 
-    let chain = &conn.shared.decorators;
-    let mut bytes_in = None;
-    let res = match chain.on_request(&mut head, &mut ex) {
-        Err((answered_by, res)) => chain.on_response(answered_by, res, &mut ex),
-        Ok(()) => {
-            if !ex.delay.is_zero() {
-                tokio::time::sleep(ex.delay).await;
-            }
-            let client_upgrade = if headers::is_upgrade_request(&head.headers) {
-                head.extensions.remove::<OnUpgrade>()
-            } else {
-                None
-            };
-            let relay_early_hints = head.version == http::Version::HTTP_11;
-            let service = conn.shared.upstream.authority();
-            headers::to_upstream(&mut head, &conn.forwarded_for, verdict.isolate, service);
-            let (body, body_state) = RequestBody::new(body, &conn.phase);
-            bytes_in = body_state;
-            let reusable = !verdict.isolate && client_upgrade.is_none();
-            let mut req = Request::from_parts(head, body);
-            req.extensions_mut().extend(conn.interim_hook.clone());
-            conn.phase.interim.begin(relay_early_hints);
-            let sent = tokio::select! {
-                biased; // no RNG draw per request; the answer first
-                sent = conn.shared.upstream.send(req, reusable) => sent,
-                () = conn.phase.interim.overflowed() => Err(ProxyError::new(
-                    ErrorKind::UpstreamProtocol,
-                    format!("more than {MAX_INTERIM} interim (1xx) responses"),
-                )),
-            };
-            conn.phase.interim.end();
-            let res = sent.and_then(|(res, sender)| {
-                let (mut rhead, incoming) = res.into_parts();
-                ex.service_status = Some(rhead.status);
-                if rhead.status == StatusCode::SWITCHING_PROTOCOLS {
-                    let upstream_upgrade = rhead.extensions.remove::<OnUpgrade>();
-                    let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) else {
-                        return Err(ProxyError::new(
-                            ErrorKind::UpstreamProtocol,
-                            "101 Switching Protocols to a request that asked for no upgrade",
-                        ));
-                    };
-                    ex.upgraded = true;
-                    conn.phase.tunnel();
-                    tunnel::spawn_upgraded(&conn.shared.tasks, client, upstream, conn.peer);
-                }
-                let framing_clear = headers::to_client(&mut rhead);
-                let sender = sender
-                    .filter(|_| framing_clear)
-                    .map(|s| PooledSender::new(s, conn.clone()));
-                let body = Body::upstream(UpstreamBody::new(incoming, sender, bytes_in.clone()));
-                Ok(Response::from_parts(rhead, body))
-            });
-            let client_body_broken = bytes_in.as_ref().is_some_and(|b| b.malformed());
-            match res {
-                Ok(res) => chain.on_response(chain.len(), res, &mut ex),
-                Err(_) if client_body_broken => {
-                    // The service saw an aborted request, never a complete one.
-                    tracing::warn!(
-                        client = %conn.peer,
-                        method = %ex.method,
-                        path = ex.path(),
-                        status = 400,
-                        "refused request: malformed body"
-                    );
-                    ex.error = Some(ErrorKind::BadRequest);
-                    let connections = &conn.shared.telemetry.connections;
-                    connections.refused(guard::Refusal::MalformedBody);
-                    let res = rescue::reject(
-                        StatusCode::BAD_REQUEST,
-                        "malformed request body",
-                        ex.wants_json(),
-                    );
-                    chain.on_response(chain.len(), res, &mut ex)
-                }
-                Err(err) => {
-                    tracing::warn!(
-                        client = %conn.peer,
-                        method = %ex.method,
-                        path = ex.path(),
-                        error = %err,
-                        "service failed"
-                    );
-                    ex.error = Some(err.kind());
-                    let res = chain
-                        .on_upstream_error(&err, &mut ex)
-                        .unwrap_or_else(|| rescue::upstream_failure(&err, ex.wants_json()));
-                    chain.on_response(chain.len(), res, &mut ex)
-                }
-            }
+impl Leg for ConnCtx {
+    type In = Incoming;
+    type Forward = Forward;
+
+    fn decorators(&self) -> &Decorators {
+        &self.shared.decorators
+    }
+
+    fn client_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn route_of(&self, path: &str) -> CompactString {
+        self.shared.routes.route_of(path)
+    }
+
+    fn exchange_started(&self) -> RawFraming {
+        self.phase.exchange_started()
+    }
+
+    fn refused(&self, why: Refusal) {
+        self.shared.telemetry.connections.refused(why);
+    }
+
+    fn upstream_index(&self, name: Option<&str>) -> Option<usize> {
+        match name {
+            None => Some(0),
+            Some(name) => self.shared.upstreams.iter().position(|u| u.name() == name),
         }
-    };
-    TrackedBody::respond(conn, res, ex, bytes_in)
+    }
+
+    fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> Forward {
+        let client_upgrade = if headers::is_upgrade_request(&head.headers) {
+            head.extensions.remove::<OnUpgrade>()
+        } else {
+            None
+        };
+        let relay_early_hints = head.version == http::Version::HTTP_11;
+        let authority = self.shared.upstreams[upstream].authority();
+        headers::to_upstream(head, &self.forwarded_for, isolate, authority);
+        Forward {
+            reusable: !isolate && client_upgrade.is_none(),
+            client_upgrade,
+            relay_early_hints,
+        }
+    }
+
+    fn request_body(
+        &self,
+        body: Incoming,
+        filters: Filters,
+    ) -> (RequestBody, Option<Arc<RequestBodyState>>) {
+        RequestBody::new(Source::Wire(body), Some(&self.phase), filters)
+    }
+
+    async fn send(
+        self: &Arc<Self>,
+        upstream: usize,
+        mut req: Request<RequestBody>,
+        forward: Forward,
+    ) -> Result<(Response<Body>, bool), ProxyError> {
+        req.extensions_mut().extend(self.interim_hook.clone());
+        let bytes_in = req.body().state();
+        self.phase.interim.begin(forward.relay_early_hints);
+        let target = &self.shared.upstreams[upstream];
+        let sent = tokio::select! {
+            biased; // no RNG draw per request; the answer first
+            sent = target.send(req, forward.reusable) => sent,
+            () = self.phase.interim.overflowed() => Err(ProxyError::new(
+                ErrorKind::UpstreamProtocol,
+                format!("more than {MAX_INTERIM} interim (1xx) responses"),
+            )),
+        };
+        self.phase.interim.end();
+        let (res, sender) = sent?;
+        let (mut rhead, incoming) = res.into_parts();
+        let mut upgraded = false;
+        if rhead.status == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = rhead.extensions.remove::<OnUpgrade>();
+            let (Some(client), Some(service)) = (forward.client_upgrade, upstream_upgrade) else {
+                return Err(ProxyError::new(
+                    ErrorKind::UpstreamProtocol,
+                    "101 Switching Protocols to a request that asked for no upgrade",
+                ));
+            };
+            upgraded = true;
+            self.phase.tunnel();
+            tunnel::spawn_upgraded(&self.shared.tasks, client, service, self.peer);
+        }
+        let framing_clear = headers::to_client(&mut rhead);
+        let sender = sender
+            .filter(|_| framing_clear)
+            .map(|s| PooledSender::new(s, self.clone(), upstream));
+        let body = Body::upstream(UpstreamBody::new(incoming, sender, bytes_in));
+        Ok((Response::from_parts(rhead, body), upgraded))
+    }
+
+    fn finished(&self, at: Instant) {
+        self.phase.exchange_finished(at);
+    }
+
+    fn written(&self) -> u64 {
+        self.phase.window.written()
+    }
+
+    fn poll_room(&self, cx: &mut Context<'_>, start: u64, sent: u64) -> Poll<()> {
+        self.phase.window.poll_room(cx, start, sent)
+    }
 }

@@ -5,46 +5,40 @@ use http::header::{CACHE_CONTROL, CONNECTION};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
-use crate::error::ProxyError;
+use crate::error::{ErrorKind, ProxyError};
 use crate::response;
 
 /// The header that names why sitio answered instead of the service.
-pub static SITIO_ERROR: HeaderName = HeaderName::from_static("sitio-error");
+pub(crate) static SITIO_ERROR: HeaderName = HeaderName::from_static("sitio-error");
 
-/// The response for a failure that happened before the service answered: a 502
-/// or 504 page (or problem+json), with `sitio-error` naming the cause.
-pub fn upstream_failure(err: &ProxyError, wants_json: bool) -> Response<Body> {
-    let status = err.kind().status();
-    let detail = match err.kind() {
-        crate::ErrorKind::ConnectRefused => {
-            "The service refused the connection: it is not listening."
-        }
-        crate::ErrorKind::ConnectReset => "The service reset the connection.",
-        crate::ErrorKind::ConnectTimeout => "The service did not accept the connection in time.",
-        crate::ErrorKind::UpstreamTimeout => "The service did not answer in time.",
-        crate::ErrorKind::UpstreamClosed => "The service closed the connection without answering.",
-        crate::ErrorKind::UpstreamProtocol => "The service sent an invalid HTTP response.",
-        crate::ErrorKind::CircuitOpen => {
+/// The response for any failure before a response head, and the only place
+/// that builds one: a page (or problem+json, as the client's `Accept` asks)
+/// with the failure's status and `sitio-error` naming its kind. Requests sitio
+/// refused also close their connection: a client that sent an ambiguous
+/// request cannot be trusted to frame the next one.
+pub(crate) fn failure(err: &ProxyError, wants_json: bool) -> Response<Body> {
+    let kind = err.kind();
+    let detail = match kind {
+        ErrorKind::ConnectRefused => "The service refused the connection: it is not listening.",
+        ErrorKind::ConnectReset => "The service reset the connection.",
+        ErrorKind::ConnectTimeout => "The service did not accept the connection in time.",
+        ErrorKind::UpstreamTimeout => "The service did not answer in time.",
+        ErrorKind::UpstreamClosed => "The service closed the connection without answering.",
+        ErrorKind::UpstreamProtocol => "The service sent an invalid HTTP response.",
+        ErrorKind::CircuitOpen => {
             "The service is failing; sitio gives it a moment before trying again."
         }
+        // The detail is the reason the client needs (and no secret).
+        ErrorKind::BadRequest | ErrorKind::Refused | ErrorKind::FaultInjected => err.detail(),
+        ErrorKind::Internal => "sitio failed while handling this request.",
         _ => "The service could not be reached.",
     };
-    let mut res = page(status, detail, wants_json);
-    res.headers_mut().insert(
-        SITIO_ERROR.clone(),
-        HeaderValue::from_static(err.kind().as_str()),
-    );
-    res
-}
-
-/// The response to a request sitio refuses to forward. The connection is closed
-/// after it, because a client that sent an ambiguous request cannot be trusted to
-/// frame the next one.
-pub fn reject(status: StatusCode, reason: &'static str, wants_json: bool) -> Response<Body> {
-    let mut res = page(status, reason, wants_json);
+    let mut res = page(err.status(), detail, wants_json);
     let headers = res.headers_mut();
-    headers.insert(CONNECTION, HeaderValue::from_static("close"));
-    headers.insert(SITIO_ERROR.clone(), HeaderValue::from_static("bad-request"));
+    headers.insert(SITIO_ERROR.clone(), HeaderValue::from_static(kind.as_str()));
+    if kind == ErrorKind::BadRequest {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     res
 }
 

@@ -114,7 +114,12 @@ pub(crate) fn prepare(
     decorators: Decorators,
     tasks: tokio_util::task::TaskTracker,
 ) -> (Arc<Shared>, Arc<Config>, Arc<http1::Builder>) {
-    let upstream = Upstream::new(&config);
+    let service = Upstream::new(&config, None);
+    let named = decorators
+        .upstreams()
+        .iter()
+        .map(|t| Upstream::new(&config, Some(t)));
+    let upstreams: Box<[Arc<Upstream>]> = std::iter::once(service).chain(named).collect();
     let (decorators, telemetry) = crate::compose::around(&config, decorators);
     // Patterns were validated when the configuration was parsed.
     let routes = Routes::new(&config.routes, config.max_routes).unwrap_or_else(|e| {
@@ -125,7 +130,7 @@ pub(crate) fn prepare(
         decorators,
         routes,
         telemetry,
-        upstream,
+        upstreams,
         tasks,
         connections: Arc::default(),
     });
@@ -161,7 +166,7 @@ pub async fn run(
     ));
     let mut background = spawn_background(&telemetry, config.stats_interval.0);
     if config.ready_requires_service {
-        let watch = admin::watch_service(admin_state.clone(), shared.upstream.clone());
+        let watch = admin::watch_service(admin_state.clone(), shared.upstreams[0].clone());
         background.push(tokio::spawn(watch));
     }
     let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
@@ -308,7 +313,7 @@ pub(crate) async fn serve_connection<S>(
     };
     connections.classified(protocol);
     if protocol != Protocol::Http1 {
-        let (upstream, label) = (&shared.upstream, protocol.label());
+        let (upstream, label) = (&shared.upstreams[0], protocol.label());
         return tunnel::opaque(stream, first, upstream, peer, label, &connections).await;
     }
 

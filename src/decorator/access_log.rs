@@ -8,11 +8,12 @@ use super::{Decorator, Exchange};
 pub struct AccessLog;
 
 impl Decorator for AccessLog {
+    type State = ();
     fn name(&self) -> &'static str {
         "access_log"
     }
 
-    fn on_complete(&self, ex: &Exchange) {
+    fn on_complete(&self, (): &mut (), ex: &Exchange) {
         let latency_us = ex.latency().map_or(0, |d| d.as_micros() as u64);
         let ttfb_us = ex.time_to_first_byte().map_or(0, |d| d.as_micros() as u64);
         tracing::info!(
@@ -27,6 +28,7 @@ impl Decorator for AccessLog {
             bytes_in = ex.bytes_in,
             bytes_out = ex.bytes_out,
             error = ex.error.map_or("", |e| e.as_str()),
+            upstream = ex.upstream(),
             upgraded = ex.upgraded,
         );
     }

@@ -68,11 +68,17 @@ impl ErrorPages {
 }
 
 impl Decorator for ErrorPages {
+    type State = ();
     fn name(&self) -> &'static str {
         "error_pages"
     }
 
-    fn on_response(&self, head: &mut response::Parts, ex: &mut Exchange) -> Action {
+    fn on_response(
+        &self,
+        head: &mut response::Parts,
+        (): &mut (),
+        ex: &mut Exchange,
+    ) -> Action<'_> {
         let code = head.status.as_u16();
         let Some(page) = self.for_status(code) else {
             return Action::Continue;

@@ -1,73 +1,63 @@
-//! Per-exchange context shared by all decorators of one request/response.
+//! What sitio knows about one exchange (read-only to decorators), and the few
+//! controls a hook may use on it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use http::{Extensions, HeaderMap, Method, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
 
+use super::BodyFilter;
+use super::filter::Filters;
 use crate::error::ErrorKind;
 
-/// What sitio knows about one request/response exchange. Decorators read it in
-/// every hook and may keep their own per-exchange state in [`Exchange::extensions`].
+/// One request/response exchange as sitio sees it. The facts (status, timings,
+/// bytes, error) are set by the driver and only read by decorators, so no
+/// decorator can hide a failure from another (the circuit breaker judges the
+/// service's own status whatever the others did). Decorators keep their own
+/// per-exchange data in their [`crate::Decorator::State`].
 #[derive(Debug)]
 pub struct Exchange {
-    /// The request method.
-    pub method: Method,
-    /// The request target as the client sent it.
-    pub uri: Uri,
-    /// The route the path folds into (ids as `{id}`, query dropped), as used
-    /// by statistics; bounded in number (`SITIO_MAX_ROUTES`).
-    pub route: CompactString,
-    /// The client's HTTP version.
-    pub version: Version,
-    /// The client's address.
-    pub client_addr: SocketAddr,
-    /// When the request head was read.
-    pub started: Instant,
-    /// When the response head was handed to the client connection.
-    pub response_started: Option<Instant>,
-    /// When the last response byte was handed over (or the exchange failed).
-    pub finished: Option<Instant>,
-    /// The status sent to the client.
-    pub status: Option<StatusCode>,
-    /// The status the service answered with, before any decorator replaced
-    /// the response (`None` when it never answered).
-    pub service_status: Option<StatusCode>,
-    /// Response body bytes sent to the client.
-    pub bytes_out: u64,
-    /// Request body bytes read from the client.
-    pub bytes_in: u64,
-    /// The failure, if the exchange failed.
-    pub error: Option<ErrorKind>,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) route: CompactString,
+    pub(crate) version: Version,
+    pub(crate) client_addr: SocketAddr,
+    pub(crate) started: Instant,
+    pub(crate) response_started: Option<Instant>,
+    pub(crate) finished: Option<Instant>,
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) service_status: Option<StatusCode>,
+    pub(crate) bytes_out: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) error: Option<ErrorKind>,
     /// The client's `Accept` header, kept (a cheap clone) for [`Exchange::wants_json`].
     accept: Option<http::HeaderValue>,
-    /// True when the exchange became a two-way tunnel (`101 Switching Protocols`).
-    pub upgraded: bool,
-    /// Free room for decorators' own per-exchange state (allocates only when used).
-    pub extensions: Extensions,
+    pub(crate) upgraded: bool,
+    /// The upstream a request hook asked for (`None`: the service).
+    pub(crate) upstream: Option<CompactString>,
+    /// Set once the upstream is fixed; `set_upstream` no longer applies.
+    pub(crate) upstream_fixed: bool,
+    /// The decorator whose hook runs now.
     pub(crate) current: usize,
-    pub(crate) body_watchers: u64,
+    /// Bit `i`: decorator `i`'s request hook ran.
     pub(crate) requested: u64,
-    pub(crate) delay: Duration,
+    pub(crate) request_filters: Filters,
+    pub(crate) response_filters: Filters,
 }
 
 impl Exchange {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        method: Method,
-        uri: Uri,
+        head: &http::request::Parts,
         route: CompactString,
-        version: Version,
-        headers: &HeaderMap,
         client_addr: SocketAddr,
         started: Instant,
     ) -> Self {
         Exchange {
-            method,
-            uri,
+            method: head.method.clone(),
+            uri: head.uri.clone(),
             route,
-            version,
+            version: head.version,
             client_addr,
             started,
             response_started: None,
@@ -77,14 +67,88 @@ impl Exchange {
             bytes_out: 0,
             bytes_in: 0,
             error: None,
-            accept: headers.get(http::header::ACCEPT).cloned(),
+            accept: accept_of(&head.headers),
             upgraded: false,
-            extensions: Extensions::new(),
+            upstream: None,
+            upstream_fixed: false,
             current: 0,
-            body_watchers: 0,
             requested: 0,
-            delay: Duration::ZERO,
+            request_filters: Filters::default(),
+            response_filters: Filters::default(),
         }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The request target as the client sent it.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The request path, without the query string.
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The route the path folds into (ids as `{id}`, query dropped), as used by
+    /// statistics; bounded in number (`SITIO_MAX_ROUTES`).
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// The client's HTTP version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The client's address.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// When the request head was read.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The status sent to the client, once the response head is final.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+
+    /// The status the service answered with, whatever decorators did with the
+    /// response (`None` when it never answered).
+    pub fn service_status(&self) -> Option<StatusCode> {
+        self.service_status
+    }
+
+    /// Response body bytes sent to the client.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
+    }
+
+    /// Request body bytes read from the client (final in `on_complete`).
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+
+    /// The failure, if the exchange failed.
+    pub fn error(&self) -> Option<ErrorKind> {
+        self.error
+    }
+
+    /// True when the exchange became a two-way tunnel (`101 Switching Protocols`).
+    pub fn upgraded(&self) -> bool {
+        self.upgraded
+    }
+
+    /// The name of the upstream the request goes (or went) to; `"service"`
+    /// for the decorated service on `TARGET_PORT`.
+    pub fn upstream(&self) -> &str {
+        self.upstream.as_deref().unwrap_or(super::chain::SERVICE)
     }
 
     /// True when the client asked for JSON rather than HTML, so generated pages
@@ -93,11 +157,6 @@ impl Exchange {
         self.accept
             .as_ref()
             .is_some_and(crate::content::accept_prefers_json)
-    }
-
-    /// The request path, without the query string.
-    pub fn path(&self) -> &str {
-        self.uri.path()
     }
 
     /// Time from the request head to the last response byte, once finished.
@@ -118,16 +177,32 @@ impl Exchange {
         self.requested & (1u64 << self.current) != 0
     }
 
-    /// From `on_request`: wait `d` before calling the service (delays of
-    /// several decorators add up). Lets hooks stay synchronous.
-    pub fn delay_by(&mut self, d: Duration) {
-        self.delay += d;
+    /// From `on_request`: send this request to the upstream registered under
+    /// `name` ([`crate::DecoratorsBuilder::upstream`]) instead of the service;
+    /// the last call wins. An unknown name fails the exchange with a 500 that
+    /// names it. Later calls (once the request is on its way) are ignored.
+    pub fn set_upstream(&mut self, name: &str) {
+        if !self.upstream_fixed {
+            self.upstream = Some(CompactString::from(name));
+        }
     }
 
-    /// Ask for [`crate::Decorator::on_body_chunk`] calls on this exchange's
-    /// response body. Call it from `on_response`; exchanges nobody watches stream
-    /// their bodies untouched.
-    pub fn watch_body(&mut self) {
-        self.body_watchers |= 1u64 << self.current;
+    /// From `on_request` or `on_upstream_request`: run the request body
+    /// through `filter` on its way to the upstream. Filters run in the order
+    /// they were installed (outermost decorator first).
+    pub fn filter_request_body(&mut self, filter: impl BodyFilter) {
+        self.request_filters.push(self.current, Box::new(filter));
     }
+
+    /// From `on_response`: run this response's body through `filter` on its
+    /// way to the client. Filters run in the order they were installed
+    /// (innermost decorator first); a decorator that replaces the response
+    /// drops the filters inner decorators installed on the old one.
+    pub fn filter_response_body(&mut self, filter: impl BodyFilter) {
+        self.response_filters.push(self.current, Box::new(filter));
+    }
+}
+
+fn accept_of(headers: &HeaderMap) -> Option<http::HeaderValue> {
+    headers.get(http::header::ACCEPT).cloned()
 }

@@ -62,7 +62,7 @@ impl<F> std::fmt::Debug for OnStatus<F> {
 /// ```
 pub fn on_status<F>(status: impl Into<StatusMatch>, hook: F) -> OnStatus<F>
 where
-    F: Fn(&mut response::Parts, &mut Exchange) -> Action + Send + Sync + 'static,
+    F: Fn(&mut response::Parts, &mut Exchange) -> Action<'static> + Send + Sync + 'static,
 {
     OnStatus {
         status: status.into(),
@@ -72,13 +72,20 @@ where
 
 impl<F> Decorator for OnStatus<F>
 where
-    F: Fn(&mut response::Parts, &mut Exchange) -> Action + Send + Sync + 'static,
+    F: Fn(&mut response::Parts, &mut Exchange) -> Action<'static> + Send + Sync + 'static,
 {
+    type State = ();
+
     fn name(&self) -> &'static str {
         "on_status"
     }
 
-    fn on_response(&self, head: &mut response::Parts, exchange: &mut Exchange) -> Action {
+    fn on_response(
+        &self,
+        head: &mut response::Parts,
+        (): &mut (),
+        exchange: &mut Exchange,
+    ) -> Action<'_> {
         if self.status.matches(head.status.as_u16()) {
             (self.hook)(head, exchange)
         } else {

@@ -6,7 +6,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::request;
+use http::{Response, request};
+
+use crate::body::Body;
 
 use crate::decorator::{Action, Decorator, Exchange};
 use crate::error::{Blame, ErrorKind, ProxyError};
@@ -52,9 +54,14 @@ impl std::fmt::Debug for Breaker {
     }
 }
 
-/// Marks the exchange that is the half-open probe.
-#[derive(Clone, Copy)]
-struct Probe;
+/// What the breaker knows of one exchange.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Turn {
+    /// This exchange is the half-open probe.
+    probe: bool,
+    /// Refused: seconds until the next probe, for `Retry-After`.
+    retry_after: Option<u64>,
+}
 
 impl Breaker {
     /// A breaker opening after `threshold` consecutive failures, for `cooldown`.
@@ -121,11 +128,13 @@ impl std::fmt::Debug for CircuitBreaker {
 }
 
 impl Decorator for CircuitBreaker {
+    type State = Turn;
+
     fn name(&self) -> &'static str {
         "circuit_breaker"
     }
 
-    fn on_request(&self, _: &mut request::Parts, ex: &mut Exchange) -> Action {
+    fn on_request(&self, _: &mut request::Parts, turn: &mut Turn, _: &mut Exchange) -> Action<'_> {
         let b = &self.0;
         let until = b.open_until.load(Ordering::Acquire);
         if until == 0 {
@@ -137,31 +146,39 @@ impl Decorator for CircuitBreaker {
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
-            ex.extensions.insert(Probe);
+            turn.probe = true;
             return Action::Continue;
         }
-        ex.error = Some(ErrorKind::CircuitOpen);
-        let err = ProxyError::new(ErrorKind::CircuitOpen, "circuit open");
-        let mut res = rescue::upstream_failure(&err, ex.wants_json());
-        let wait = until.saturating_sub(now).div_ceil(1000).max(1);
-        if let Ok(v) = http::HeaderValue::from_str(&wait.to_string()) {
-            res.headers_mut().insert(http::header::RETRY_AFTER, v);
-        }
-        Action::Respond(res)
+        turn.retry_after = Some(until.saturating_sub(now).div_ceil(1000).max(1));
+        Action::Fail(ProxyError::new(ErrorKind::CircuitOpen, "circuit open"))
     }
 
-    fn on_complete(&self, ex: &Exchange) {
-        if ex.error == Some(ErrorKind::CircuitOpen) || !ex.request_hook_ran() {
+    fn on_error(
+        &self,
+        err: &ProxyError,
+        turn: &mut Turn,
+        ex: &mut Exchange,
+    ) -> Option<Response<Body>> {
+        let wait = turn
+            .retry_after
+            .filter(|_| err.kind() == ErrorKind::CircuitOpen)?;
+        let mut res = rescue::failure(err, ex.wants_json());
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(wait));
+        Some(res)
+    }
+
+    fn on_complete(&self, turn: &mut Turn, ex: &Exchange) {
+        if turn.retry_after.is_some() || !ex.request_hook_ran() {
             return;
         }
         let b = &self.0;
         // The service's own answer: a 5xx masked later (stale copy, error
         // page) is still a failure of the service.
-        let failed = ex.error.is_some_and(|e| e.blame() == Blame::Upstream)
-            || ex.service_status.is_some_and(|s| s.is_server_error());
-        let probe = ex.extensions.get::<Probe>().is_some();
+        let failed = ex.error().is_some_and(|e| e.blame() == Blame::Upstream)
+            || ex.service_status().is_some_and(|s| s.is_server_error());
         if failed {
-            if probe {
+            if turn.probe {
                 b.open("the probe failed");
             } else {
                 let n = b.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
@@ -169,7 +186,7 @@ impl Decorator for CircuitBreaker {
                     b.open(&format!("{n} consecutive failures"));
                 }
             }
-        } else if probe {
+        } else if turn.probe {
             b.close();
         } else if b.consecutive.load(Ordering::Relaxed) != 0 {
             // Written only after a failure, so a healthy service costs no store.

@@ -6,9 +6,11 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use http::{HeaderValue, StatusCode, request, response};
+use http::{HeaderValue, Response, StatusCode, request, response};
 
+use crate::body::Body;
 use crate::decorator::{Action, Decorator, Exchange};
+use crate::error::{ErrorKind, ProxyError};
 use crate::response as build;
 use crate::telemetry::routes::Patterns;
 
@@ -90,41 +92,83 @@ pub struct FaultInjection {
     pub routes: Patterns,
 }
 
-/// Marks a delayed exchange, so its response says so.
-#[derive(Clone, Copy)]
-struct Delayed;
+/// What fault injection did to one exchange.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Injected {
+    /// Nothing.
+    #[default]
+    Nothing,
+    /// Delayed the request, so its response says so.
+    Delayed,
+    /// Answered instead of the service.
+    Aborted,
+}
 
 impl Decorator for FaultInjection {
+    type State = Injected;
+
     fn name(&self) -> &'static str {
         "fault_injection"
     }
 
-    fn on_request(&self, _: &mut request::Parts, ex: &mut Exchange) -> Action {
+    fn on_request<'a>(
+        &'a self,
+        _: &'a mut request::Parts,
+        injected: &'a mut Injected,
+        ex: &'a mut Exchange,
+    ) -> Action<'a> {
         if !self.routes.is_empty() && !self.routes.matches(ex.path()) {
             return Action::Continue;
         }
         if let Some((share, status)) = self.abort
             && roll(share)
         {
-            let mut res = build::text(
-                status.as_u16(),
-                "fault injected by sitio (SITIO_FAULT_ABORT)\n",
+            *injected = Injected::Aborted;
+            let err = ProxyError::new(
+                ErrorKind::FaultInjected,
+                "fault injected by sitio (SITIO_FAULT_ABORT)",
             );
-            res.headers_mut()
-                .insert("sitio-fault", HeaderValue::from_static("abort"));
-            return Action::Respond(res);
+            return Action::Fail(err.with_status(status));
         }
         if let Some((share, delay)) = self.delay
             && roll(share)
         {
-            ex.delay_by(delay);
-            ex.extensions.insert(Delayed);
+            *injected = Injected::Delayed;
+            // An ordinary wait: the exchange's task sleeps, no thread does.
+            return Action::wait(async move {
+                tokio::time::sleep(delay).await;
+                Action::Continue
+            });
         }
         Action::Continue
     }
 
-    fn on_response(&self, head: &mut response::Parts, ex: &mut Exchange) -> Action {
-        if ex.extensions.get::<Delayed>().is_some() {
+    fn on_error(
+        &self,
+        err: &ProxyError,
+        injected: &mut Injected,
+        _: &mut Exchange,
+    ) -> Option<Response<Body>> {
+        if *injected != Injected::Aborted {
+            return None;
+        }
+        // What a failing service would send: a short text, not sitio's page.
+        let mut res = build::text(
+            err.status().as_u16(),
+            "fault injected by sitio (SITIO_FAULT_ABORT)\n",
+        );
+        res.headers_mut()
+            .insert("sitio-fault", HeaderValue::from_static("abort"));
+        Some(res)
+    }
+
+    fn on_response(
+        &self,
+        head: &mut response::Parts,
+        injected: &mut Injected,
+        _: &mut Exchange,
+    ) -> Action<'_> {
+        if *injected == Injected::Delayed {
             head.headers
                 .insert("sitio-fault", HeaderValue::from_static("delay"));
         }

@@ -267,26 +267,27 @@ fn unreachable_kind(kind: ErrorKind) -> bool {
 }
 
 impl Decorator for NotifyOnCrash {
+    type State = ();
     fn name(&self) -> &'static str {
         "notify_on_crash"
     }
 
-    fn on_complete(&self, ex: &Exchange) {
+    fn on_complete(&self, (): &mut (), ex: &Exchange) {
         let n = &self.0;
         let event = |event: &'static str, kind: &'static str| Event {
             kind,
             event,
-            method: ex.method.to_string(),
-            route: ex.route.to_string(),
-            status: ex.service_status.map(|s| s.as_u16()),
+            method: ex.method().to_string(),
+            route: ex.route().to_string(),
+            status: ex.service_status().map(|s| s.as_u16()),
             latency_ms: ex.latency().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             at: SystemTime::now(),
         };
         // Judged by the service's own answer, whatever the client got.
-        if let Some(kind) = ex.error.filter(|k| unreachable_kind(*k)) {
+        if let Some(kind) = ex.error().filter(|k| unreachable_kind(*k)) {
             n.down.store(true, Ordering::Relaxed);
             n.enqueue(event("service_unreachable", kind.as_str()));
-        } else if let Some(status) = ex.service_status {
+        } else if let Some(status) = ex.service_status() {
             if status.is_server_error() {
                 n.enqueue(event("service_error", status_kind(status.as_u16())));
             } else if n.down.load(Ordering::Relaxed) && n.down.swap(false, Ordering::Relaxed) {

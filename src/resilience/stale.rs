@@ -15,7 +15,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode, request, response};
 
 use crate::body::Body;
-use crate::decorator::{Action, Decorator, Exchange};
+use crate::decorator::{Action, BodyFilter, Decorator, Exchange};
 use crate::error::{ErrorKind, ProxyError};
 
 const SHARDS: usize = 16;
@@ -111,13 +111,61 @@ impl StaleCache {
     }
 }
 
-/// Per-exchange capture of a response that may be stored.
-#[derive(Clone)]
+/// Copies a storable response's body as it passes, and stores the whole
+/// response once the body ended cleanly. It never changes the bytes.
 struct Capture {
+    cache: Arc<StaleCache>,
     key: String,
-    head: Option<(StatusCode, HeaderMap, Option<Duration>)>,
+    status: StatusCode,
+    headers: HeaderMap,
+    stale_if_error: Option<Duration>,
     body: BytesMut,
     too_big: bool,
+}
+
+impl BodyFilter for Capture {
+    fn on_chunk(&mut self, chunk: &mut Bytes) {
+        if self.too_big {
+            return;
+        }
+        if self.body.len() + chunk.len() > self.cache.max_object {
+            self.too_big = true;
+            self.body = BytesMut::new();
+        } else {
+            self.body.extend_from_slice(chunk);
+        }
+    }
+
+    fn on_end(&mut self) -> Option<Bytes> {
+        if self.too_big {
+            return None;
+        }
+        let body = std::mem::take(&mut self.body).freeze();
+        let key = std::mem::take(&mut self.key);
+        let headers = std::mem::take(&mut self.headers);
+        let size = body.len()
+            + key.len()
+            + headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum::<usize>();
+        self.cache.put(
+            key,
+            Entry {
+                status: self.status,
+                headers,
+                body,
+                stored: Instant::now(),
+                stale_if_error: self.stale_if_error,
+                size,
+            },
+        );
+        None
+    }
+
+    fn keeps_length(&self) -> bool {
+        true
+    }
 }
 
 /// The decorator serving from a [`StaleCache`].
@@ -163,19 +211,26 @@ impl StaleOnError {
         Some(res)
     }
 
-    fn cached_for(&self, ex: &Exchange, reason: &'static str) -> Option<Response<Body>> {
-        let cap = ex.extensions.get::<Capture>()?;
-        let entry = self.0.get(&cap.key)?;
+    fn cached_for(&self, key: &str, reason: &'static str) -> Option<Response<Body>> {
+        let entry = self.0.get(key)?;
         self.stale_response(&entry, reason)
     }
 }
 
 impl Decorator for StaleOnError {
+    /// The cache key of a GET that may be served stale.
+    type State = Option<String>;
+
     fn name(&self) -> &'static str {
         "stale_on_error"
     }
 
-    fn on_request(&self, head: &mut request::Parts, ex: &mut Exchange) -> Action {
+    fn on_request(
+        &self,
+        head: &mut request::Parts,
+        key: &mut Option<String>,
+        _: &mut Exchange,
+    ) -> Action<'_> {
         if head.method != Method::GET {
             return Action::Continue;
         }
@@ -190,26 +245,26 @@ impl Decorator for StaleOnError {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        ex.extensions.insert(Capture {
-            key: format!("{host}\n{target}"),
-            head: None,
-            body: BytesMut::new(),
-            too_big: false,
-        });
+        *key = Some(format!("{host}\n{target}"));
         Action::Continue
     }
 
-    fn on_response(&self, head: &mut response::Parts, ex: &mut Exchange) -> Action {
-        if ex.extensions.get::<Capture>().is_none() {
+    fn on_response(
+        &self,
+        head: &mut response::Parts,
+        key: &mut Option<String>,
+        ex: &mut Exchange,
+    ) -> Action<'_> {
+        let Some(key) = key.as_deref() else {
             return Action::Continue;
-        }
+        };
         if head.status.is_server_error() {
-            let reason = if ex.error == Some(ErrorKind::CircuitOpen) {
+            let reason = if ex.error() == Some(ErrorKind::CircuitOpen) {
                 "circuit-open"
             } else {
                 "service-5xx"
             };
-            return match self.cached_for(ex, reason) {
+            return match self.cached_for(key, reason) {
                 Some(res) => Action::Respond(res),
                 None => Action::Continue,
             };
@@ -229,59 +284,30 @@ impl Decorator for StaleOnError {
             && shareable
             && !vary_all
             && declared.is_none_or(|n| n <= self.0.max_object)
-            && let Some(cap) = ex.extensions.get_mut::<Capture>()
         {
-            cap.head = Some((head.status, head.headers.clone(), stale_if_error));
-            ex.watch_body();
+            ex.filter_response_body(Capture {
+                cache: self.0.clone(),
+                key: key.to_owned(),
+                status: head.status,
+                headers: head.headers.clone(),
+                stale_if_error,
+                body: BytesMut::new(),
+                too_big: false,
+            });
         }
         Action::Continue
     }
 
-    fn on_body_chunk(&self, chunk: &mut Bytes, ex: &mut Exchange) {
-        if let Some(cap) = ex.extensions.get_mut::<Capture>()
-            && !cap.too_big
-        {
-            if cap.body.len() + chunk.len() > self.0.max_object {
-                cap.too_big = true;
-                cap.body = BytesMut::new();
-            } else {
-                cap.body.extend_from_slice(chunk);
-            }
+    fn on_error(
+        &self,
+        err: &ProxyError,
+        key: &mut Option<String>,
+        _: &mut Exchange,
+    ) -> Option<Response<Body>> {
+        if err.kind().blame() != crate::error::Blame::Upstream {
+            return None; // the client's or a decorator's doing: no copy hides it
         }
-    }
-
-    fn on_upstream_error(&self, err: &ProxyError, ex: &mut Exchange) -> Option<Response<Body>> {
-        self.cached_for(ex, err.kind().as_str())
-    }
-
-    fn on_complete(&self, ex: &Exchange) {
-        let Some(cap) = ex.extensions.get::<Capture>() else {
-            return;
-        };
-        let Some((status, headers, stale_if_error)) = &cap.head else {
-            return;
-        };
-        if cap.too_big || ex.error.is_some() || ex.status != Some(*status) {
-            return; // incomplete, or replaced by another decorator
-        }
-        let body = Bytes::copy_from_slice(&cap.body);
-        let size = body.len()
-            + cap.key.len()
-            + headers
-                .iter()
-                .map(|(k, v)| k.as_str().len() + v.len())
-                .sum::<usize>();
-        self.0.put(
-            cap.key.clone(),
-            Entry {
-                status: *status,
-                headers: headers.clone(),
-                body,
-                stored: Instant::now(),
-                stale_if_error: *stale_if_error,
-                size,
-            },
-        );
+        self.cached_for(key.as_deref()?, err.kind().as_str())
     }
 }
 

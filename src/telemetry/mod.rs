@@ -202,16 +202,22 @@ impl Recorder {
 }
 
 impl Decorator for Recorder {
+    type State = ();
     fn name(&self) -> &'static str {
         "stats"
     }
 
-    fn on_request(&self, _head: &mut http::request::Parts, ex: &mut Exchange) -> Action {
+    fn on_request(
+        &self,
+        _head: &mut http::request::Parts,
+        (): &mut (),
+        ex: &mut Exchange,
+    ) -> Action<'_> {
         self.stats.started(ex);
         Action::Continue
     }
 
-    fn on_complete(&self, ex: &Exchange) {
+    fn on_complete(&self, (): &mut (), ex: &Exchange) {
         self.stats.completed(ex, ex.request_hook_ran());
         self.tap.publish(ex);
     }

@@ -119,6 +119,24 @@ pub fn render(t: &Telemetry) -> String {
         }
         family(
             &mut out,
+            "sitio_upstream_requests_total",
+            "counter",
+            "Requests sent to each upstream, by the status it answered (\"none\": it failed).",
+        );
+        for (name, e) in &snap.upstreams {
+            let answered: u64 = e.status.values().sum();
+            let failed = e.hits.saturating_sub(answered);
+            let rows = e.status.iter().map(|(s, n)| (s.to_string(), *n));
+            for (status, n) in rows.chain((failed > 0).then(|| ("none".to_owned(), failed))) {
+                let _ = writeln!(
+                    out,
+                    "sitio_upstream_requests_total{{upstream=\"{}\",status=\"{status}\"}} {n}",
+                    escape(name)
+                );
+            }
+        }
+        family(
+            &mut out,
             "sitio_upstream_errors_total",
             "counter",
             "Failures reaching the service, by kind.",

@@ -50,9 +50,22 @@ fn endpoint_json(method: &str, route: &str, e: &Endpoint) -> Value {
     })
 }
 
+/// One upstream's figures: what it answered (its own statuses, whatever
+/// decorators did with them), and its latency.
+fn upstream_json(name: &str, e: &Endpoint) -> Value {
+    let mut v = endpoint_json("", "", e);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("method");
+        o.remove("route");
+        o.remove("in_flight");
+        o.insert("upstream".into(), json!(name));
+    }
+    v
+}
+
 /// The `/stats` document.
 pub fn stats_json(t: &Telemetry) -> Value {
-    let (endpoints, upstream_errors, requests) = match &t.stats {
+    let (endpoints, upstream_errors, requests, upstreams) = match &t.stats {
         Some(stats) => {
             let snap = stats.snapshot();
             let list: Vec<Value> = snap
@@ -60,9 +73,15 @@ pub fn stats_json(t: &Telemetry) -> Value {
                 .iter()
                 .map(|(m, r, e)| endpoint_json(m.as_str(), r, e))
                 .collect();
-            (list, json!(snap.upstream_errors), snap.requests_total())
+            let upstreams: Vec<Value> = snap
+                .upstreams
+                .iter()
+                .map(|(name, e)| upstream_json(name, e))
+                .collect();
+            let errors = json!(snap.upstream_errors);
+            (list, errors, snap.requests_total(), upstreams)
         }
-        None => (Vec::new(), json!({}), 0),
+        None => (Vec::new(), json!({}), 0, Vec::new()),
     };
     let c = &t.connections;
     let (tin, tout) = c.tunnel_bytes();
@@ -77,6 +96,7 @@ pub fn stats_json(t: &Telemetry) -> Value {
         "tunnels": counts(c.tunnels()),
         "refused": counts(c.refusals()),
         "upstream_errors": upstream_errors,
+        "upstreams": upstreams,
         "endpoints": endpoints,
         "max_routes": t.max_routes,
         "tap": {"readers": t.tap.readers(), "dropped": t.tap.dropped()},

@@ -70,6 +70,19 @@ impl Endpoint {
         }
     }
 
+    /// One completed exchange, answered with `status`.
+    fn record(&mut self, status: Option<http::StatusCode>, latency: u64, ttfb: u64, ex: &Exchange) {
+        self.hits += 1;
+        if let Some(status) = status {
+            *self.status.entry(status.as_u16()).or_default() += 1;
+        }
+        self.latency.saturating_record(latency);
+        self.ttfb.saturating_record(ttfb);
+        self.latency_sum_us += latency;
+        self.bytes_in += ex.bytes_in;
+        self.bytes_out += ex.bytes_out;
+    }
+
     fn merge(&mut self, other: &Endpoint) {
         self.hits += other.hits;
         for (code, n) in &other.status {
@@ -95,6 +108,8 @@ type Key = (Method, CompactString);
 struct Shard {
     endpoints: HashMap<Key, Endpoint>,
     upstream_errors: HashMap<ErrorKind, u64>,
+    /// Per upstream (the service, or one a decorator routed to).
+    upstreams: HashMap<CompactString, Endpoint>,
 }
 
 /// All shards of one sitio instance.
@@ -132,6 +147,8 @@ pub struct Snapshot {
     pub endpoints: Vec<(Method, CompactString, Endpoint)>,
     /// Failures reaching the service, by kind.
     pub upstream_errors: BTreeMap<&'static str, u64>,
+    /// Per upstream, by name: exchanges, the upstream's statuses, latency.
+    pub upstreams: Vec<(CompactString, Endpoint)>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -187,17 +204,15 @@ impl StatsHub {
                 *s.upstream_errors.entry(kind).or_default() += 1;
             }
             let e = endpoint(s, ex);
-            e.hits += 1;
-            if let Some(status) = ex.status {
-                *e.status.entry(status.as_u16()).or_default() += 1;
-            }
-            e.latency.saturating_record(latency);
-            e.ttfb.saturating_record(ttfb);
-            e.latency_sum_us += latency;
-            e.bytes_in += ex.bytes_in;
-            e.bytes_out += ex.bytes_out;
+            e.record(ex.status, latency, ttfb, ex);
             if was_started {
                 e.in_flight -= 1;
+            }
+            if reached_upstream(ex) {
+                s.upstreams
+                    .entry(CompactString::from(ex.upstream()))
+                    .or_insert_with(Endpoint::new)
+                    .record(ex.service_status, latency, ttfb, ex);
             }
         });
     }
@@ -206,6 +221,7 @@ impl StatsHub {
     pub fn snapshot(&self) -> Snapshot {
         let shards: Vec<_> = lock(&self.shards).clone();
         let mut endpoints: HashMap<Key, Endpoint> = HashMap::default();
+        let mut upstreams: BTreeMap<CompactString, Endpoint> = BTreeMap::new();
         let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
         for shard in shards {
             let shard = lock(&shard);
@@ -218,14 +234,31 @@ impl StatsHub {
             for (kind, n) in &shard.upstream_errors {
                 *errors.entry(kind.as_str()).or_default() += n;
             }
+            for (name, e) in &shard.upstreams {
+                upstreams
+                    .entry(name.clone())
+                    .or_insert_with(Endpoint::new)
+                    .merge(e);
+            }
         }
         let mut endpoints: Vec<_> = endpoints.into_iter().map(|((m, r), e)| (m, r, e)).collect();
         endpoints.sort_by(|a, b| (a.1.as_str(), a.0.as_str()).cmp(&(b.1.as_str(), b.0.as_str())));
         Snapshot {
             endpoints,
             upstream_errors: errors,
+            upstreams: upstreams.into_iter().collect(),
         }
     }
+}
+
+/// True when the exchange was sent to an upstream (it answered or failed),
+/// not answered by a decorator or refused before.
+fn reached_upstream(ex: &Exchange) -> bool {
+    ex.upstream_fixed
+        && (ex.service_status.is_some()
+            || ex.error.is_some_and(|k| {
+                k.blame() == crate::Blame::Upstream && k != ErrorKind::CircuitOpen
+            }))
 }
 
 fn endpoint<'s>(s: &'s mut Shard, ex: &Exchange) -> &'s mut Endpoint {

@@ -157,13 +157,10 @@ mod tests {
     use futures_util::StreamExt;
 
     fn exchange(path: &str) -> Exchange {
-        let uri: http::Uri = path.parse().unwrap();
+        let head = http::Request::get(path).body(()).unwrap().into_parts().0;
         let mut ex = Exchange::new(
-            http::Method::GET,
-            uri,
+            &head,
             path.into(),
-            http::Version::HTTP_11,
-            &http::HeaderMap::new(),
             "127.0.0.1:1".parse().unwrap(),
             std::time::Instant::now(),
         );

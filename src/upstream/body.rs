@@ -12,6 +12,8 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use super::PooledSender;
+use crate::body::{Body, BoxError};
+use crate::decorator::Filters;
 use crate::io::ConnPhase;
 
 /// What the exchange learns about the request body while it streams.
@@ -40,35 +42,86 @@ impl RequestBodyState {
     }
 }
 
-/// The client's request body on its way to the service, counting its bytes.
+/// Where a request body comes from: the client connection, or (in
+/// `Decorators::simulate`) a body made in memory.
+pub(crate) enum Source {
+    Wire(Incoming),
+    Made(Body),
+}
+
+impl Source {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Wire(b) => b.is_end_stream(),
+            Source::Made(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Source::Wire(b) => b.size_hint(),
+            Source::Made(b) => b.size_hint(),
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Source::Wire(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Source::Made(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+}
+
+/// The client's request body on its way to the service, counting its bytes
+/// and running the request body filters decorators installed.
 pub(crate) struct RequestBody {
     /// `None` for a request sitio sends again, which never has a body.
-    inner: Option<Incoming>,
+    inner: Option<Source>,
     state: Option<Arc<RequestBodyState>>,
     /// Told when the body is over, so the body timeout stops applying.
     phase: Option<Arc<ConnPhase>>,
+    filters: Filters,
+    /// The filters' end ran; trailers (if any) wait behind their bytes.
+    flushed: bool,
+    after_tail: Option<Option<http::HeaderMap>>,
 }
 
 impl RequestBody {
     /// Wraps `inner`; the returned state (only for requests that have a body,
     /// so body-less requests allocate nothing) is shared with the exchange.
+    /// Filters apply only to requests that have a body.
     pub(crate) fn new(
-        inner: Incoming,
-        phase: &Arc<ConnPhase>,
+        inner: Source,
+        phase: Option<&Arc<ConnPhase>>,
+        filters: Filters,
     ) -> (Self, Option<Arc<RequestBodyState>>) {
-        let state = (!inner.is_end_stream()).then(Arc::default);
-        let phase = state.is_some().then(|| {
+        let has_body = !inner.is_end_stream();
+        let state = has_body.then(Arc::default);
+        let phase = phase.filter(|_| has_body).map(|phase| {
             phase.body_pending(true);
             phase.clone()
         });
+        let filters = if has_body {
+            filters
+        } else {
+            Filters::default()
+        };
         (
             RequestBody {
                 inner: Some(inner),
                 state: state.clone(),
                 phase,
+                filters,
+                flushed: false,
+                after_tail: None,
             },
             state,
         )
+    }
+
+    /// What the exchange learns about this body (`None` when it has none).
+    pub(crate) fn state(&self) -> Option<Arc<RequestBodyState>> {
+        self.state.clone()
     }
 
     fn body_over(&mut self) {
@@ -83,59 +136,118 @@ impl RequestBody {
             inner: None,
             state: None,
             phase: None,
+            filters: Filters::default(),
+            flushed: false,
+            after_tail: None,
         }
     }
-}
 
-impl HttpBody for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = Pin::new(inner).poll_frame(cx);
-        let over = match &polled {
+    /// Counts what the client sent and notes how the body ended.
+    fn observe(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
+        let over = match polled {
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
-            Poll::Ready(Some(Ok(_))) => self.inner.as_ref().is_none_or(|b| b.is_end_stream()),
+            Poll::Ready(Some(Ok(_))) => self.inner.as_ref().is_none_or(Source::is_end_stream),
             Poll::Pending => false,
         };
         if over {
             self.body_over();
         }
-        if let Some(state) = &self.state {
-            match &polled {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        state.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    }
-                    if over {
-                        state.complete.store(true, Ordering::Relaxed);
-                    }
+        let Some(state) = &self.state else { return };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    state.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
-                Poll::Ready(None) => state.complete.store(true, Ordering::Relaxed),
-                // A bad chunk size, a short body, a reset: all the client's doing.
-                Poll::Ready(Some(Err(_))) => {
-                    state.malformed.store(true, Ordering::Relaxed);
+                if over {
+                    state.complete.store(true, Ordering::Relaxed);
                 }
-                _ => {}
+            }
+            Poll::Ready(None) => state.complete.store(true, Ordering::Relaxed),
+            // A bad chunk size, a short body, a reset: all the client's doing.
+            Poll::Ready(Some(Err(_))) => state.malformed.store(true, Ordering::Relaxed),
+            Poll::Pending => {}
+        }
+    }
+
+    /// The client's body ended: the filters' held-back bytes go first.
+    fn ended(
+        &mut self,
+        trailers: Option<http::HeaderMap>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.filters.is_empty() && !self.flushed {
+            self.flushed = true;
+            let tail = self.filters.end();
+            if !tail.is_empty() {
+                self.after_tail = Some(trailers);
+                return Poll::Ready(Some(Ok(Frame::data(tail))));
             }
         }
-        polled
+        Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(trailers) = this.after_tail.take() {
+            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+        }
+        loop {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let polled = inner.poll_frame(cx);
+            this.observe(&polled);
+            if this.filters.is_empty() {
+                return polled;
+            }
+            let frame = match polled {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(None) => return this.ended(None),
+                other => return other,
+            };
+            let mut data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => return this.ended(Some(trailers)),
+                    Err(_) => continue,
+                },
+            };
+            this.filters.chunk(&mut data);
+            if this.inner.as_ref().is_none_or(Source::is_end_stream) {
+                // The last chunk: the filters end with it.
+                this.flushed = true;
+                data = this.filters.end_after(data);
+                if data.is_empty() {
+                    return Poll::Ready(None);
+                }
+            }
+            if !data.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            // Held back: an empty chunk would end a chunked body early.
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.inner.as_ref().is_none_or(Source::is_end_stream)
+            && self.after_tail.is_none()
+            && (self.flushed || self.filters.is_empty())
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.filters.change_length() {
+            return SizeHint::default();
+        }
         self.inner
             .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+            .map_or_else(|| SizeHint::with_exact(0), Source::size_hint)
     }
 }
 

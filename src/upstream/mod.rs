@@ -5,7 +5,7 @@ mod body;
 mod pool;
 mod retry;
 
-pub(crate) use body::{RequestBody, RequestBodyState, UpstreamBody};
+pub(crate) use body::{RequestBody, RequestBodyState, Source, UpstreamBody};
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,8 +30,10 @@ pub(crate) const UPSTREAM_BUFFER: usize = 16 * 1024;
 /// A pooled sender: hyper's handle for one upstream HTTP/1 connection.
 pub(crate) type Sender = http1::SendRequest<RequestBody>;
 
-/// Where the service is and how to talk to it.
+/// Where an upstream (the service, or a named one) is and how to talk to it.
 pub(crate) struct Upstream {
+    /// Its name in statistics and logs (`service` for the decorated service).
+    name: compact_str::CompactString,
     host: String,
     port: u16,
     /// `host:port` as a `Host` value, for requests that came without one.
@@ -43,8 +45,8 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    /// The service `config` points at.
-    pub(crate) fn new(config: &Config) -> Arc<Self> {
+    /// The service `config` points at, or `target` with the service's other settings.
+    pub(crate) fn new(config: &Config, target: Option<&crate::decorator::Target>) -> Arc<Self> {
         let shards = match config.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -53,22 +55,35 @@ impl Upstream {
             idle_timeout: config.upstream_idle_timeout,
             max_idle: defaults::MAX_IDLE_PER_THREAD,
         };
-        let host = &config.target_host;
+        let (name, host, port) = match target {
+            Some(t) => (t.name.as_str(), &t.host, t.port),
+            None => ("service", &config.target_host, config.target_port),
+        };
         let authority = if host.contains(':') {
-            format!("[{host}]:{}", config.target_port)
+            format!("[{host}]:{port}")
         } else {
-            format!("{host}:{}", config.target_port)
+            format!("{host}:{port}")
         };
         Arc::new(Upstream {
+            name: name.into(),
             authority: http::HeaderValue::from_str(&authority)
                 .unwrap_or_else(|_| http::HeaderValue::from_static("localhost")),
-            host: config.target_host.clone(),
-            port: config.target_port,
-            connect_timeout: config.connect_timeout,
+            host: host.clone(),
+            port,
+            connect_timeout: target
+                .and_then(|t| t.connect_timeout)
+                .unwrap_or(config.connect_timeout),
             pool: pool::Pool::new(shards, limits),
-            response_timeout: config.upstream_timeout.0,
+            response_timeout: target
+                .and_then(|t| t.response_timeout)
+                .or(config.upstream_timeout.0),
             retries: config.retries,
         })
+    }
+
+    /// Its name (`service` for the decorated service).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// The service's `host:port`, as a `Host` header value.
@@ -203,22 +218,28 @@ impl Upstream {
 /// context, so that holding on to it bumps that connection's reference
 /// count, not one that every core's requests would share.
 pub(crate) trait PoolHome: Send + Sync + 'static {
-    fn upstream(&self) -> &Upstream;
+    /// Upstream `index` (0: the service).
+    fn upstream(&self, index: usize) -> &Upstream;
 }
 
 /// A sender that goes back to its pool once its response body is fully read.
 pub(crate) struct PooledSender {
     sender: Sender,
     home: Arc<dyn PoolHome>,
+    upstream: usize,
 }
 
 impl PooledSender {
-    pub(crate) fn new(sender: Sender, home: Arc<dyn PoolHome>) -> Self {
-        PooledSender { sender, home }
+    pub(crate) fn new(sender: Sender, home: Arc<dyn PoolHome>, upstream: usize) -> Self {
+        PooledSender {
+            sender,
+            home,
+            upstream,
+        }
     }
 
     pub(crate) fn checkin(self) {
-        self.home.upstream().pool.checkin(self.sender);
+        self.home.upstream(self.upstream).pool.checkin(self.sender);
     }
 }
 

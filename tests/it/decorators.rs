@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{request, response};
-use sitio::{Action, Body, Decorator, Decorators, Exchange, ProxyError, on_status};
+use sitio::{Action, Body, BodyFilter, Decorator, Decorators, Exchange, ProxyError, on_status};
 use tokio::net::TcpListener;
 
 use crate::common::backend::Backend;
@@ -30,7 +30,9 @@ impl Recorder {
 }
 
 impl Decorator for Recorder {
-    fn on_request(&self, head: &mut request::Parts, _: &mut Exchange) -> Action {
+    type State = ();
+
+    fn on_request(&self, head: &mut request::Parts, _: &mut (), _: &mut Exchange) -> Action<'_> {
         self.push("request");
         head.headers.append("x-seen-by", self.name.parse().unwrap());
         if self.answer {
@@ -38,14 +40,14 @@ impl Decorator for Recorder {
         }
         Action::Continue
     }
-    fn on_response(&self, head: &mut response::Parts, _: &mut Exchange) -> Action {
+    fn on_response(&self, head: &mut response::Parts, _: &mut (), _: &mut Exchange) -> Action<'_> {
         self.push("response");
         head.headers
             .append("x-decorated-by", self.name.parse().unwrap());
         Action::Continue
     }
-    fn on_complete(&self, ex: &Exchange) {
-        self.push(&format!("complete:{}", ex.status.unwrap().as_u16()));
+    fn on_complete(&self, _: &mut (), ex: &Exchange) {
+        self.push(&format!("complete:{}", ex.status().unwrap().as_u16()));
     }
 }
 
@@ -164,23 +166,31 @@ async fn on_status_overrides_only_its_status_and_keeps_the_connection() {
 /// Upper-cases bodies of responses under /headers, and records completions.
 struct Shout(Arc<Mutex<Vec<(u16, u64, bool)>>>);
 
+struct Upper;
+
+impl BodyFilter for Upper {
+    fn on_chunk(&mut self, chunk: &mut Bytes) {
+        *chunk = Bytes::from(chunk.to_ascii_uppercase());
+    }
+}
+
 impl Decorator for Shout {
-    fn on_response(&self, _: &mut response::Parts, ex: &mut Exchange) -> Action {
+    type State = ();
+
+    fn on_response(&self, _: &mut response::Parts, _: &mut (), ex: &mut Exchange) -> Action<'_> {
         if ex.path() == "/headers" {
-            ex.watch_body();
+            ex.filter_response_body(Upper);
         }
         Action::Continue
     }
-    fn on_body_chunk(&self, chunk: &mut Bytes, _: &mut Exchange) {
-        *chunk = Bytes::from(chunk.to_ascii_uppercase());
-    }
-    fn on_complete(&self, ex: &Exchange) {
+    fn on_complete(&self, _: &mut (), ex: &Exchange) {
         let latency = ex.latency().unwrap();
         let ttfb = ex.time_to_first_byte().unwrap();
-        self.0
-            .lock()
-            .unwrap()
-            .push((ex.status.unwrap().as_u16(), ex.bytes_out, ttfb <= latency));
+        self.0.lock().unwrap().push((
+            ex.status().unwrap().as_u16(),
+            ex.bytes_out(),
+            ttfb <= latency,
+        ));
     }
 }
 
@@ -211,9 +221,12 @@ async fn body_hooks_run_only_on_watched_exchanges_and_completion_is_reported() {
 struct Fallback;
 
 impl Decorator for Fallback {
-    fn on_upstream_error(
+    type State = ();
+
+    fn on_error(
         &self,
         err: &ProxyError,
+        _: &mut (),
         _: &mut Exchange,
     ) -> Option<http::Response<Body>> {
         Some(sitio::response::text(

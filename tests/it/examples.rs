@@ -11,7 +11,7 @@ use crate::common::*;
 
 /// An example binary, built now: `cargo test` builds the examples, but
 /// `cargo test --test it` does not, and a stale one would be tested.
-fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     let built = std::process::Command::new(env!("CARGO"))
         .args(["build", "--quiet", "--example", name, "--manifest-path"])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))

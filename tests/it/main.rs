@@ -6,6 +6,7 @@
 
 mod common;
 mod container;
+mod contract;
 mod decorators;
 mod deploy;
 mod errors;

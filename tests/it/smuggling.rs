@@ -106,7 +106,14 @@ impl Origin {
 struct Forwarded(Arc<Mutex<Vec<String>>>);
 
 impl Decorator for Forwarded {
-    fn on_request(&self, head: &mut http::request::Parts, _: &mut Exchange) -> Action {
+    type State = ();
+
+    fn on_request(
+        &self,
+        head: &mut http::request::Parts,
+        _: &mut (),
+        _: &mut Exchange,
+    ) -> Action<'_> {
         self.0.lock().unwrap().push(head.uri.to_string());
         Action::Continue
     }

@@ -1,0 +1,331 @@
+//! The exchange driver: the one place that owns the phase order of an
+//! exchange and every framework fact in it (status, service status, timings,
+//! bytes, error). It runs over a [`Leg`], the seam to the protocol: today's
+//! HTTP/1 connection (`proxy`) and the in-memory service of
+//! `Decorators::simulate` run the very same phases.
+//!
+//! ```text
+//!  guard ─▶ on_request (outermost first) ─▶ upstream choice ─▶ forwarding edits
+//!        ─▶ on_upstream_request ─▶ send ─▶ on_response (innermost first)
+//!        ─▶ response body (filters) ─▶ on_complete (innermost first)
+//!  any failure before a head ─▶ on_error (innermost first) ─▶ rescue ─▶ on_response
+//! ```
+
+mod memory;
+mod tracked;
+
+pub use memory::Simulated;
+pub(crate) use tracked::Tracked;
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use compact_str::CompactString;
+use futures_util::FutureExt;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Request, Response, request};
+
+use crate::body::Body;
+use crate::decorator::{Action, Decorators, Exchange, Filters, States};
+use crate::error::{Blame, ErrorKind, ProxyError};
+use crate::guard::{self, RawFraming, Refusal};
+use crate::upstream::RequestBodyState;
+use crate::{headers, rescue};
+
+/// What the driver needs from the protocol side of one client connection.
+pub(crate) trait Leg: Send + Sync + Sized + 'static {
+    /// The request body as the connection delivers it.
+    type In: Send + 'static;
+    /// What forwarding edits leave for the send (e.g. an upgrade handle).
+    type Forward: Send;
+
+    fn decorators(&self) -> &Decorators;
+    fn client_addr(&self) -> SocketAddr;
+    fn route_of(&self, path: &str) -> CompactString;
+    /// A new exchange begins: the framing facts its head arrived with.
+    fn exchange_started(&self) -> RawFraming;
+    /// A request was refused (for the `refused{reason}` counters).
+    fn refused(&self, why: Refusal);
+    /// The index of the upstream named `name` (`None`: the service).
+    fn upstream_index(&self, name: Option<&str>) -> Option<usize>;
+    /// Turns the client's head into the one `upstream` receives.
+    fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> Self::Forward;
+    /// Wraps the request body; the state reports its bytes and health.
+    fn request_body(
+        &self,
+        body: Self::In,
+        filters: Filters,
+    ) -> (crate::upstream::RequestBody, Option<Arc<RequestBodyState>>);
+    /// Sends the request; the response head is normalised for the client.
+    /// `Ok((response, upgraded))`.
+    fn send(
+        self: &Arc<Self>,
+        upstream: usize,
+        req: Request<crate::upstream::RequestBody>,
+        forward: Self::Forward,
+    ) -> impl Future<Output = Result<(Response<Body>, bool), ProxyError>> + Send;
+    /// The exchange is over (its completion hooks ran).
+    fn finished(&self, at: Instant);
+    /// Bytes written to the client so far, and a wait while the client is
+    /// too far behind (see `send_window`); the in-memory leg never waits.
+    fn written(&self) -> u64;
+    fn poll_room(&self, cx: &mut Context<'_>, start: u64, sent: u64) -> Poll<()>;
+}
+
+/// A hook's decision once any waiting is over.
+enum Decided {
+    Continue,
+    Respond(Response<Body>),
+    Fail(ProxyError),
+}
+
+/// Waits out an [`Action::Wait`] (a panic inside it fails the exchange).
+async fn settle(mut action: Action<'_>, chain: &Decorators, i: usize) -> Decided {
+    loop {
+        match action {
+            Action::Continue => return Decided::Continue,
+            Action::Respond(res) => return Decided::Respond(res),
+            Action::Fail(err) => return Decided::Fail(err),
+            Action::Wait(waiting) => {
+                action = match AssertUnwindSafe(waiting.0).catch_unwind().await {
+                    Ok(next) => next,
+                    Err(payload) => {
+                        let name = chain.name_of(i);
+                        Action::Fail(crate::decorator::panicked(name, &*payload))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How the request phases ended.
+enum Reached {
+    /// A response to pass through the response hooks of decorators `0..upto`.
+    Response { upto: usize, res: Response<Body> },
+    /// A failure: error hooks of `0..errors`, response hooks of `0..responses`.
+    Failure {
+        errors: usize,
+        responses: usize,
+        err: ProxyError,
+    },
+}
+
+/// One exchange, from request head to the response handed to the client.
+pub(crate) async fn exchange<L: Leg>(leg: Arc<L>, req: Request<L::In>) -> Response<Tracked<L>> {
+    let raw = leg.exchange_started();
+    let started = Instant::now();
+    let (head, body) = req.into_parts();
+    let route = leg.route_of(head.uri.path());
+    let mut ex = Exchange::new(&head, route, leg.client_addr(), started);
+    let mut states = States::default();
+    let chain = leg.decorators();
+    let n = chain.len();
+    let mut bytes_in = None;
+    let reached = match guard::check(&head, raw) {
+        Err(rejection) => {
+            leg.refused(rejection.kind);
+            let err = ProxyError::new(ErrorKind::BadRequest, rejection.reason)
+                .with_status(rejection.status);
+            Reached::Failure {
+                errors: n,
+                responses: n,
+                err,
+            }
+        }
+        Ok(verdict) => {
+            let phases = Phases {
+                leg: &leg,
+                chain,
+                isolate: verdict.isolate,
+            };
+            phases
+                .run(head, body, &mut states, &mut ex, &mut bytes_in)
+                .await
+        }
+    };
+    let res = respond(chain, reached, &mut states, &mut ex).await;
+    Tracked::new(leg.clone(), res, ex, states, bytes_in)
+}
+
+/// The request side of one exchange.
+struct Phases<'l, L: Leg> {
+    leg: &'l Arc<L>,
+    chain: &'l Decorators,
+    isolate: bool,
+}
+
+impl<L: Leg> Phases<'_, L> {
+    async fn run(
+        &self,
+        mut head: request::Parts,
+        body: L::In,
+        states: &mut States,
+        ex: &mut Exchange,
+        bytes_in: &mut Option<Arc<RequestBodyState>>,
+    ) -> Reached {
+        let chain = self.chain;
+        let n = chain.len();
+        for i in 0..n {
+            let action = chain.request(i, &mut head, states, ex);
+            if let Some(reached) = early(settle(action, chain, i).await, i) {
+                return reached;
+            }
+        }
+        ex.upstream_fixed = true;
+        let Some(upstream) = self.leg.upstream_index(ex.upstream.as_deref()) else {
+            let err = ProxyError::new(
+                ErrorKind::Internal,
+                format!("no upstream named {:?}", ex.upstream()),
+            );
+            return failure(n, err);
+        };
+        let forward = self.leg.forward(&mut head, upstream, self.isolate);
+        for i in 0..n {
+            let action = chain.upstream_request(i, &mut head, states, ex);
+            if let Some(reached) = early(settle(action, chain, i).await, i) {
+                return reached;
+            }
+        }
+        let filters = std::mem::take(&mut ex.request_filters);
+        if filters.change_length() {
+            head.headers.remove(CONTENT_LENGTH);
+        }
+        let (body, state) = self.leg.request_body(body, filters);
+        *bytes_in = state;
+        let req = Request::from_parts(head, body);
+        let sent = self.leg.send(upstream, req, forward).await;
+        match sent {
+            Ok((res, upgraded)) => {
+                ex.service_status = Some(res.status());
+                ex.upgraded = upgraded;
+                Reached::Response { upto: n, res }
+            }
+            Err(_) if bytes_in.as_ref().is_some_and(|b| b.malformed()) => {
+                // The service saw an aborted request, never a complete one.
+                self.leg.refused(Refusal::MalformedBody);
+                let err = ProxyError::new(ErrorKind::BadRequest, "malformed request body");
+                failure(n, err)
+            }
+            Err(err) => failure(n, err),
+        }
+    }
+}
+
+fn failure(n: usize, err: ProxyError) -> Reached {
+    Reached::Failure {
+        errors: n,
+        responses: n,
+        err,
+    }
+}
+
+/// What decorator `i`'s request-side decision means for the exchange.
+fn early(decided: Decided, i: usize) -> Option<Reached> {
+    match decided {
+        Decided::Continue => None,
+        Decided::Respond(res) => Some(Reached::Response {
+            upto: i,
+            res: decorator_made(res),
+        }),
+        Decided::Fail(err) => Some(Reached::Failure {
+            errors: i + 1,
+            responses: i,
+            err,
+        }),
+    }
+}
+
+/// A response a decorator made, normalised like sitio's own: HTTP/1.1 (the
+/// connection speaks the client's version), no hop-by-hop fields, a
+/// canonical length.
+fn decorator_made(mut res: Response<Body>) -> Response<Body> {
+    let (mut head, body) = res.into_parts();
+    headers::to_client(&mut head);
+    res = Response::from_parts(head, body);
+    res
+}
+
+/// The response side: the error path if the request side failed, then the
+/// response hooks, innermost first.
+async fn respond(
+    chain: &Decorators,
+    reached: Reached,
+    states: &mut States,
+    ex: &mut Exchange,
+) -> Response<Body> {
+    let (mut upto, mut res) = match reached {
+        Reached::Response { upto, res } => (upto, res),
+        Reached::Failure {
+            errors,
+            responses,
+            err,
+        } => (responses, rescue_with(chain, errors, &err, states, ex)),
+    };
+    while upto > 0 {
+        upto -= 1;
+        let (mut head, body) = res.into_parts();
+        let action = chain.response(upto, &mut head, states, ex);
+        res = match settle(action, chain, upto).await {
+            Decided::Continue => Response::from_parts(head, body),
+            Decided::Respond(replacement) => {
+                body.discard();
+                ex.response_filters.drop_inside(upto);
+                decorator_made(replacement)
+            }
+            Decided::Fail(err) => {
+                body.discard();
+                ex.response_filters.drop_inside(upto);
+                rescue_with(chain, upto + 1, &err, states, ex)
+            }
+        };
+    }
+    if ex.error == Some(ErrorKind::BadRequest) {
+        // Whoever answered, a client whose framing was refused is not trusted
+        // with another request on this connection.
+        res.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+/// The one error path: the failure is recorded and logged, decorators
+/// `0..upto` may answer it (innermost first), else sitio answers.
+fn rescue_with(
+    chain: &Decorators,
+    upto: usize,
+    err: &ProxyError,
+    states: &mut States,
+    ex: &mut Exchange,
+) -> Response<Body> {
+    ex.error = Some(err.kind());
+    log_failure(err, ex);
+    for i in (0..upto).rev() {
+        if let Some(res) = chain.error(i, err, states, ex) {
+            return decorator_made(res);
+        }
+    }
+    rescue::failure(err, ex.wants_json())
+}
+
+fn log_failure(err: &ProxyError, ex: &Exchange) {
+    let status = err.status().as_u16();
+    let (client, method, path) = (ex.client_addr, &ex.method, ex.path());
+    match err.kind() {
+        ErrorKind::BadRequest => {
+            tracing::warn!(%client, %method, path, status, reason = err.detail(), "refused request");
+        }
+        ErrorKind::Internal => {
+            tracing::error!(%client, %method, path, status, error = %err, "sitio failed");
+        }
+        kind if kind.blame() == Blame::Upstream => {
+            tracing::warn!(%client, %method, path, status, error = %err, "service failed");
+        }
+        _ => {
+            tracing::debug!(%client, %method, path, status, error = %err, "refused by a decorator");
+        }
+    }
+}
