@@ -12,8 +12,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::upstream::UpstreamBody;
 
-/// Boxed error used by bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::error::BoxError;
 
 /// A response body: empty, a fixed buffer, the service's streamed body, or any
 /// other body a decorator supplies.

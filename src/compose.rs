@@ -28,7 +28,7 @@ use crate::resilience::{
     Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash, StaleCache, StaleOnError,
 };
 use crate::telemetry::routes::Patterns;
-use crate::telemetry::{Recorder, Telemetry};
+use crate::telemetry::{Recorder, Report, Telemetry};
 
 /// Layers 2 to 4: the access log, `user`, and the error pages, as configured.
 pub(crate) fn stock(config: &Config, user: Decorators) -> Result<Decorators, StartError> {
@@ -96,7 +96,11 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
     if let Some(n) = &notifier {
         chain = chain.wrapping(NotifyOnCrash(n.clone()));
     }
-    let telemetry = Telemetry::new(config.stats, config.max_routes, breaker, notifier, stale);
+    let mut reports: Vec<Arc<dyn Report>> = Vec::new();
+    reports.extend(breaker.map(|b| b as Arc<dyn Report>));
+    reports.extend(notifier.map(|n| n as Arc<dyn Report>));
+    reports.extend(stale.map(|c| c as Arc<dyn Report>));
+    let telemetry = Telemetry::new(config.stats, config.max_routes, reports);
     if let Some(stats) = &telemetry.stats {
         chain = chain.wrapped_in(Recorder {
             stats: stats.clone(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 pub use crate::content::PageFor;
+pub use crate::units::parse_duration;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -469,36 +470,6 @@ fn parse_switch(s: &str) -> Result<bool, String> {
         "off" | "false" | "0" | "no" => Ok(false),
         _ => Err("expected on or off".to_owned()),
     }
-}
-
-/// Parses `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let err = || {
-        format!(
-            "expected a duration such as 10s, 500ms, 2m or 1h (a bare number means seconds), got {s:?}"
-        )
-    };
-    let n: u64 = digits.parse().map_err(|_| err())?;
-    // Checked: "8888888888888888889h" must be refused, not wrap (found by fuzzing).
-    let secs = |scale: u64| {
-        n.checked_mul(scale)
-            .map(Duration::from_secs)
-            .ok_or_else(err)
-    };
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => secs(60)?,
-        "h" => secs(3600)?,
-        _ => return Err(err()),
-    };
-    if d.is_zero() {
-        return Err(format!("expected a duration above zero, got {s:?}"));
-    }
-    Ok(d)
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@ use std::fmt;
 
 use http::StatusCode;
 
+/// Boxed error used by bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Who is responsible for a failed exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blame {
@@ -107,7 +110,7 @@ pub struct ProxyError {
     kind: ErrorKind,
     detail: Cow<'static, str>,
     status: Option<StatusCode>,
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    source: Option<BoxError>,
 }
 
 impl ProxyError {

@@ -84,6 +84,7 @@ mod compose;
 mod deadline;
 mod detect;
 mod engine;
+mod filter;
 mod guard;
 mod head_scan;
 mod headers;
@@ -94,6 +95,7 @@ mod memory;
 mod proxy;
 mod send_window;
 mod tunnel;
+mod units;
 mod upstream;
 
 /// The `bytes` crate of body chunks.

@@ -24,7 +24,7 @@ use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled, Timeouts};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
 use crate::telemetry::{Connections, Routes, Telemetry, report};
 use crate::tunnel;
-use crate::upstream::Upstream;
+use crate::upstream::{Settings, Upstream};
 
 /// The sockets one sitio instance serves: traffic, and optionally the admin API.
 pub struct Listeners {
@@ -114,12 +114,7 @@ pub(crate) fn prepare(
     decorators: Decorators,
     tasks: tokio_util::task::TaskTracker,
 ) -> (Arc<Shared>, Arc<Config>, Arc<http1::Builder>) {
-    let service = Upstream::new(&config, None);
-    let named = decorators
-        .upstreams()
-        .iter()
-        .map(|t| Upstream::new(&config, Some(t)));
-    let upstreams: Box<[Arc<Upstream>]> = std::iter::once(service).chain(named).collect();
+    let upstreams = upstreams(&config, &decorators);
     let (decorators, telemetry) = crate::compose::around(&config, decorators);
     // Patterns were validated when the configuration was parsed.
     let routes = Routes::new(&config.routes, config.max_routes).unwrap_or_else(|e| {
@@ -142,6 +137,40 @@ pub(crate) fn prepare(
         .max_buf_size(config.max_header_bytes)
         .max_headers(config.max_headers);
     (shared, Arc::new(config), Arc::new(http))
+}
+
+/// The service (index 0), then the decorators' named upstreams, which take
+/// the service's settings where they name none of their own.
+fn upstreams(config: &Config, decorators: &Decorators) -> Box<[Arc<Upstream>]> {
+    let shards = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let service = Settings {
+        name: "service".into(),
+        host: config.target_host.clone(),
+        port: config.target_port,
+        connect_timeout: config.connect_timeout,
+        response_timeout: config.upstream_timeout.0,
+        retries: config.retries,
+        idle_timeout: config.upstream_idle_timeout,
+        max_idle_per_shard: crate::config::defaults::MAX_IDLE_PER_THREAD,
+        shards,
+    };
+    let named = decorators.upstreams().iter().map(|t| {
+        Upstream::new(Settings {
+            name: t.name.clone(),
+            host: t.host.clone(),
+            port: t.port,
+            connect_timeout: t.connect_timeout.unwrap_or(service.connect_timeout),
+            response_timeout: t.response_timeout.or(service.response_timeout),
+            ..service.clone()
+        })
+    });
+    let named: Vec<_> = named.collect();
+    std::iter::once(Upstream::new(service))
+        .chain(named)
+        .collect()
 }
 
 /// Runs sitio until `shutdown` resolves, then drains: stops accepting, reports
@@ -438,8 +467,12 @@ fn spawn_background(
             }
         }
     }));
-    if let Some(notifier) = &telemetry.notifier {
-        tasks.push(tokio::spawn(notifier.clone().run()));
+    for task in telemetry
+        .reports
+        .iter()
+        .filter_map(|r| r.clone().background())
+    {
+        tasks.push(tokio::spawn(task));
     }
     if let Some(every) = summary_every {
         let t = telemetry.clone();

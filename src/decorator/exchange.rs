@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use compact_str::CompactString;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 
-use super::BodyFilter;
-use super::filter::Filters;
 use crate::error::ErrorKind;
+use crate::filter::{BodyFilter, Filters};
 
 /// One request/response exchange as sitio sees it. The facts (status, timings,
 /// bytes, error) are set by the driver and only read by decorators, so no

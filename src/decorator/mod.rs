@@ -17,18 +17,17 @@ mod access_log;
 mod chain;
 mod error_pages;
 mod exchange;
-mod filter;
 mod on_status;
 
+pub use crate::filter::BodyFilter;
 pub use access_log::AccessLog;
 pub use chain::{Decorators, DecoratorsBuilder, Target};
 pub use error_pages::{ErrorPages, PageFor};
 pub use exchange::Exchange;
-pub use filter::BodyFilter;
 pub use on_status::{OnStatus, StatusMatch, on_status};
 
+pub(crate) use crate::filter::Filters;
 pub(crate) use chain::{States, panicked};
-pub(crate) use filter::Filters;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -88,7 +88,7 @@ impl Leg for Memory {
         body: Body,
         filters: Filters,
     ) -> (RequestBody, Option<Arc<RequestBodyState>>) {
-        RequestBody::new(Source::Made(body), None, filters)
+        RequestBody::new(Source::Made(body.boxed_unsync()), None, filters)
     }
 
     async fn send(

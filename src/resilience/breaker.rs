@@ -13,6 +13,8 @@ use crate::body::Body;
 use crate::decorator::{Action, Decorator, Exchange};
 use crate::error::{Blame, ErrorKind, ProxyError};
 use crate::rescue;
+use crate::telemetry::Report;
+use crate::telemetry::prometheus::family;
 
 /// The circuit's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,5 +194,49 @@ impl Decorator for CircuitBreaker {
             // Written only after a failure, so a healthy service costs no store.
             b.consecutive.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+impl Report for Breaker {
+    fn section(&self) -> &'static str {
+        "circuit"
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        serde_json::json!({
+            "state": self.state().as_str(),
+            "consecutive_failures": self.consecutive_failures(),
+            "opened_total": self.opened_total(),
+        })
+    }
+
+    fn metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        family(
+            out,
+            "sitio_circuit_state",
+            "gauge",
+            "Circuit breaker state (1 for the current one).",
+        );
+        let now = self.state();
+        for state in [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ] {
+            let _ = writeln!(
+                out,
+                "sitio_circuit_state{{state=\"{}\"}} {}",
+                state.as_str(),
+                u8::from(state == now)
+            );
+        }
+        family(
+            out,
+            "sitio_circuit_opened_total",
+            "counter",
+            "Times the circuit breaker opened.",
+        );
+        let _ = writeln!(out, "sitio_circuit_opened_total {}", self.opened_total());
     }
 }

@@ -33,7 +33,7 @@ pub fn parse_delay(s: &str) -> Result<(Share, Duration), String> {
     let (share, delay) = s
         .split_once(':')
         .ok_or_else(|| format!("expected SHARE:DELAY such as 10%:200ms, got {s:?}"))?;
-    Ok((parse_share(share)?, crate::config::parse_duration(delay)?))
+    Ok((parse_share(share)?, crate::units::parse_duration(delay)?))
 }
 
 /// `SITIO_FAULT_ABORT`: a share and a status, e.g. `5%:503`.

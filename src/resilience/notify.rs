@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 
 use crate::decorator::{Decorator, Exchange};
 use crate::error::{Blame, ErrorKind};
+use crate::telemetry::Report;
+use crate::telemetry::prometheus::family;
 
 /// Events waiting to be sent before new ones are dropped.
 const QUEUE: usize = 256;
@@ -295,6 +297,41 @@ impl Decorator for NotifyOnCrash {
                 n.enqueue(event("service_recovered", "recovered"));
             }
         }
+    }
+}
+
+impl Report for Notifier {
+    fn section(&self) -> &'static str {
+        "notify"
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let counts = self
+            .counts()
+            .map(|(k, v)| (k.to_owned(), serde_json::json!(v)));
+        serde_json::Value::Object(counts.into_iter().collect())
+    }
+
+    fn metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        family(
+            out,
+            "sitio_notify_events_total",
+            "counter",
+            "Crash notifications by outcome.",
+        );
+        for (result, count) in self.counts() {
+            let _ = writeln!(
+                out,
+                "sitio_notify_events_total{{result=\"{result}\"}} {count}"
+            );
+        }
+    }
+
+    fn background(
+        self: Arc<Self>,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        Some(Box::pin(self.run()))
     }
 }
 

@@ -17,6 +17,8 @@ use http::{Method, Response, StatusCode, request, response};
 use crate::body::Body;
 use crate::decorator::{Action, BodyFilter, Decorator, Exchange};
 use crate::error::{ErrorKind, ProxyError};
+use crate::telemetry::Report;
+use crate::telemetry::prometheus::family;
 
 const SHARDS: usize = 16;
 static SITIO_STALE: header::HeaderName = header::HeaderName::from_static("sitio-stale");
@@ -308,6 +310,43 @@ impl Decorator for StaleOnError {
             return None; // the client's or a decorator's doing: no copy hides it
         }
         self.cached_for(key.as_deref()?, err.kind().as_str())
+    }
+}
+
+impl Report for StaleCache {
+    fn section(&self) -> &'static str {
+        "stale"
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let (bytes, entries) = self.usage();
+        serde_json::json!({"served": self.served(), "bytes": bytes, "entries": entries})
+    }
+
+    fn metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let (bytes, entries) = self.usage();
+        family(
+            out,
+            "sitio_stale_served_total",
+            "counter",
+            "Stale copies served instead of errors.",
+        );
+        let _ = writeln!(out, "sitio_stale_served_total {}", self.served());
+        family(
+            out,
+            "sitio_stale_cache_bytes",
+            "gauge",
+            "Bytes held as stale copies.",
+        );
+        let _ = writeln!(out, "sitio_stale_cache_bytes {bytes}");
+        family(
+            out,
+            "sitio_stale_cache_entries",
+            "gauge",
+            "URLs held as stale copies.",
+        );
+        let _ = writeln!(out, "sitio_stale_cache_entries {entries}");
     }
 }
 

@@ -117,6 +117,24 @@ impl Drop for OpenConnection {
     }
 }
 
+/// A built-in decorator's own figures, so that telemetry needs to know no
+/// built-in: its `/stats` section, its `/metrics` families, and the
+/// background work it needs while sitio runs.
+pub(crate) trait Report: Send + Sync {
+    /// The key of its `/stats` section (e.g. `circuit`).
+    fn section(&self) -> &'static str;
+    /// Its `/stats` section.
+    fn stats(&self) -> serde_json::Value;
+    /// Appends its Prometheus families (see [`prometheus::family`]).
+    fn metrics(&self, out: &mut String);
+    /// A task to run in the background while sitio runs, if it needs one.
+    fn background(
+        self: Arc<Self>,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        None
+    }
+}
+
 /// Everything the admin server reports, for one sitio instance.
 pub struct Telemetry {
     /// Per-endpoint statistics, when `SITIO_STATS` is on.
@@ -129,12 +147,9 @@ pub struct Telemetry {
     pub process: Arc<process::Sampler>,
     /// The most distinct routes counted before `{other}`.
     pub max_routes: usize,
-    /// The circuit breaker, when configured.
-    pub breaker: Option<Arc<crate::resilience::Breaker>>,
-    /// Crash notifications, when configured.
-    pub notifier: Option<Arc<crate::resilience::Notifier>>,
-    /// Stale copies, when `SITIO_STALE_ON_ERROR` is on.
-    pub stale: Option<Arc<crate::resilience::StaleCache>>,
+    /// The built-ins that report figures of their own (breaker, notifications,
+    /// stale copies...), each through [`Report`].
+    pub(crate) reports: Vec<Arc<dyn Report>>,
     started: Instant,
     started_wall: SystemTime,
 }
@@ -149,14 +164,10 @@ impl Telemetry {
     pub(crate) fn new(
         stats_on: bool,
         max_routes: usize,
-        breaker: Option<Arc<crate::resilience::Breaker>>,
-        notifier: Option<Arc<crate::resilience::Notifier>>,
-        stale: Option<Arc<crate::resilience::StaleCache>>,
+        reports: Vec<Arc<dyn Report>>,
     ) -> Arc<Self> {
         Arc::new(Telemetry {
-            breaker,
-            notifier,
-            stale,
+            reports,
             stats: stats_on.then(Arc::default),
             connections: Arc::default(),
             tap: Arc::default(),

@@ -6,7 +6,6 @@ use std::fmt::Write;
 
 use super::Telemetry;
 use super::process;
-use crate::resilience::CircuitState;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 15] = [
@@ -29,7 +28,8 @@ fn escape(value: &str) -> String {
     out
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+/// Starts a metric family: its `# HELP` and `# TYPE` lines.
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
@@ -187,71 +187,8 @@ pub fn render(t: &Telemetry) -> String {
         "Tap events lost by slow readers.",
     );
     let _ = writeln!(out, "sitio_tap_dropped_events_total {}", t.tap.dropped());
-    if let Some(b) = &t.breaker {
-        family(
-            &mut out,
-            "sitio_circuit_state",
-            "gauge",
-            "Circuit breaker state (1 for the current one).",
-        );
-        let now = b.state();
-        for state in [
-            CircuitState::Closed,
-            CircuitState::Open,
-            CircuitState::HalfOpen,
-        ] {
-            let _ = writeln!(
-                out,
-                "sitio_circuit_state{{state=\"{}\"}} {}",
-                state.as_str(),
-                u8::from(state == now)
-            );
-        }
-        family(
-            &mut out,
-            "sitio_circuit_opened_total",
-            "counter",
-            "Times the circuit breaker opened.",
-        );
-        let _ = writeln!(out, "sitio_circuit_opened_total {}", b.opened_total());
-    }
-    if let Some(n) = &t.notifier {
-        family(
-            &mut out,
-            "sitio_notify_events_total",
-            "counter",
-            "Crash notifications by outcome.",
-        );
-        for (result, count) in n.counts() {
-            let _ = writeln!(
-                out,
-                "sitio_notify_events_total{{result=\"{result}\"}} {count}"
-            );
-        }
-    }
-    if let Some(cache) = &t.stale {
-        let (bytes, entries) = cache.usage();
-        family(
-            &mut out,
-            "sitio_stale_served_total",
-            "counter",
-            "Stale copies served instead of errors.",
-        );
-        let _ = writeln!(out, "sitio_stale_served_total {}", cache.served());
-        family(
-            &mut out,
-            "sitio_stale_cache_bytes",
-            "gauge",
-            "Bytes held as stale copies.",
-        );
-        let _ = writeln!(out, "sitio_stale_cache_bytes {bytes}");
-        family(
-            &mut out,
-            "sitio_stale_cache_entries",
-            "gauge",
-            "URLs held as stale copies.",
-        );
-        let _ = writeln!(out, "sitio_stale_cache_entries {entries}");
+    for r in &t.reports {
+        r.metrics(&mut out);
     }
     family(&mut out, "sitio_build_info", "gauge", "Build information.");
     let _ = writeln!(

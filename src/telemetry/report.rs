@@ -85,7 +85,7 @@ pub fn stats_json(t: &Telemetry) -> Value {
     };
     let c = &t.connections;
     let (tin, tout) = c.tunnel_bytes();
-    json!({
+    let mut doc = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "stats_enabled": t.stats.is_some(),
         "uptime_s": (t.uptime_secs() * 10.0).round() / 10.0,
@@ -100,18 +100,14 @@ pub fn stats_json(t: &Telemetry) -> Value {
         "endpoints": endpoints,
         "max_routes": t.max_routes,
         "tap": {"readers": t.tap.readers(), "dropped": t.tap.dropped()},
-        "notify": t.notifier.as_ref().map(|n| n.counts().iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>()),
-        "stale": t.stale.as_ref().map(|c| {
-            let (bytes, entries) = c.usage();
-            json!({"served": c.served(), "bytes": bytes, "entries": entries})
-        }),
-        "circuit": t.breaker.as_ref().map(|b| json!({
-            "state": b.state().as_str(),
-            "consecutive_failures": b.consecutive_failures(),
-            "opened_total": b.opened_total(),
-        })),
         "process": t.process.latest(),
-    })
+    });
+    if let Some(o) = doc.as_object_mut() {
+        for r in &t.reports {
+            o.insert(r.section().to_owned(), r.stats());
+        }
+    }
+    doc
 }
 
 /// A compact table of the busiest endpoints, for the log.

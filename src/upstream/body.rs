@@ -12,8 +12,8 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use super::PooledSender;
-use crate::body::{Body, BoxError};
-use crate::decorator::Filters;
+use crate::error::BoxError;
+use crate::filter::Filters;
 use crate::io::ConnPhase;
 
 /// What the exchange learns about the request body while it streams.
@@ -46,7 +46,7 @@ impl RequestBodyState {
 /// `Decorators::simulate`) a body made in memory.
 pub(crate) enum Source {
     Wire(Incoming),
-    Made(Body),
+    Made(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
 }
 
 impl Source {

@@ -18,7 +18,6 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::{Config, defaults};
 use crate::error::{ErrorKind, ProxyError};
 
 /// The most a service connection reads at once, hence the largest body chunk
@@ -29,6 +28,21 @@ pub(crate) const UPSTREAM_BUFFER: usize = 16 * 1024;
 
 /// A pooled sender: hyper's handle for one upstream HTTP/1 connection.
 pub(crate) type Sender = http1::SendRequest<RequestBody>;
+
+/// What one upstream is made of (the server builds it from the settings).
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Option<Duration>,
+    pub(crate) retries: bool,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_idle_per_shard: usize,
+    /// Pool shards: one per worker thread.
+    pub(crate) shards: usize,
+}
 
 /// Where an upstream (the service, or a named one) is and how to talk to it.
 pub(crate) struct Upstream {
@@ -45,39 +59,30 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    /// The service `config` points at, or `target` with the service's other settings.
-    pub(crate) fn new(config: &Config, target: Option<&crate::decorator::Target>) -> Arc<Self> {
-        let shards = match config.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let limits = pool::Limits {
-            idle_timeout: config.upstream_idle_timeout,
-            max_idle: defaults::MAX_IDLE_PER_THREAD,
-        };
-        let (name, host, port) = match target {
-            Some(t) => (t.name.as_str(), &t.host, t.port),
-            None => ("service", &config.target_host, config.target_port),
-        };
+    /// An upstream as `settings` describe it.
+    pub(crate) fn new(settings: Settings) -> Arc<Self> {
+        let Settings {
+            name, host, port, ..
+        } = settings;
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
         };
+        let limits = pool::Limits {
+            idle_timeout: settings.idle_timeout,
+            max_idle: settings.max_idle_per_shard,
+        };
         Arc::new(Upstream {
             name: name.into(),
             authority: http::HeaderValue::from_str(&authority)
                 .unwrap_or_else(|_| http::HeaderValue::from_static("localhost")),
-            host: host.clone(),
+            host,
             port,
-            connect_timeout: target
-                .and_then(|t| t.connect_timeout)
-                .unwrap_or(config.connect_timeout),
-            pool: pool::Pool::new(shards, limits),
-            response_timeout: target
-                .and_then(|t| t.response_timeout)
-                .or(config.upstream_timeout.0),
-            retries: config.retries,
+            connect_timeout: settings.connect_timeout,
+            pool: pool::Pool::new(settings.shards, limits),
+            response_timeout: settings.response_timeout,
+            retries: settings.retries,
         })
     }
 

@@ -1,4 +1,4 @@
-//! Body filters: what a decorator installs to see or rewrite a body as it
+//! Body filters (a leaf: it imports nothing of sitio): what a decorator installs to see or rewrite a body as it
 //! streams, with an end-of-stream signal so it can hold bytes back and flush
 //! them. They are objects rather than hooks so that each owns its state and a
 //! request body can stream to the service while response hooks run.
