@@ -19,7 +19,7 @@ use crate::body::Body;
 use crate::response;
 
 /// The 404 page sitio shows in the demo instead of the service's own.
-pub const NOT_FOUND_PAGE: &str = r#"<!doctype html>
+pub(crate) const NOT_FOUND_PAGE: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>Not found</title></head>
 <body style="font-family:sans-serif;text-align:center;margin-top:4em;background:#10131a;color:#eee">
 <div style="font-size:6em">🔭</div>
@@ -30,7 +30,7 @@ pub const NOT_FOUND_PAGE: &str = r#"<!doctype html>
 "#;
 
 /// The 5xx page sitio shows in the demo.
-pub const SERVER_ERROR_PAGE: &str = r#"<!doctype html>
+pub(crate) const SERVER_ERROR_PAGE: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>Service trouble</title></head>
 <body style="font-family:sans-serif;text-align:center;margin-top:4em;background:#1a1010;color:#eee">
 <div style="font-size:6em">🛠️</div>
@@ -50,7 +50,7 @@ const PHOTOS: [(&str, &str); 6] = [
 ];
 
 /// Serves the demo photo library on `listener` until the task is dropped.
-pub async fn serve_backend(listener: TcpListener) {
+pub(crate) async fn serve_backend(listener: TcpListener) {
     let flaky = Arc::new(AtomicU64::new(0));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -153,7 +153,7 @@ and <a href="/api/photos">the JSON API</a>.</p>
 }
 
 /// Prints where to look once the demo is up.
-pub fn print_banner(sitio: SocketAddr, admin: Option<SocketAddr>, backend: SocketAddr) {
+pub(crate) fn print_banner(sitio: SocketAddr, admin: Option<SocketAddr>, backend: SocketAddr) {
     let port = sitio.port();
     println!("sitio demo: a photo library, decorated\n");
     if let Some(admin) = admin {

@@ -15,6 +15,8 @@
 
 /// What a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Public through `fuzzing` only (the fuzz targets drive it).
+#[cfg_attr(not(any(test, feature = "fuzzing")), allow(unreachable_pub))]
 pub enum Protocol {
     /// An HTTP/1.x request (or an attempt at one, which the parser judges).
     Http1,
@@ -28,7 +30,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// The label used in logs, `/stats` and `/metrics`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Protocol::Http1 => "http1",
             Protocol::Http2PriorKnowledge => "h2c",
@@ -44,6 +46,7 @@ pub(crate) const LINE_LIMIT: usize = 8192;
 
 /// Classifies the first bytes of a connection; `None` means more bytes are
 /// needed (the caller bounds the wait with the header timeout).
+#[cfg_attr(not(any(test, feature = "fuzzing")), allow(unreachable_pub))]
 pub fn classify(buf: &[u8]) -> Option<Protocol> {
     // RFC 9112 §2.2: empty lines before a request line are ignored.
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;

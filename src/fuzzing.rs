@@ -14,6 +14,9 @@ use crate::config::Config;
 use crate::decorator::{AccessLog, Decorators, ErrorPages};
 use crate::server::{prepare, serve_connection};
 
+/// How sitio tells protocols apart by the first bytes (internal elsewhere).
+pub use crate::detect::{Protocol, classify};
+
 /// A loopback service answering every request, shared by all runs.
 fn service_port() -> u16 {
     static PORT: OnceLock<u16> = OnceLock::new();

@@ -7,7 +7,7 @@ use http::{Method, StatusCode, Version, request};
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rejection {
+pub(crate) struct Rejection {
     /// The status sent to the client.
     pub status: StatusCode,
     /// What was wrong, for the log and the error page.
@@ -18,7 +18,7 @@ pub struct Rejection {
 
 /// Kinds of refused requests, each counted under its [`Refusal::label`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// A head the HTTP/1 parser could not read (400).
     Malformed,
     /// A head over `SITIO_MAX_HEADER_BYTES` or `SITIO_MAX_HEADERS` (431).
@@ -43,7 +43,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every kind, in the order `/stats` and `/metrics` list them.
-    pub const ALL: [Refusal; 10] = [
+    pub(crate) const ALL: [Refusal; 10] = [
         Refusal::Malformed,
         Refusal::HeadTooLarge,
         Refusal::HeaderTimeout,
@@ -57,7 +57,7 @@ impl Refusal {
     ];
 
     /// The status a client gets for it.
-    pub const fn status(self) -> StatusCode {
+    pub(crate) const fn status(self) -> StatusCode {
         match self {
             Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -68,7 +68,7 @@ impl Refusal {
     }
 
     /// The `reason` label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Refusal::Malformed => "malformed",
             Refusal::HeadTooLarge => "head-too-large",
@@ -94,7 +94,7 @@ const fn refuse(kind: Refusal, reason: &'static str) -> Rejection {
 
 /// How an accepted request must be forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The request carries a body its method gives no meaning to: send it on a
     /// connection of its own that the service closes afterwards.
     pub isolate: bool,
@@ -104,7 +104,7 @@ pub struct Verdict {
 /// normalised it (hyper silently drops `Content-Length` when
 /// `Transfer-Encoding` is also present).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RawFraming {
+pub(crate) struct RawFraming {
     /// A `Content-Length` line was present.
     pub content_length: bool,
     /// A `Transfer-Encoding` line was present.
@@ -112,7 +112,7 @@ pub struct RawFraming {
 }
 
 /// Checks a parsed request head.
-pub fn check(head: &request::Parts, raw: RawFraming) -> Result<Verdict, Rejection> {
+pub(crate) fn check(head: &request::Parts, raw: RawFraming) -> Result<Verdict, Rejection> {
     if raw.content_length && raw.transfer_encoding {
         return Err(refuse(
             Refusal::Framing,

@@ -68,11 +68,9 @@ pub mod body;
 pub mod config;
 pub mod content;
 pub mod decorator;
-pub mod demo;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
-pub mod rescue;
 pub mod resilience;
 pub mod response;
 pub mod server;
@@ -82,6 +80,7 @@ mod admin;
 mod cli;
 mod compose;
 mod deadline;
+mod demo;
 mod detect;
 mod engine;
 mod filter;
@@ -93,6 +92,7 @@ mod interim;
 mod io;
 mod memory;
 mod proxy;
+mod rescue;
 mod send_window;
 mod tunnel;
 mod units;
@@ -110,10 +110,8 @@ pub use decorator::{
     AccessLog, Action, BodyFilter, Decorator, Decorators, DecoratorsBuilder, ErrorPages, Exchange,
     OnStatus, StatusMatch, Target, Waiting, on_status,
 };
-pub use detect::{Protocol, classify};
 pub use engine::Simulated;
 pub use error::{Blame, ErrorKind, ProxyError, StartError};
-pub use guard::{RawFraming, Rejection, Verdict, check as check_request};
 pub use server::{Listeners, run};
 
 /// The decorators `sitio` runs with by default for `config`: the access log

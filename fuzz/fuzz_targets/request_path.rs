@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let out = sitio::fuzzing::serve_bytes(data);
-    if sitio::classify(data) == Some(sitio::Protocol::Http1) && !out.is_empty() {
+    if sitio::fuzzing::classify(data) == Some(sitio::fuzzing::Protocol::Http1) && !out.is_empty() {
         assert!(out.starts_with(b"HTTP/1."), "not an HTTP response: {:?}", String::from_utf8_lossy(&out[..out.len().min(64)]));
     }
 });

@@ -9,6 +9,7 @@ mod container;
 mod contract;
 mod decorators;
 mod deploy;
+mod driver;
 mod errors;
 mod examples;
 mod hardening;
