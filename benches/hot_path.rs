@@ -33,6 +33,21 @@ fn route_folding(c: &mut Criterion) {
     group.finish();
 }
 
+/// A request hook that waits (on nothing): what waiting costs the exchange.
+struct Waits;
+
+impl sitio::Decorator for Waits {
+    type State = ();
+    fn on_request<'a>(
+        &'a self,
+        _: &'a mut http::request::Parts,
+        _: &'a mut (),
+        _: &'a mut sitio::Exchange,
+    ) -> sitio::Action<'a> {
+        sitio::Action::wait(async { sitio::Action::Continue })
+    }
+}
+
 fn decorator_chain(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -48,6 +63,10 @@ fn decorator_chain(c: &mut Criterion) {
         (
             "stats + error pages",
             Decorators::builder().with(recorder()).with(pages()).build(),
+        ),
+        (
+            "stats + a waiting hook",
+            Decorators::builder().with(recorder()).with(Waits).build(),
         ),
         (
             "stats + access log + error pages",

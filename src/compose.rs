@@ -102,6 +102,9 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
     reports.extend(stale.map(|c| c as Arc<dyn Report>));
     let telemetry = Telemetry::new(config.stats, config.max_routes, reports);
     if let Some(stats) = &telemetry.stats {
+        if !chain.upstreams().is_empty() {
+            stats.track_upstreams();
+        }
         chain = chain.wrapped_in(Recorder {
             stats: stats.clone(),
             tap: telemetry.tap.clone(),

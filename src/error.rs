@@ -1,4 +1,4 @@
-//! One error type that says who failed, so that one place ([`crate::rescue`]) can
+//! One error type that says who failed, so that one place (`rescue`) can
 //! turn any failure into the right response and every log line can name the culprit.
 
 use std::borrow::Cow;

@@ -47,49 +47,66 @@ pub trait BodyFilter: Send + 'static {
 /// The filters of one body, in the order the bytes pass through them.
 #[derive(Default)]
 pub(crate) struct Filters {
-    /// `(decorator index, filter)`; empty (and unallocated) on most exchanges.
-    list: Vec<(usize, Box<dyn BodyFilter>)>,
+    /// `(decorator index, filter)`; `None` on most exchanges. Boxed so that an
+    /// exchange without filters carries one word, not a vector's three (the
+    /// exchange moves with every response; the extra allocation is paid only
+    /// by exchanges that filter).
+    #[allow(clippy::box_collection)]
+    list: Option<Box<Vec<Entry>>>,
 }
+
+type Entry = (usize, Box<dyn BodyFilter>);
 
 impl std::fmt::Debug for Filters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Filters")
-            .field("len", &self.list.len())
+            .field("len", &self.list().len())
             .finish()
     }
 }
 
 impl Filters {
+    fn list(&self) -> &[Entry] {
+        self.list.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn list_mut(&mut self) -> &mut [Entry] {
+        self.list.as_deref_mut().map_or(&mut [], Vec::as_mut_slice)
+    }
+
     pub(crate) fn push(&mut self, owner: usize, filter: Box<dyn BodyFilter>) {
-        self.list.push((owner, filter));
+        self.list.get_or_insert_default().push((owner, filter));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.list().is_empty()
     }
 
     /// True when some filter may change the body's length.
     pub(crate) fn change_length(&self) -> bool {
-        self.list.iter().any(|(_, f)| !f.keeps_length())
+        self.list().iter().any(|(_, f)| !f.keeps_length())
     }
 
     /// Drops the filters of decorators inside `owner` (index above it): they
     /// were installed on a response `owner` has just replaced.
     pub(crate) fn drop_inside(&mut self, owner: usize) {
-        self.list.retain(|(i, _)| *i <= owner);
+        if let Some(list) = &mut self.list {
+            list.retain(|(i, _)| *i <= owner);
+        }
     }
 
     /// Runs `chunk` through every filter.
     pub(crate) fn chunk(&mut self, chunk: &mut Bytes) {
-        run(&mut self.list, chunk);
+        run(self.list_mut(), chunk);
     }
 
     /// The end of the body: each filter's held-back bytes, passed through the
     /// filters after it, joined (empty when nobody held anything back).
     pub(crate) fn end(&mut self) -> Bytes {
         let mut tail = BytesMut::new();
-        for k in 0..self.list.len() {
-            let (done, rest) = self.list.split_at_mut(k + 1);
+        let list = self.list_mut();
+        for k in 0..list.len() {
+            let (done, rest) = list.split_at_mut(k + 1);
             let Some(mut flushed) = done[k].1.on_end() else {
                 continue;
             };
@@ -121,7 +138,7 @@ fn joined(head: Bytes, tail: Bytes) -> Bytes {
     }
 }
 
-fn run(filters: &mut [(usize, Box<dyn BodyFilter>)], chunk: &mut Bytes) {
+fn run(filters: &mut [Entry], chunk: &mut Bytes) {
     for (_, f) in filters {
         if chunk.is_empty() {
             return; // held back by an earlier filter: the rest see it later
@@ -170,6 +187,6 @@ mod tests {
         assert_eq!(out, b"ABCDE");
         assert!(filters.change_length());
         filters.drop_inside(0);
-        assert_eq!(filters.list.len(), 1);
+        assert_eq!(filters.list().len(), 1);
     }
 }

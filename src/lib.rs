@@ -41,27 +41,34 @@
 //! - `io`: the client connection as hyper sees it (replayed bytes, header, idle, body and
 //!   send timeouts); `deadline`: the timers behind them; `send_window`: keeps a response
 //!   body from running ahead of its client's socket; `interim`: relays `103 Early Hints`.
-//! - `proxy`: one exchange on the hot path (guard, hooks, service, response);
-//!   `tracked`: the response body that reports completion.
+//! - `engine`: the exchange driver, the one owner of the phase order (guard, request
+//!   hooks, upstream choice, forwarding, send, error path, response hooks, body,
+//!   completion) over a `Leg`, the seam to the protocol; its in-memory leg is
+//!   [`Decorators::simulate`]; `engine::tracked` is the response body that runs the
+//!   filters and completes the exchange.
+//! - `proxy`: the HTTP/1 leg: a client connection's decorators, upstreams, forwarding
+//!   edits, the send with interim responses and upgrades, its send window.
+//! - `filter`: body filters ([`BodyFilter`]) with their end-of-stream flush.
 //! - `guard`: refuses requests whose framing or target is ambiguous (smuggling);
 //!   `head_scan` notes the raw framing headers before hyper normalises them.
 //! - `headers`: hop-by-hop removal, canonical lengths, forwarding headers.
-//! - `upstream`: connections to the service: connect timeout, sharded pool (a connection
+//! - `upstream`: connections to the service and named upstreams: connect timeout, sharded pool (a connection
 //!   is reused only once both directions of its exchange ended), retries, bodies.
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
-//! - [`decorator`]: the decorator API, the chain, the built-in access log, error pages and
-//!   `on_status`, and `Decorators::simulate`, which runs a chain in memory.
+//! - [`decorator`]: the decorator API (hooks, [`Action`], typed state, [`Exchange`]),
+//!   the chain and how one hook is called (state found, panic caught), named upstreams
+//!   ([`Target`]), the built-in access log, error pages and `on_status`.
 //! - [`resilience`]: built-in decorators next to the service: circuit breaker, crash
 //!   notifications, stale copies, fault injection.
-//! - [`error`]: who failed and how; [`rescue`] turns failures into responses;
-//!   [`content`]: what format a client wants them in.
+//! - [`error`]: who failed and how (kind, status, source chain); `rescue` turns any
+//!   failure into the response; [`content`]: what format a client wants it in.
 //! - [`body`], [`response`]: the body type and response helpers for decorators.
-//! - [`telemetry`]: per-endpoint statistics (sharded per thread), route folding,
-//!   connection, tunnel and refusal counters, Prometheus text, `/stats` JSON, the tap,
-//!   process figures.
-//! - [`config`]: settings from env vars and flags; `admin`: health, metrics, stats,
+//! - [`telemetry`]: per-endpoint and per-upstream statistics (sharded per thread), route
+//!   folding, connection, tunnel and refusal counters, Prometheus text, `/stats` JSON, the
+//!   tap, process figures; built-ins report their own sections through `Report`.
+//! - [`config`]: settings from env vars and flags (`units` parses durations); `admin`: health, metrics, stats,
 //!   tap and the dashboard (`src/dashboard.html`); `memory`: returns free memory after load.
-//! - [`demo`]: the embedded photo-library service behind `sitio demo`.
+//! - `demo`: the embedded photo-library service behind `sitio demo`.
 //! - `fuzzing` (tests and the `fuzzing` feature): drives one connection in memory for `fuzz/`.
 
 pub mod body;

@@ -82,24 +82,49 @@ enum Decided {
     Fail(ProxyError),
 }
 
+/// A decision that needs no wait, without building a future (the common case).
+fn decided(action: Action<'_>) -> Result<Decided, crate::decorator::Waiting<'_>> {
+    match action {
+        Action::Continue => Ok(Decided::Continue),
+        Action::Respond(res) => Ok(Decided::Respond(res)),
+        Action::Fail(err) => Ok(Decided::Fail(err)),
+        Action::Wait(waiting) => Err(waiting),
+    }
+}
+
 /// Waits out an [`Action::Wait`] (a panic inside it fails the exchange).
-async fn settle(mut action: Action<'_>, chain: &Decorators, i: usize) -> Decided {
+async fn wait_out(
+    mut waiting: crate::decorator::Waiting<'_>,
+    chain: &Decorators,
+    i: usize,
+) -> Decided {
     loop {
-        match action {
-            Action::Continue => return Decided::Continue,
-            Action::Respond(res) => return Decided::Respond(res),
-            Action::Fail(err) => return Decided::Fail(err),
-            Action::Wait(waiting) => {
-                action = match AssertUnwindSafe(waiting.0).catch_unwind().await {
-                    Ok(next) => next,
-                    Err(payload) => {
-                        let name = chain.name_of(i);
-                        Action::Fail(crate::decorator::panicked(name, &*payload))
-                    }
-                }
+        let next = match AssertUnwindSafe(waiting.0).catch_unwind().await {
+            Ok(next) => next,
+            Err(payload) => {
+                let name = chain.name_of(i);
+                Action::Fail(crate::decorator::panicked(name, &*payload))
             }
+        };
+        match decided(next) {
+            Ok(decision) => return decision,
+            Err(again) => waiting = again,
         }
     }
+}
+
+/// A hook's decision; only a waiting hook makes the exchange await.
+macro_rules! settle {
+    ($action:expr, $chain:expr, $i:expr) => {{
+        // Bound here so the hook's borrows end with this statement.
+        let decision = match decided($action) {
+            Ok(decision) => decision,
+            // Boxed: only waiting hooks pay for it, and the exchange's own
+            // future (moved whole, every request) stays small.
+            Err(waiting) => Box::pin(wait_out(waiting, $chain, $i)).await,
+        };
+        decision
+    }};
 }
 
 /// How the request phases ended.
@@ -171,7 +196,7 @@ impl<L: Leg> Phases<'_, L> {
         let n = chain.len();
         for i in 0..n {
             let action = chain.request(i, &mut head, states, ex);
-            if let Some(reached) = early(settle(action, chain, i).await, i) {
+            if let Some(reached) = early(settle!(action, chain, i), i) {
                 return reached;
             }
         }
@@ -186,7 +211,7 @@ impl<L: Leg> Phases<'_, L> {
         let forward = self.leg.forward(&mut head, upstream, self.isolate);
         for i in 0..n {
             let action = chain.upstream_request(i, &mut head, states, ex);
-            if let Some(reached) = early(settle(action, chain, i).await, i) {
+            if let Some(reached) = early(settle!(action, chain, i), i) {
                 return reached;
             }
         }
@@ -269,7 +294,7 @@ async fn respond(
         upto -= 1;
         let (mut head, body) = res.into_parts();
         let action = chain.response(upto, &mut head, states, ex);
-        res = match settle(action, chain, upto).await {
+        res = match settle!(action, chain, upto) {
             Decided::Continue => Response::from_parts(head, body),
             Decided::Respond(replacement) => {
                 body.discard();

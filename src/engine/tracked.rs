@@ -28,7 +28,7 @@ pub(crate) struct Tracked<L: Leg> {
     done: bool,
     /// The filters' end ran; what follows their held-back bytes.
     flushed: bool,
-    after_tail: Option<Option<HeaderMap>>,
+    after_tail: Option<Box<Option<HeaderMap>>>, // rare: boxed, so the body stays small
     /// The client's byte count when this response began (see `send_window`).
     written_at_start: u64,
 }
@@ -122,7 +122,7 @@ impl<L: Leg> Tracked<L> {
             let tail = self.exchange.response_filters.end();
             if !tail.is_empty() {
                 self.exchange.bytes_out += tail.len() as u64;
-                self.after_tail = Some(trailers);
+                self.after_tail = Some(Box::new(trailers));
                 return Poll::Ready(Some(Ok(Frame::data(tail))));
             }
         }
@@ -140,7 +140,7 @@ impl<L: Leg> HttpBody for Tracked<L> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(trailers) = this.after_tail.take() {
+        if let Some(trailers) = this.after_tail.take().map(|t| *t) {
             this.finish(None);
             return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
         }

@@ -115,6 +115,9 @@ struct Shard {
 /// All shards of one sitio instance.
 pub struct StatsHub {
     id: u64,
+    /// Per-upstream figures are kept only when decorators route to named
+    /// upstreams; with the service alone they would repeat the totals.
+    by_upstream: std::sync::atomic::AtomicBool,
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
 }
 
@@ -136,6 +139,7 @@ impl Default for StatsHub {
     fn default() -> Self {
         StatsHub {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            by_upstream: std::sync::atomic::AtomicBool::new(false),
             shards: Mutex::new(Vec::new()),
         }
     }
@@ -147,7 +151,8 @@ pub struct Snapshot {
     pub endpoints: Vec<(Method, CompactString, Endpoint)>,
     /// Failures reaching the service, by kind.
     pub upstream_errors: BTreeMap<&'static str, u64>,
-    /// Per upstream, by name: exchanges, the upstream's statuses, latency.
+    /// Per upstream, by name: exchanges, the upstream's statuses, latency;
+    /// empty unless decorators registered named upstreams.
     pub upstreams: Vec<(CompactString, Endpoint)>,
 }
 
@@ -188,6 +193,11 @@ impl StatsHub {
         })
     }
 
+    /// Keeps per-upstream figures from now on (see `Snapshot::upstreams`).
+    pub(crate) fn track_upstreams(&self) {
+        self.by_upstream.store(true, Ordering::Relaxed);
+    }
+
     /// An exchange started (its request hooks ran).
     pub fn started(&self, ex: &Exchange) {
         self.with_shard(|s| endpoint(s, ex).in_flight += 1);
@@ -208,7 +218,7 @@ impl StatsHub {
             if was_started {
                 e.in_flight -= 1;
             }
-            if reached_upstream(ex) {
+            if self.by_upstream.load(Ordering::Relaxed) && reached_upstream(ex) {
                 s.upstreams
                     .entry(CompactString::from(ex.upstream()))
                     .or_insert_with(Endpoint::new)

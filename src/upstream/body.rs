@@ -83,7 +83,7 @@ pub(crate) struct RequestBody {
     filters: Filters,
     /// The filters' end ran; trailers (if any) wait behind their bytes.
     flushed: bool,
-    after_tail: Option<Option<http::HeaderMap>>,
+    after_tail: Option<Box<Option<http::HeaderMap>>>, // rare: boxed, so the body stays small
 }
 
 impl RequestBody {
@@ -178,7 +178,7 @@ impl RequestBody {
             self.flushed = true;
             let tail = self.filters.end();
             if !tail.is_empty() {
-                self.after_tail = Some(trailers);
+                self.after_tail = Some(Box::new(trailers));
                 return Poll::Ready(Some(Ok(Frame::data(tail))));
             }
         }
@@ -195,7 +195,7 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(trailers) = this.after_tail.take() {
+        if let Some(trailers) = this.after_tail.take().map(|t| *t) {
             return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
         }
         loop {
