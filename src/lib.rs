@@ -37,6 +37,8 @@
 //!   the connection cap), per-connection serving, drain on shutdown; the binary, custom
 //!   binaries and the tests all start through it.
 //! - `compose`: the order of every decorator, built-in or yours, in one place.
+//! - `clock`: the one clock of exchange timings and built-in timers (Tokio's, so tests
+//!   pause and advance time instead of sleeping).
 //! - `detect`: tells HTTP/1 from other protocols by the first bytes, whatever their split.
 //! - `io`: the client connection as hyper sees it (replayed bytes, header, idle, body and
 //!   send timeouts); `deadline`: the timers behind them; `send_window`: keeps a response
@@ -85,6 +87,7 @@ pub mod telemetry;
 
 mod admin;
 mod cli;
+mod clock;
 mod compose;
 mod deadline;
 mod demo;

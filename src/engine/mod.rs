@@ -142,7 +142,7 @@ enum Reached {
 /// One exchange, from request head to the response handed to the client.
 pub(crate) async fn exchange<L: Leg>(leg: Arc<L>, req: Request<L::In>) -> Response<Tracked<L>> {
     let raw = leg.exchange_started();
-    let started = Instant::now();
+    let started = crate::clock::now();
     let (head, body) = req.into_parts();
     let route = leg.route_of(head.uri.path());
     let mut ex = Exchange::new(&head, route, leg.client_addr(), started);

@@ -5,7 +5,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
@@ -43,7 +42,7 @@ impl<L: Leg> Tracked<L> {
         bytes_in: Option<Arc<RequestBodyState>>,
     ) -> Response<Tracked<L>> {
         exchange.status = Some(res.status());
-        exchange.response_started = Some(Instant::now());
+        exchange.response_started = Some(crate::clock::now());
         let (mut head, inner) = res.into_parts();
         if exchange.response_filters.change_length() {
             // Framing follows: chunked to HTTP/1.1 clients, close-delimited
@@ -87,7 +86,7 @@ impl<L: Leg> Tracked<L> {
         }
         self.done = true;
         let ex = &mut self.exchange;
-        let now = Instant::now();
+        let now = crate::clock::now();
         ex.finished = Some(now);
         if ex.error.is_none() {
             ex.error = error;

@@ -71,7 +71,7 @@ impl Breaker {
         Breaker {
             threshold: threshold.max(1),
             cooldown,
-            epoch: Instant::now(),
+            epoch: crate::clock::now(),
             consecutive: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
@@ -80,7 +80,7 @@ impl Breaker {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
+        crate::clock::since(self.epoch).as_millis() as u64 + 1
     }
 
     /// The state now.

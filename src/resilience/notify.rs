@@ -123,7 +123,7 @@ impl Notifier {
                 event = rx.recv() => {
                     let Some(event) = event else { return };
                     let key = (event.route.clone(), event.kind);
-                    let now = Instant::now();
+                    let now = crate::clock::now();
                     match groups.get_mut(&key) {
                         Some((opened, folded, last)) if now.duration_since(*opened) < self.interval => {
                             *folded += 1;
@@ -136,7 +136,7 @@ impl Notifier {
                     }
                 }
                 _ = tick.tick() => {
-                    let now = Instant::now();
+                    let now = crate::clock::now();
                     let due: Vec<_> = groups
                         .iter()
                         .filter(|(_, (opened, _, _))| now.duration_since(*opened) >= self.interval)

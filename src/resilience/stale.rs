@@ -157,7 +157,7 @@ impl BodyFilter for Capture {
                 status: self.status,
                 headers,
                 body,
-                stored: Instant::now(),
+                stored: crate::clock::now(),
                 stale_if_error: self.stale_if_error,
                 size,
             },
@@ -198,7 +198,7 @@ fn cache_control(headers: &HeaderMap) -> (bool, Option<Duration>) {
 
 impl StaleOnError {
     fn stale_response(&self, entry: &Entry, reason: &'static str) -> Option<Response<Body>> {
-        let age = entry.stored.elapsed();
+        let age = crate::clock::since(entry.stored);
         if entry.stale_if_error.is_some_and(|limit| age > limit) {
             return None; // the service said how stale it may be served
         }

@@ -237,3 +237,54 @@ async fn a_panicking_hook_is_a_500_for_its_exchange_only() {
     assert_eq!(requests, 4, "every exchange completed and was counted");
     sitio.stop().await;
 }
+
+fn get() -> http::Request<()> {
+    http::Request::get("/page").body(()).unwrap()
+}
+
+fn answer(status: u16) -> http::Response<sitio::Body> {
+    http::Response::builder()
+        .status(status)
+        .body(sitio::Body::from("x"))
+        .unwrap()
+}
+
+/// Timings come from one clock (Tokio's), so a test pauses time and advances
+/// it instead of sleeping: a 30 s cool-down and a 10 s delay take no real time.
+#[tokio::test(start_paused = true)]
+async fn timers_run_on_paused_time() {
+    use sitio::resilience::{Breaker, CircuitBreaker, CircuitState};
+    let real = std::time::Instant::now();
+    let breaker = std::sync::Arc::new(Breaker::new(2, Duration::from_secs(30)));
+    let chain = Decorators::builder()
+        .with(CircuitBreaker(breaker.clone()))
+        .build();
+    for _ in 0..2 {
+        let done = chain.simulate(get(), |_| Ok(answer(500))).await;
+        assert_eq!(done.head.status, 500);
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let refused = chain.simulate(get(), |_| Ok(answer(200))).await;
+    assert_eq!(refused.head.status, 503);
+    assert_eq!(refused.head.headers["retry-after"], "30");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    let probe = chain.simulate(get(), |_| Ok(answer(200))).await;
+    assert_eq!(probe.head.status, 200);
+    assert_eq!(breaker.state(), CircuitState::Closed);
+
+    let delayed = Decorators::builder()
+        .with(FaultInjection {
+            delay: Some(parse_delay("100%:10s").unwrap()),
+            abort: None,
+            routes: Default::default(),
+        })
+        .build();
+    let done = delayed.simulate(get(), |_| Ok(answer(200))).await;
+    assert!(done.exchange.latency().unwrap() >= Duration::from_secs(10));
+    assert!(
+        real.elapsed() < Duration::from_secs(5),
+        "no real waiting: {:?}",
+        real.elapsed()
+    );
+}
