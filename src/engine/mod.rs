@@ -282,7 +282,7 @@ async fn respond(
     states: &mut States,
     ex: &mut Exchange,
 ) -> Response<Body> {
-    let (mut upto, mut res) = match reached {
+    let (mut upto, res) = match reached {
         Reached::Response { upto, res } => (upto, res),
         Reached::Failure {
             errors,
@@ -290,24 +290,23 @@ async fn respond(
             err,
         } => (responses, rescue_with(chain, errors, &err, states, ex)),
     };
+    // Split once: hooks edit the head in place, and the (large) response
+    // moves only when a hook replaces it.
+    let (mut head, mut body) = res.into_parts();
     while upto > 0 {
         upto -= 1;
-        let (mut head, body) = res.into_parts();
         let action = chain.response(upto, &mut head, states, ex);
-        res = match settle!(action, chain, upto) {
-            Decided::Continue => Response::from_parts(head, body),
-            Decided::Respond(replacement) => {
-                body.discard();
-                ex.response_filters.drop_inside(upto);
-                decorator_made(replacement)
-            }
-            Decided::Fail(err) => {
-                body.discard();
-                ex.response_filters.drop_inside(upto);
-                rescue_with(chain, upto + 1, &err, states, ex)
-            }
+        let replacement = match settle!(action, chain, upto) {
+            Decided::Continue => continue,
+            Decided::Respond(replacement) => decorator_made(replacement),
+            Decided::Fail(err) => rescue_with(chain, upto + 1, &err, states, ex),
         };
+        ex.response_filters.drop_inside(upto);
+        let (new_head, new_body) = replacement.into_parts();
+        std::mem::replace(&mut body, new_body).discard();
+        head = new_head;
     }
+    let mut res = Response::from_parts(head, body);
     if ex.error == Some(ErrorKind::BadRequest) {
         // Whoever answered, a client whose framing was refused is not trusted
         // with another request on this connection.
