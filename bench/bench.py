@@ -182,9 +182,9 @@ def write_docs(machine_info, modes, plot_path, args):
 def main():
     args = arguments()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = set(targets) - set(peers.TARGETS)
+    unknown = set(targets) - set(peers.TARGETS) - set(peers.OPTIONAL)
     if unknown:
-        sys.exit(f"unknown targets {sorted(unknown)}; known: {', '.join(peers.TARGETS)}")
+        sys.exit(f"unknown targets {sorted(unknown)}; known: {', '.join(peers.TARGETS + peers.OPTIONAL)}")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if set(modes) - set(MODES):
         sys.exit(f"--modes accepts pinned, unpinned; got {args.modes}")

@@ -163,7 +163,7 @@ def start_backend(workdir, cpus):
     return spawn("backend", ["nginx", "-c", str(conf), "-p", str(workdir)], port, workdir, cpus)
 
 
-def start_sitio(name, backend, workdir, cpus, defaults):
+def start_sitio(name, backend, workdir, cpus, defaults, binary=None):
     port = free_port()
     env = {
         "PORT": str(port),
@@ -177,7 +177,7 @@ def start_sitio(name, backend, workdir, cpus, defaults):
     if not defaults:
         env["SITIO_STATS"] = "off"
     env.update(SITIO_EXTRA_ENV)
-    return spawn(name, [str(SITIO)], port, workdir, cpus, env)
+    return spawn(name, [str(binary or SITIO)], port, workdir, cpus, env)
 
 
 def start_nginx(backend, workdir, cpus):
@@ -288,6 +288,8 @@ def start_direct(backend_running):
 
 # Order matters only for the table; rounds rotate it so drift hits all alike.
 TARGETS = ["direct", "sitio-bare", "sitio-default", "nginx", "haproxy", "pingora", "envoy"]
+# Run only when asked for (--targets ...,sitio-baseline): another build, SITIO_BASELINE.
+OPTIONAL = ["sitio-baseline"]
 PEERS = ["nginx", "haproxy", "pingora", "envoy"]
 
 
@@ -298,6 +300,13 @@ def start(name, backend, workdir, cpus):
         return start_sitio(name, backend.port, workdir, cpus, defaults=False)
     if name == "sitio-default":
         return start_sitio(name, backend.port, workdir, cpus, defaults=True)
+    if name == "sitio-baseline":
+        # Another build of sitio (SITIO_BASELINE=path), default settings: compares
+        # two builds in one run, rounds interleaved like every target.
+        baseline = os.environ.get("SITIO_BASELINE")
+        if not baseline:
+            raise SystemExit("sitio-baseline: set SITIO_BASELINE to the other build's binary")
+        return start_sitio(name, backend.port, workdir, cpus, defaults=True, binary=baseline)
     return {
         "nginx": start_nginx,
         "haproxy": start_haproxy,
