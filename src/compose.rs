@@ -8,16 +8,17 @@
 //!   2. access log           logs what the client got
 //!   3. your decorators      in the order you added them
 //!   4. error pages          SITIO_ERROR_PAGE_*; your decorators see (and may override) them
-//!   5. fault injection      SITIO_FAULT_*; nothing inside masks its faults
-//!   6. stale copies         SITIO_STALE_ON_ERROR; masks the breaker's and the service's errors
-//!   7. circuit breaker      SITIO_BREAKER_*; its 503s reach everything outside like any answer
-//!   8. crash notifications  SITIO_NOTIFY_*; judges the service's own answers
+//!   5. rate limits          SITIO_RATE_LIMIT*; its 429 gets the error pages (SITIO_ERROR_PAGE_429)
+//!   6. fault injection      SITIO_FAULT_*; nothing inside masks its faults
+//!   7. stale copies         SITIO_STALE_ON_ERROR; masks the breaker's and the service's errors
+//!   8. circuit breaker      SITIO_BREAKER_*; its 503s reach everything outside like any answer
+//!   9. crash notifications  SITIO_NOTIFY_*; judges the service's own answers
 //!  service
 //! ```
 //!
 //! Layers 2 and 4 come from [`stock`] (what the binary and `sitio::main` run);
 //! a caller of [`crate::run`] passes its own chain for layers 2 to 4. Layers 1
-//! and 5 to 8 are added by [`around`] from the configuration.
+//! and 5 to 9 are added by [`around`] from the configuration.
 
 use std::sync::Arc;
 
@@ -25,8 +26,12 @@ use crate::config::Config;
 use crate::decorator::{AccessLog, Decorators, ErrorPages};
 use crate::error::StartError;
 use crate::resilience::{
-    Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash, StaleCache, StaleOnError,
+    Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash, RateLimit, RateLimiter,
+    StaleCache, StaleOnError,
 };
+
+/// Clients (or routes) a rate limit remembers at most: 100k keys, a few MiB.
+const RATE_LIMIT_KEYS: usize = 100_000;
 use crate::telemetry::routes::Patterns;
 use crate::telemetry::{Recorder, Report, Telemetry};
 
@@ -57,6 +62,17 @@ pub(crate) fn stock(config: &Config, user: Decorators) -> Result<Decorators, Sta
 /// reports on the built-ins it added.
 pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Telemetry>) {
     let mut chain = inner;
+    let limiter = config.rate_limit.map(|limit| {
+        Arc::new(RateLimiter::new(
+            limit,
+            config.rate_limit_burst,
+            RATE_LIMIT_KEYS,
+            config.trusted_proxies.0.clone(),
+        ))
+    });
+    if let Some(l) = &limiter {
+        chain = chain.wrapping(RateLimit(l.clone()));
+    }
     if config.fault_delay.is_some() || config.fault_abort.is_some() {
         chain = chain.wrapping(FaultInjection {
             delay: config.fault_delay,
@@ -97,6 +113,7 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
         chain = chain.wrapping(NotifyOnCrash(n.clone()));
     }
     let mut reports: Vec<Arc<dyn Report>> = Vec::new();
+    reports.extend(limiter.map(|l| l as Arc<dyn Report>));
     reports.extend(breaker.map(|b| b as Arc<dyn Report>));
     reports.extend(notifier.map(|n| n as Arc<dyn Report>));
     reports.extend(stale.map(|c| c as Arc<dyn Report>));
@@ -129,6 +146,7 @@ mod tests {
             stale_on_error: true,
             breaker_failures: 3,
             notify_url: Some("http://127.0.0.1:9/hook".parse().unwrap()),
+            rate_limit: crate::resilience::rate_limit::parse_limit("10/s").ok(),
             ..Config::default()
         };
         let user = Decorators::builder()
@@ -147,6 +165,7 @@ mod tests {
             "access_log",
             "on_status",
             "error_pages",
+            "rate_limit",
             "fault",
             "stale",
             "breaker",
@@ -154,6 +173,6 @@ mod tests {
         ]
         .map(position);
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{names:?}");
-        assert_eq!(names.len(), 8, "{names:?}");
+        assert_eq!(names.len(), 9, "{names:?}");
     }
 }

@@ -185,6 +185,22 @@ pub struct Config {
           value_parser = crate::resilience::faults::parse_abort)]
     pub fault_abort: Option<(crate::resilience::faults::Share, http::StatusCode)>,
 
+    /// Limit requests, e.g. `100/s` per client address, `route:600/m` per route,
+    /// `global:1000/s` for all (429 with Retry-After beyond it).
+    #[arg(long, global = true, env = "SITIO_RATE_LIMIT", value_name = "SITIO_RATE_LIMIT",
+          value_parser = crate::resilience::rate_limit::parse_limit)]
+    pub rate_limit: Option<crate::resilience::rate_limit::Limit>,
+
+    /// Requests a client may send at once above the rate (default: the limit's count).
+    #[arg(long, global = true, env = "SITIO_RATE_LIMIT_BURST", value_name = "SITIO_RATE_LIMIT_BURST",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Proxies whose `X-Forwarded-For` names the client for rate limits, e.g. `10.0.0.0/8,::1`.
+    #[arg(long, global = true, env = "SITIO_TRUSTED_PROXIES", value_name = "SITIO_TRUSTED_PROXIES",
+          default_value = "", hide_default_value = true, value_parser = parse_trusted)]
+    pub trusted_proxies: TrustedProxies,
+
     /// Inject faults only on these route patterns, e.g. `/api/*` (default: all).
     #[arg(long, global = true, env = "SITIO_FAULT_ROUTES", value_name = "SITIO_FAULT_ROUTES", default_value = "", hide_default_value = true,
           value_parser = parse_routes)]
@@ -383,6 +399,9 @@ impl Default for Config {
             fault_delay: None,
             fault_abort: None,
             fault_routes: String::new(),
+            rate_limit: None,
+            rate_limit_burst: None,
+            trusted_proxies: TrustedProxies::default(),
             stale_on_error: false,
             stale_cache_bytes: 64 << 20,
             stale_max_object: 1 << 20,
@@ -392,6 +411,14 @@ impl Default for Config {
             ready_requires_service: false,
         }
     }
+}
+
+/// `SITIO_TRUSTED_PROXIES`: the address blocks whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrustedProxies(pub Vec<crate::resilience::rate_limit::Cidr>);
+
+fn parse_trusted(s: &str) -> Result<TrustedProxies, String> {
+    crate::resilience::rate_limit::parse_cidrs(s).map(TrustedProxies)
 }
 
 fn parse_range(s: &str, lo: usize, hi: usize, what: &str) -> Result<usize, String> {

@@ -5,9 +5,11 @@
 pub mod breaker;
 pub mod faults;
 pub mod notify;
+pub mod rate_limit;
 pub mod stale;
 
 pub use breaker::{Breaker, CircuitBreaker, CircuitState};
 pub use faults::FaultInjection;
 pub use notify::{Notifier, NotifyFormat, NotifyOnCrash};
+pub use rate_limit::{RateLimit, RateLimiter};
 pub use stale::{StaleCache, StaleOnError};

@@ -16,6 +16,7 @@ mod hardening;
 mod lifecycle;
 mod limits;
 mod proxying;
+mod rate_limits;
 mod readme;
 mod resilience;
 mod smuggling;
