@@ -252,3 +252,62 @@ async fn an_upstream_error_hook_can_supply_the_response() {
     );
     sitio.stop().await;
 }
+
+/// Doubles every byte of a request body: the length changes, so the body
+/// goes to the service chunked, never with the client's `Content-Length`.
+struct Double;
+
+impl BodyFilter for Double {
+    fn on_chunk(&mut self, chunk: &mut Bytes) {
+        *chunk = chunk
+            .iter()
+            .flat_map(|b| [*b, *b])
+            .collect::<Vec<u8>>()
+            .into();
+    }
+    fn on_end(&mut self) -> Option<Bytes> {
+        Some(Bytes::from_static(b"!"))
+    }
+}
+
+struct DoubleRequests;
+
+impl Decorator for DoubleRequests {
+    type State = ();
+
+    fn on_request(&self, _: &mut request::Parts, _: &mut (), ex: &mut Exchange) -> Action<'_> {
+        ex.filter_request_body(Double);
+        Action::Continue
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_filter_reframes_what_the_service_receives() {
+    let backend = Backend::start().await;
+    let decorators = Decorators::builder().with(DoubleRequests).build();
+    let sitio = Sitio::start(config_for(backend.port()), decorators).await;
+    let mut stream = tokio::net::TcpStream::connect(sitio.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let body = "x".repeat(100_000);
+    let raw = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let res = send_on(&mut stream, &mut buf, raw.as_bytes()).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.body.len(),
+        200_001,
+        "doubled, plus the end-of-body flush"
+    );
+    assert!(res.body.ends_with(b"xx!"));
+    // The same connection goes on; a body-less request passes untouched.
+    let res = send_on(
+        &mut stream,
+        &mut buf,
+        b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    assert_eq!(res.body, b"the service says 200\n");
+    sitio.stop().await;
+}
