@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install-missing.sh curl:curl python3:python3 prometheus:prometheus \
   promtool:prometheus chromium:chromium kubectl:kubernetes-client docker:docker.io \
-  slowhttptest:slowhttptest ip:iproute2
+  slowhttptest:slowhttptest ip:iproute2 openssl:openssl
 
 # From PyPI: the Kubernetes schema validator (ships the OpenAPI schemas, works
 # offline), and h11 and gunicorn as second and third origins for smuggling tests.

@@ -102,12 +102,8 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
     }
     let notifier = config.notify_url.clone().map(|url| {
         let service = format!("{}:{}", config.target_host, config.target_port);
-        Arc::new(Notifier::new(
-            url,
-            config.notify_format,
-            config.notify_interval,
-            service,
-        ))
+        let notifier = Notifier::new(url, config.notify_format, config.notify_interval, service);
+        Arc::new(notifier.trusting(config.ca_file.as_ref()))
     });
     if let Some(n) = &notifier {
         chain = chain.wrapping(NotifyOnCrash(n.clone()));

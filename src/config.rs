@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 pub use crate::content::PageFor;
+pub use crate::tls::CaFile;
 pub use crate::units::parse_duration;
 
 /// Log line format.
@@ -169,6 +170,11 @@ pub struct Config {
     #[arg(long, global = true, env = "SITIO_NOTIFY_INTERVAL", value_name = "SITIO_NOTIFY_INTERVAL",
           default_value = "30s", value_parser = parse_duration)]
     pub notify_interval: Duration,
+
+    /// PEM file of CA certificates trusted besides the public roots (https webhooks).
+    #[arg(long, global = true, env = "SITIO_CA_FILE", value_name = "SITIO_CA_FILE",
+          value_parser = crate::tls::parse_ca_file)]
+    pub ca_file: Option<CaFile>,
 
     /// Notification body: `json` (sitio's event) or `slack` (incoming-webhook text).
     #[arg(long, global = true, env = "SITIO_NOTIFY_FORMAT", value_name = "SITIO_NOTIFY_FORMAT", value_enum,
@@ -396,6 +402,7 @@ impl Default for Config {
             notify_url: None,
             notify_interval: Duration::from_secs(30),
             notify_format: crate::resilience::NotifyFormat::Json,
+            ca_file: None,
             fault_delay: None,
             fault_abort: None,
             fault_routes: String::new(),
@@ -463,14 +470,13 @@ fn parse_notify_url(s: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = s
         .trim()
         .parse()
-        .map_err(|e| format!("expected an http:// URL: {e}"))?;
+        .map_err(|e| format!("expected an http:// or https:// URL: {e}"))?;
     match (uri.scheme_str(), uri.host()) {
-        (Some("http"), Some(_)) => Ok(uri),
-        (Some("https"), _) => Err(
-            "expected an http:// URL: https webhooks are not supported yet (use an http relay, e.g. a sidecar)"
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err(
+            "expected an http:// or https:// URL with a host, e.g. https://hooks.slack.com/services/..."
                 .to_owned(),
         ),
-        _ => Err("expected an http:// URL with a host, e.g. http://alerts:8080/hook".to_owned()),
     }
 }
 

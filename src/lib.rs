@@ -70,7 +70,8 @@
 //!   tap, process figures; built-ins report their own sections through `Report`.
 //! - [`config`]: settings from env vars and flags (`units` parses durations); `admin`: health, metrics, stats,
 //!   tap and the dashboard (`src/dashboard.html`); `memory`: returns free memory after load.
-//! - `demo`: the embedded photo-library service behind `sitio demo`.
+//! - `demo`: the embedded photo-library service behind `sitio demo`; `tls`: the TLS
+//!   client of sitio's own requests (webhooks).
 //! - `fuzzing` (tests and the `fuzzing` feature): drives one connection in memory for `fuzz/`.
 
 pub mod body;
@@ -104,6 +105,7 @@ mod memory;
 mod proxy;
 mod rescue;
 mod send_window;
+mod tls;
 mod tunnel;
 mod units;
 mod upstream;

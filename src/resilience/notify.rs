@@ -57,6 +57,8 @@ pub struct Notifier {
     interval: Duration,
     service: String,
     host: String,
+    /// For an https webhook.
+    tls: Option<tokio_rustls::TlsConnector>,
     tx: mpsc::Sender<Event>,
     rx: Mutex<Option<mpsc::Receiver<Event>>>,
     down: AtomicBool,
@@ -72,7 +74,9 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// A notifier posting to `url` (http only) about the service at `service`.
+    /// A notifier posting to `url` about the service at `service`; an https
+    /// `url` is checked against the public roots (and `SITIO_CA_FILE`'s CAs:
+    /// see [`Notifier::trusting`]).
     pub fn new(url: Uri, format: NotifyFormat, interval: Duration, service: String) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let host = std::env::var("POD_NAME")
@@ -80,7 +84,9 @@ impl Notifier {
             .ok()
             .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
             .map_or_else(|| "unknown".to_owned(), |h| h.trim().to_owned());
+        let tls = (url.scheme_str() == Some("https")).then(|| crate::tls::connector(None));
         Notifier {
+            tls,
             url,
             format,
             interval,
@@ -93,6 +99,14 @@ impl Notifier {
             failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
+    }
+
+    /// The same notifier, also trusting the CAs of `ca_file` for an https webhook.
+    pub fn trusting(mut self, ca_file: Option<&crate::tls::CaFile>) -> Self {
+        if self.tls.is_some() {
+            self.tls = Some(crate::tls::connector(ca_file));
+        }
+        self
     }
 
     /// Events delivered, given up after retries, and dropped because the queue was full.
@@ -190,7 +204,12 @@ impl Notifier {
         let body = Bytes::from(self.body(event, folded).to_string());
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=ATTEMPTS {
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, post(&self.url, body.clone())).await {
+            match tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                post(&self.url, self.tls.as_ref(), body.clone()),
+            )
+            .await
+            {
                 Ok(Ok(status)) if status.is_success() => {
                     self.sent.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -212,13 +231,31 @@ impl Notifier {
 
 async fn post(
     url: &Uri,
+    tls: Option<&tokio_rustls::TlsConnector>,
     body: Bytes,
 ) -> Result<http::StatusCode, Box<dyn std::error::Error + Send + Sync>> {
     let host = url.host().ok_or("no host")?;
-    let port = url.port_u16().unwrap_or(80);
+    let port = url
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host, port)).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    let mut sender = match tls {
+        None => {
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+        Some(tls) => {
+            // An IPv6 literal comes bracketed in the URL, not in the name checked.
+            let name = host.trim_start_matches('[').trim_end_matches(']');
+            let stream = crate::tls::handshake(tls, name, stream).await?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+    };
     let authority = url.authority().map_or(host, |a| a.as_str());
     let req = Request::post(url.path_and_query().map_or("/", |p| p.as_str()))
         .header(http::header::HOST, authority)

@@ -13,6 +13,7 @@ mod driver;
 mod errors;
 mod examples;
 mod hardening;
+mod https_hooks;
 mod lifecycle;
 mod limits;
 mod proxying;
