@@ -27,7 +27,11 @@ async fn bad_configuration_stops_startup_naming_the_variable() {
         ("SITIO_UPSTREAM_TIMEOUT", "soon", "10s, 500ms"),
         ("SITIO_RETRIES", "twice", "on or off"),
         ("SITIO_BREAKER_FAILURES", "-1", "SITIO_BREAKER_FAILURES"),
-        ("SITIO_NOTIFY_URL", "https://alerts/hook", "http://"),
+        ("SITIO_NOTIFY_URL", "ftp://alerts/hook", "https://"),
+        ("SITIO_CA_FILE", "/nonexistent/ca.pem", "PEM"),
+        ("SITIO_RATE_LIMIT", "lots", "100/s"),
+        ("SITIO_RATE_LIMIT_BURST", "0", "SITIO_RATE_LIMIT_BURST"),
+        ("SITIO_TRUSTED_PROXIES", "10.0.0.0/99", "prefix length"),
         ("SITIO_NOTIFY_FORMAT", "email", "json, slack"),
         ("SITIO_FAULT_DELAY", "10%", "SHARE:DELAY"),
         ("SITIO_FAULT_ABORT", "5%:200", "400 to 599"),
@@ -38,13 +42,17 @@ async fn bad_configuration_stops_startup_naming_the_variable() {
         ),
     ];
     for (var, value, expected) in cases {
-        let out = Command::new(SITIO)
+        let run = Command::new(SITIO)
             .env_clear()
             .env("PORT", "0")
             .env("SITIO_ADMIN_PORT", "0")
             .env(var, value)
-            .output()
+            .kill_on_drop(true)
+            .output();
+        // A value sitio accepted would start it: fail, do not hang.
+        let out = tokio::time::timeout(Duration::from_secs(20), run)
             .await
+            .unwrap_or_else(|_| panic!("{var}={value} was accepted: sitio started"))
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
@@ -79,6 +87,10 @@ async fn help_lists_every_setting_with_its_variable() {
         "SITIO_OPAQUE",
         "SITIO_REUSE_PORT",
         "SITIO_READY_REQUIRES_SERVICE",
+        "SITIO_RATE_LIMIT",
+        "SITIO_RATE_LIMIT_BURST",
+        "SITIO_TRUSTED_PROXIES",
+        "SITIO_CA_FILE",
     ] {
         assert!(
             help.contains(&format!("env: {var}=")),
