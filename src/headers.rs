@@ -39,7 +39,6 @@ fn hop_by_hop_names() -> [&'static HeaderName; 6] {
     ]
 }
 const CONNECTION_BIT: u8 = 1;
-const KEEP_ALIVE_BIT: u8 = 2;
 const TE_BIT: u8 = 8;
 const TRANSFER_ENCODING_BIT: u8 = 16;
 
@@ -81,7 +80,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
 }
 
 /// [`strip_hop_by_hop`] with the hop-by-hop `mask` already found by [`scan`].
-fn strip_found(headers: &mut HeaderMap, mut mask: u8) -> bool {
+fn strip_found(headers: &mut HeaderMap, mask: u8) -> bool {
     if mask == 0 {
         return false;
     }
@@ -108,8 +107,14 @@ fn strip_found(headers: &mut HeaderMap, mut mask: u8) -> bool {
             .flat_map(|v| v.split(','))
             .map(str::trim);
         for token in tokens {
+            // The usual tokens need no header name parsed: `keep-alive` and
+            // `upgrade` name headers of the fixed list, removed below if the
+            // scan found them (removing an absent one costs a hashed lookup).
+            // `close` is parsed: a field of that name goes too (RFC 9110 §7.6.1).
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("upgrade") {
+                continue;
+            }
             match HeaderName::from_bytes(token.as_bytes()) {
-                Ok(name) if name == KEEP_ALIVE => mask |= KEEP_ALIVE_BIT,
                 // What routes and frames the message is not an option of the
                 // connection: `Connection: Host` must not strip the Host
                 // (HAProxy and nginx keep it too).
