@@ -110,6 +110,8 @@ pub struct ProxyError {
     kind: ErrorKind,
     detail: Cow<'static, str>,
     status: Option<StatusCode>,
+    /// Seconds after which trying again makes sense (`Retry-After`).
+    retry_after: Option<u64>,
     source: Option<BoxError>,
 }
 
@@ -120,6 +122,7 @@ impl ProxyError {
             kind,
             detail: detail.into(),
             status: None,
+            retry_after: None,
             source: None,
         }
     }
@@ -134,6 +137,18 @@ impl ProxyError {
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = Some(status);
         self
+    }
+
+    /// The same error, with the time after which trying again makes sense:
+    /// sitio's answer carries it as `Retry-After` (whole seconds, at least 1).
+    pub fn with_retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after.as_secs_f64().ceil().max(1.0) as u64);
+        self
+    }
+
+    /// Seconds after which trying again makes sense, if the failure says.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// The same error, caused by `source` (shown by

@@ -1,7 +1,7 @@
 //! The one place where failures become responses (linkerd's `HttpRescue`,
 //! Pingora's `fail_to_proxy`).
 
-use http::header::{CACHE_CONTROL, CONNECTION};
+use http::header::{CACHE_CONTROL, CONNECTION, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
@@ -36,6 +36,9 @@ pub(crate) fn failure(err: &ProxyError, wants_json: bool) -> Response<Body> {
     let mut res = page(err.status(), detail, wants_json);
     let headers = res.headers_mut();
     headers.insert(SITIO_ERROR.clone(), HeaderValue::from_static(kind.as_str()));
+    if let Some(secs) = err.retry_after() {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
     if kind == ErrorKind::BadRequest {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }

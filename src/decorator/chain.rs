@@ -22,7 +22,6 @@ pub(crate) const SERVICE: &str = "service";
 /// One decorator's hooks with its state type erased, so a chain can hold
 /// decorators of different types. Implemented for every [`Decorator`].
 trait Hooks: Send + Sync {
-    fn name(&self) -> &'static str;
     fn request<'a>(
         &'a self,
         head: &'a mut request::Parts,
@@ -97,9 +96,6 @@ fn sized<S>() -> bool {
 }
 
 impl<D: Decorator> Hooks for D {
-    fn name(&self) -> &'static str {
-        Decorator::name(self)
-    }
     fn request<'a>(
         &'a self,
         head: &'a mut request::Parts,
@@ -137,23 +133,18 @@ impl<D: Decorator> Hooks for D {
     }
 }
 
+#[derive(Clone)]
 struct Entry {
     hooks: Arc<dyn Hooks>,
+    /// Its name, read once (a hook call needs it only to report a panic).
+    name: &'static str,
     /// Whether its state takes room (see [`States`]).
     sized: bool,
 }
 
-impl Clone for Entry {
-    fn clone(&self) -> Self {
-        Entry {
-            hooks: self.hooks.clone(),
-            sized: self.sized,
-        }
-    }
-}
-
 fn entry<D: Decorator>(decorator: D) -> Entry {
     Entry {
+        name: decorator.name(),
         hooks: Arc::new(decorator),
         sized: sized::<D::State>(),
     }
@@ -321,12 +312,24 @@ impl Decorators {
 
     /// The decorators' names, outermost first.
     pub fn names(&self) -> Vec<&'static str> {
-        self.chain.iter().map(|d| d.hooks.name()).collect()
+        self.chain.iter().map(|d| d.name).collect()
     }
 
     /// The upstreams registered besides the service.
     pub fn upstreams(&self) -> &[Target] {
         &self.targets
+    }
+
+    /// Decorator `i`, about to run a hook: its entry and its state's slot.
+    fn enter<'a>(
+        &'a self,
+        i: usize,
+        states: &'a mut States,
+        ex: &mut Exchange,
+    ) -> (&'a Entry, &'a mut Slot) {
+        let d = &self.chain[i];
+        ex.current = i;
+        (d, states.slot(i, d.sized))
     }
 
     /// Decorator `i`'s request hook.
@@ -337,11 +340,9 @@ impl Decorators {
         states: &'a mut States,
         ex: &'a mut Exchange,
     ) -> Action<'a> {
-        let d = &self.chain[i];
-        ex.current = i;
         ex.requested |= 1u64 << i;
-        let slot = states.slot(i, d.sized);
-        guarded(d.hooks.name(), || d.hooks.request(head, slot, ex))
+        let (d, slot) = self.enter(i, states, ex);
+        guarded(d.name, || d.hooks.request(head, slot, ex))
     }
 
     /// Decorator `i`'s upstream-request hook.
@@ -352,10 +353,8 @@ impl Decorators {
         states: &'a mut States,
         ex: &'a mut Exchange,
     ) -> Action<'a> {
-        let d = &self.chain[i];
-        ex.current = i;
-        let slot = states.slot(i, d.sized);
-        guarded(d.hooks.name(), || d.hooks.upstream_request(head, slot, ex))
+        let (d, slot) = self.enter(i, states, ex);
+        guarded(d.name, || d.hooks.upstream_request(head, slot, ex))
     }
 
     /// Decorator `i`'s response hook.
@@ -366,10 +365,8 @@ impl Decorators {
         states: &'a mut States,
         ex: &'a mut Exchange,
     ) -> Action<'a> {
-        let d = &self.chain[i];
-        ex.current = i;
-        let slot = states.slot(i, d.sized);
-        guarded(d.hooks.name(), || d.hooks.response(head, slot, ex))
+        let (d, slot) = self.enter(i, states, ex);
+        guarded(d.name, || d.hooks.response(head, slot, ex))
     }
 
     /// Decorator `i`'s error hook; a panic there counts as no answer.
@@ -380,12 +377,9 @@ impl Decorators {
         states: &mut States,
         ex: &mut Exchange,
     ) -> Option<Response<Body>> {
-        let d = &self.chain[i];
-        ex.current = i;
-        let slot = states.slot(i, d.sized);
-        let name = d.hooks.name();
+        let (d, slot) = self.enter(i, states, ex);
         catch_unwind(AssertUnwindSafe(|| d.hooks.error(err, slot, ex)))
-            .unwrap_or_else(|p| report_panic(name, "on_error", &*p))
+            .unwrap_or_else(|p| report_panic(d.name, "on_error", &*p))
     }
 
     /// Completion hooks, innermost first; a panic in one skips only that one.
@@ -395,14 +389,14 @@ impl Decorators {
             let slot = states.slot(i, d.sized);
             let ex = &*ex;
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| d.hooks.complete(slot, ex))) {
-                report_panic::<()>(d.hooks.name(), "on_complete", &*p);
+                report_panic::<()>(d.name, "on_complete", &*p);
             }
         }
     }
 
     /// The name of decorator `i`, for logs.
     pub(crate) fn name_of(&self, i: usize) -> &'static str {
-        self.chain[i].hooks.name()
+        self.chain[i].name
     }
 }
 

@@ -155,11 +155,7 @@ pub(crate) async fn exchange<L: Leg>(leg: Arc<L>, req: Request<L::In>) -> Respon
             leg.refused(rejection.kind);
             let err = ProxyError::new(ErrorKind::BadRequest, rejection.reason)
                 .with_status(rejection.status);
-            Reached::Failure {
-                errors: n,
-                responses: n,
-                err,
-            }
+            failure(n, err)
         }
         Ok(verdict) => {
             let phases = Phases {
@@ -267,11 +263,10 @@ fn early(decided: Decided, i: usize) -> Option<Reached> {
 /// A response a decorator made, normalised like sitio's own: HTTP/1.1 (the
 /// connection speaks the client's version), no hop-by-hop fields, a
 /// canonical length.
-fn decorator_made(mut res: Response<Body>) -> Response<Body> {
+fn decorator_made(res: Response<Body>) -> Response<Body> {
     let (mut head, body) = res.into_parts();
     headers::to_client(&mut head);
-    res = Response::from_parts(head, body);
-    res
+    Response::from_parts(head, body)
 }
 
 /// The response side: the error path if the request side failed, then the

@@ -8,13 +8,14 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use super::Leg;
 use crate::body::{Body, BoxError};
 use crate::decorator::{Exchange, States};
 use crate::error::ErrorKind;
+use crate::filter::Step;
 use crate::upstream::RequestBodyState;
 
 /// A response body whose end completes its exchange.
@@ -25,9 +26,6 @@ pub(crate) struct Tracked<L: Leg> {
     leg: Arc<L>,
     bytes_in: Option<Arc<RequestBodyState>>,
     done: bool,
-    /// The filters' end ran; what follows their held-back bytes.
-    flushed: bool,
-    after_tail: Option<Box<Option<HeaderMap>>>, // rare: boxed, so the body stays small
     /// The client's byte count when this response began (see `send_window`).
     written_at_start: u64,
 }
@@ -57,8 +55,6 @@ impl<L: Leg> Tracked<L> {
             leg,
             bytes_in,
             done: false,
-            flushed: false,
-            after_tail: None,
             written_at_start,
         };
         Response::from_parts(head, body)
@@ -106,27 +102,19 @@ impl<L: Leg> Tracked<L> {
             })
     }
 
-    fn filtering(&self) -> bool {
-        !self.exchange.response_filters.is_empty()
-    }
-
-    /// The body ended (with `trailers`, or none): the filters' held-back
-    /// bytes go first.
-    fn ended(
-        &mut self,
-        trailers: Option<HeaderMap>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.filtering() && !self.flushed {
-            self.flushed = true;
-            let tail = self.exchange.response_filters.end();
-            if !tail.is_empty() {
-                self.exchange.bytes_out += tail.len() as u64;
-                self.after_tail = Some(Box::new(trailers));
-                return Poll::Ready(Some(Ok(Frame::data(tail))));
-            }
+    /// Hands on what the filters made of the body.
+    fn emit(&mut self, step: Step) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Step::Frame(frame) = step else {
+            self.finish(None);
+            return Poll::Ready(None);
+        };
+        if let Some(data) = frame.data_ref() {
+            self.exchange.bytes_out += data.len() as u64;
         }
-        self.finish(None);
-        Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
+        if self.is_end_stream() {
+            self.finish(None);
+        }
+        Poll::Ready(Some(Ok(frame)))
     }
 }
 
@@ -139,9 +127,8 @@ impl<L: Leg> HttpBody for Tracked<L> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(trailers) = this.after_tail.take().map(|t| *t) {
-            this.finish(None);
-            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+        if let Some(step) = this.exchange.response_filters.waiting() {
+            return this.emit(step);
         }
         if this
             .leg
@@ -151,52 +138,25 @@ impl<L: Leg> HttpBody for Tracked<L> {
             return Poll::Pending;
         }
         loop {
-            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return this.ended(None),
                 Poll::Ready(Some(Err(e))) => {
                     this.finish(Some(ErrorKind::UpstreamBodyAborted));
                     return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Ok(frame))) => Some(frame),
+                Poll::Ready(None) => None,
             };
-            let mut data = match frame.into_data() {
-                Ok(data) => data,
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => return this.ended(Some(trailers)),
-                    Err(_) => continue, // a frame kind HTTP/1 cannot carry
-                },
-            };
-            let end = this.inner.is_end_stream();
-            if this.filtering() {
-                let filters = &mut this.exchange.response_filters;
-                filters.chunk(&mut data);
-                if end {
-                    // The last chunk: a peer that knows the length stops
-                    // polling after it, so the filters end with it.
-                    this.flushed = true;
-                    data = filters.end_after(data);
-                }
+            let last = this.inner.is_end_stream();
+            match this.exchange.response_filters.step(polled, last) {
+                Step::Held => continue,
+                step => return this.emit(step),
             }
-            this.exchange.bytes_out += data.len() as u64;
-            if end {
-                this.finish(None);
-            }
-            if data.is_empty() {
-                // Held back by a filter: an empty chunk would end a chunked body.
-                if end {
-                    return Poll::Ready(None);
-                }
-                continue;
-            }
-            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-            && self.after_tail.is_none()
-            && (self.flushed || !self.filtering())
+        self.inner.is_end_stream() && self.exchange.response_filters.drained()
     }
 
     fn size_hint(&self) -> SizeHint {

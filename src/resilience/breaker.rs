@@ -6,13 +6,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{Response, request};
-
-use crate::body::Body;
+use http::request;
 
 use crate::decorator::{Action, Decorator, Exchange};
 use crate::error::{Blame, ErrorKind, ProxyError};
-use crate::rescue;
 use crate::telemetry::Report;
 use crate::telemetry::prometheus::family;
 
@@ -61,8 +58,8 @@ impl std::fmt::Debug for Breaker {
 pub struct Turn {
     /// This exchange is the half-open probe.
     probe: bool,
-    /// Refused: seconds until the next probe, for `Retry-After`.
-    retry_after: Option<u64>,
+    /// Refused while open: the service was not asked.
+    refused: bool,
 }
 
 impl Breaker {
@@ -151,27 +148,14 @@ impl Decorator for CircuitBreaker {
             turn.probe = true;
             return Action::Continue;
         }
-        turn.retry_after = Some(until.saturating_sub(now).div_ceil(1000).max(1));
-        Action::Fail(ProxyError::new(ErrorKind::CircuitOpen, "circuit open"))
-    }
-
-    fn on_error(
-        &self,
-        err: &ProxyError,
-        turn: &mut Turn,
-        ex: &mut Exchange,
-    ) -> Option<Response<Body>> {
-        let wait = turn
-            .retry_after
-            .filter(|_| err.kind() == ErrorKind::CircuitOpen)?;
-        let mut res = rescue::failure(err, ex.wants_json());
-        res.headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(wait));
-        Some(res)
+        turn.refused = true;
+        let wait = std::time::Duration::from_millis(until.saturating_sub(now));
+        let err = ProxyError::new(ErrorKind::CircuitOpen, "circuit open");
+        Action::Fail(err.with_retry_after(wait))
     }
 
     fn on_complete(&self, turn: &mut Turn, ex: &Exchange) {
-        if turn.retry_after.is_some() || !ex.request_hook_ran() {
+        if turn.refused || !ex.request_hook_ran() {
             return;
         }
         let b = &self.0;

@@ -272,15 +272,16 @@ impl RateLimiter {
         if !trusted(peer) {
             return peer;
         }
-        let mut client = peer;
+        // Nearest hop first, without collecting the list (no allocation).
         let hops = headers
             .get_all("x-forwarded-for")
             .iter()
+            .rev()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect::<Vec<_>>();
-        for hop in hops.iter().rev() {
+            .flat_map(|v| v.rsplit(','))
+            .map(str::trim);
+        let mut client = peer;
+        for hop in hops {
             let Ok(ip) = hop.parse::<IpAddr>() else { break };
             client = ip;
             if !trusted(ip) {
@@ -331,10 +332,11 @@ impl Decorator for RateLimit {
             return Action::Continue;
         }
         limiter.limited.fetch_add(1, Ordering::Relaxed);
-        Action::Fail(ProxyError::refused(
+        let err = ProxyError::refused(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many requests: the rate limit is reached; retry after the time given.",
-        ))
+        );
+        Action::Fail(err.with_retry_after(Duration::from_secs(v.reset_secs)))
     }
 
     fn on_error(
@@ -348,10 +350,8 @@ impl Decorator for RateLimit {
             return None;
         }
         let mut res = crate::rescue::failure(err, ex.wants_json());
-        let headers = res.headers_mut();
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(v.reset_secs));
         // Its own response hook does not run on its own refusal.
-        self.0.headers(headers, v);
+        self.0.headers(res.headers_mut(), v);
         Some(res)
     }
 
@@ -420,6 +420,35 @@ mod tests {
         assert!(nets[2].contains("::ffff:192.168.1.7".parse().unwrap()));
         assert!(parse_cidrs("10.0.0.0/33").is_err());
         assert!(parse_cidrs("ten").is_err());
+    }
+
+    #[test]
+    fn the_client_is_the_nearest_untrusted_hop() {
+        let trusted = parse_cidrs("10.0.0.0/8,127.0.0.1").unwrap();
+        let limiter = RateLimiter::new(parse_limit("1/s").unwrap(), None, 100, trusted);
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.1, 203.0.113.9, 10.1.1.1"),
+        );
+        assert_eq!(
+            limiter.client_of(peer, &h),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("192.0.2.7"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        assert_eq!(
+            limiter.client_of(peer, &h),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+        let outsider: IpAddr = "192.0.2.99".parse().unwrap();
+        assert_eq!(
+            limiter.client_of(outsider, &h),
+            outsider,
+            "its own word is not believed"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use super::PooledSender;
 use crate::error::BoxError;
-use crate::filter::Filters;
+use crate::filter::{Filters, Step};
 use crate::io::ConnPhase;
 
 /// What the exchange learns about the request body while it streams.
@@ -81,9 +81,6 @@ pub(crate) struct RequestBody {
     /// Told when the body is over, so the body timeout stops applying.
     phase: Option<Arc<ConnPhase>>,
     filters: Filters,
-    /// The filters' end ran; trailers (if any) wait behind their bytes.
-    flushed: bool,
-    after_tail: Option<Box<Option<http::HeaderMap>>>, // rare: boxed, so the body stays small
 }
 
 impl RequestBody {
@@ -112,8 +109,6 @@ impl RequestBody {
                 state: state.clone(),
                 phase,
                 filters,
-                flushed: false,
-                after_tail: None,
             },
             state,
         )
@@ -137,8 +132,6 @@ impl RequestBody {
             state: None,
             phase: None,
             filters: Filters::default(),
-            flushed: false,
-            after_tail: None,
         }
     }
 
@@ -168,22 +161,6 @@ impl RequestBody {
             Poll::Pending => {}
         }
     }
-
-    /// The client's body ended: the filters' held-back bytes go first.
-    fn ended(
-        &mut self,
-        trailers: Option<http::HeaderMap>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !self.filters.is_empty() && !self.flushed {
-            self.flushed = true;
-            let tail = self.filters.end();
-            if !tail.is_empty() {
-                self.after_tail = Some(Box::new(trailers));
-                return Poll::Ready(Some(Ok(Frame::data(tail))));
-            }
-        }
-        Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
-    }
 }
 
 impl HttpBody for RequestBody {
@@ -195,8 +172,8 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(trailers) = this.after_tail.take().map(|t| *t) {
-            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+        if let Some(step) = this.filters.waiting() {
+            return Poll::Ready(step_frame(step));
         }
         loop {
             let Some(inner) = this.inner.as_mut() else {
@@ -204,41 +181,21 @@ impl HttpBody for RequestBody {
             };
             let polled = inner.poll_frame(cx);
             this.observe(&polled);
-            if this.filters.is_empty() {
-                return polled;
-            }
             let frame = match polled {
-                Poll::Ready(Some(Ok(frame))) => frame,
-                Poll::Ready(None) => return this.ended(None),
-                other => return other,
+                Poll::Ready(Some(Ok(frame))) => Some(frame),
+                Poll::Ready(None) => None,
+                other => return other, // pending, or the client's error
             };
-            let mut data = match frame.into_data() {
-                Ok(data) => data,
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => return this.ended(Some(trailers)),
-                    Err(_) => continue,
-                },
-            };
-            this.filters.chunk(&mut data);
-            if this.inner.as_ref().is_none_or(Source::is_end_stream) {
-                // The last chunk: the filters end with it.
-                this.flushed = true;
-                data = this.filters.end_after(data);
-                if data.is_empty() {
-                    return Poll::Ready(None);
-                }
+            let last = this.inner.as_ref().is_none_or(Source::is_end_stream);
+            match this.filters.step(frame, last) {
+                Step::Held => continue,
+                step => return Poll::Ready(step_frame(step)),
             }
-            if !data.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
-            // Held back: an empty chunk would end a chunked body early.
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Source::is_end_stream)
-            && self.after_tail.is_none()
-            && (self.flushed || self.filters.is_empty())
+        self.inner.as_ref().is_none_or(Source::is_end_stream) && self.filters.drained()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -248,6 +205,13 @@ impl HttpBody for RequestBody {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Source::size_hint)
+    }
+}
+
+fn step_frame(step: Step) -> Option<Result<Frame<Bytes>, BoxError>> {
+    match step {
+        Step::Frame(frame) => Some(Ok(frame)),
+        Step::Held | Step::Over => None,
     }
 }
 
