@@ -9,19 +9,22 @@
 //!   3. your decorators      in the order you added them
 //!   4. error pages          SITIO_ERROR_PAGE_*; your decorators see (and may override) them
 //!   5. rate limits          SITIO_RATE_LIMIT*; its 429 gets the error pages (SITIO_ERROR_PAGE_429)
-//!   6. fault injection      SITIO_FAULT_*; nothing inside masks its faults
-//!   7. stale copies         SITIO_STALE_ON_ERROR; masks the breaker's and the service's errors
-//!   8. circuit breaker      SITIO_BREAKER_*; its 503s reach everything outside like any answer
-//!   9. crash notifications  SITIO_NOTIFY_*; judges the service's own answers
+//!   6. auth                 SITIO_AUTH_*; after the rate limit, so a flood of bad tokens
+//!                           costs no signature checks beyond the limit; its 401 gets the pages
+//!   7. fault injection      SITIO_FAULT_*; nothing inside masks its faults
+//!   8. stale copies         SITIO_STALE_ON_ERROR; masks the breaker's and the service's errors
+//!   9. circuit breaker      SITIO_BREAKER_*; its 503s reach everything outside like any answer
+//!  10. crash notifications  SITIO_NOTIFY_*; judges the service's own answers
 //!  service
 //! ```
 //!
 //! Layers 2 and 4 come from [`stock`] (what the binary and `sitio::main` run);
 //! a caller of [`crate::run`] passes its own chain for layers 2 to 4. Layers 1
-//! and 5 to 9 are added by [`around`] from the configuration.
+//! and 5 to 10 are added by [`around`] from the configuration.
 
 use std::sync::Arc;
 
+use crate::auth::{Auth, Authenticate};
 use crate::config::Config;
 use crate::decorator::{AccessLog, Decorators, ErrorPages};
 use crate::error::StartError;
@@ -73,6 +76,10 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
     if let Some(l) = &limiter {
         chain = chain.wrapping(RateLimit(l.clone()));
     }
+    let auth = Auth::new(&config.auth, config.ca_file.as_ref()).map(Arc::new);
+    if let Some(a) = &auth {
+        chain = chain.wrapping(Authenticate(a.clone()));
+    }
     if config.fault_delay.is_some() || config.fault_abort.is_some() {
         chain = chain.wrapping(FaultInjection {
             delay: config.fault_delay,
@@ -110,6 +117,7 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
     }
     let mut reports: Vec<Arc<dyn Report>> = Vec::new();
     reports.extend(limiter.map(|l| l as Arc<dyn Report>));
+    reports.extend(auth.map(|a| a as Arc<dyn Report>));
     reports.extend(breaker.map(|b| b as Arc<dyn Report>));
     reports.extend(notifier.map(|n| n as Arc<dyn Report>));
     reports.extend(stale.map(|c| c as Arc<dyn Report>));
@@ -143,6 +151,10 @@ mod tests {
             breaker_failures: 3,
             notify_url: Some("http://127.0.0.1:9/hook".parse().unwrap()),
             rate_limit: crate::resilience::rate_limit::parse_limit("10/s").ok(),
+            auth: crate::auth::AuthSettings {
+                auth_jwks_url: Some("http://127.0.0.1:9/certs".parse().unwrap()),
+                ..Default::default()
+            },
             ..Config::default()
         };
         let user = Decorators::builder()
@@ -162,6 +174,7 @@ mod tests {
             "on_status",
             "error_pages",
             "rate_limit",
+            "auth",
             "fault",
             "stale",
             "breaker",
@@ -169,6 +182,6 @@ mod tests {
         ]
         .map(position);
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{names:?}");
-        assert_eq!(names.len(), 9, "{names:?}");
+        assert_eq!(names.len(), 10, "{names:?}");
     }
 }

@@ -288,6 +288,10 @@ pub struct Config {
     #[arg(long, global = true, env = "SITIO_ACCESS_LOG", value_name = "SITIO_ACCESS_LOG",
           default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
+
+    /// Bearer-token (OIDC / JWT) auth, `SITIO_AUTH_*`.
+    #[command(flatten)]
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl Config {
@@ -416,6 +420,7 @@ impl Default for Config {
             opaque: OpaqueMode::Auto,
             reuse_port: false,
             ready_requires_service: false,
+            auth: crate::auth::AuthSettings::default(),
         }
     }
 }
@@ -467,17 +472,7 @@ fn parse_interval(s: &str) -> Result<Interval, String> {
 }
 
 fn parse_notify_url(s: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = s
-        .trim()
-        .parse()
-        .map_err(|e| format!("expected an http:// or https:// URL: {e}"))?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(_)) => Ok(uri),
-        _ => Err(
-            "expected an http:// or https:// URL with a host, e.g. https://hooks.slack.com/services/..."
-                .to_owned(),
-        ),
-    }
+    crate::units::parse_http_url(s, "https://hooks.slack.com/services/...")
 }
 
 /// Parses `65536`, `64KiB`, `64MiB` or `1GiB`.

@@ -112,6 +112,8 @@ pub struct ProxyError {
     status: Option<StatusCode>,
     /// Seconds after which trying again makes sense (`Retry-After`).
     retry_after: Option<u64>,
+    /// A finer token than the kind's for `sitio-error` (e.g. `auth-expired`).
+    cause: Option<&'static str>,
     source: Option<BoxError>,
 }
 
@@ -123,6 +125,7 @@ impl ProxyError {
             detail: detail.into(),
             status: None,
             retry_after: None,
+            cause: None,
             source: None,
         }
     }
@@ -144,6 +147,18 @@ impl ProxyError {
     pub fn with_retry_after(mut self, after: std::time::Duration) -> Self {
         self.retry_after = Some(after.as_secs_f64().ceil().max(1.0) as u64);
         self
+    }
+
+    /// The same error, named `cause` in the `sitio-error` header instead of
+    /// its kind's token: a stable, lower-case token such as `auth-expired`.
+    pub fn with_cause(mut self, cause: &'static str) -> Self {
+        self.cause = Some(cause);
+        self
+    }
+
+    /// The token of the `sitio-error` header: the cause if one was given, else the kind's.
+    pub fn cause(&self) -> &'static str {
+        self.cause.unwrap_or_else(|| self.kind.as_str())
     }
 
     /// Seconds after which trying again makes sense, if the failure says.

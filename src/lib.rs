@@ -62,6 +62,8 @@
 //!   ([`Target`]), the built-in access log, error pages and `on_status`.
 //! - [`resilience`]: built-in decorators next to the service: circuit breaker, crash
 //!   notifications, stale copies, fault injection.
+//! - [`auth`]: bearer-token (OIDC / JWT) auth, the built-in Keycloak decorator: its
+//!   settings, the identity provider's key set (fetched, discovered, refreshed), token checks.
 //! - [`error`]: who failed and how (kind, status, source chain); `rescue` turns any
 //!   failure into the response; [`content`]: what format a client wants it in.
 //! - [`body`], [`response`]: the body type and response helpers for decorators.
@@ -70,10 +72,11 @@
 //!   tap, process figures; built-ins report their own sections through `Report`.
 //! - [`config`]: settings from env vars and flags (`units` parses durations); `admin`: health, metrics, stats,
 //!   tap and the dashboard (`src/dashboard.html`); `memory`: returns free memory after load.
-//! - `demo`: the embedded photo-library service behind `sitio demo`; `tls`: the TLS
-//!   client of sitio's own requests (webhooks).
+//! - `demo`: the embedded photo-library service behind `sitio demo`; `client` and `tls`:
+//!   sitio's own requests (webhooks, key sets) over http or https.
 //! - `fuzzing` (tests and the `fuzzing` feature): drives one connection in memory for `fuzz/`.
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod content;
@@ -88,6 +91,7 @@ pub mod telemetry;
 
 mod admin;
 mod cli;
+mod client;
 mod clock;
 mod compose;
 mod deadline;

@@ -35,7 +35,7 @@ pub(crate) fn failure(err: &ProxyError, wants_json: bool) -> Response<Body> {
     };
     let mut res = page(err.status(), detail, wants_json);
     let headers = res.headers_mut();
-    headers.insert(SITIO_ERROR.clone(), HeaderValue::from_static(kind.as_str()));
+    headers.insert(SITIO_ERROR.clone(), HeaderValue::from_static(err.cause()));
     if let Some(secs) = err.retry_after() {
         headers.insert(RETRY_AFTER, HeaderValue::from(secs));
     }

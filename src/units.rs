@@ -3,6 +3,20 @@
 
 use std::time::Duration;
 
+/// Parses an `http://` or `https://` URL with a host; `example` shows one in the error.
+pub(crate) fn parse_http_url(s: &str, example: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("expected an http:// or https:// URL: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err(format!(
+            "expected an http:// or https:// URL with a host, e.g. {example}"
+        )),
+    }
+}
+
 /// Parses `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{Request, Uri};
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
+use http::Uri;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -28,6 +26,8 @@ const QUEUE: usize = 256;
 const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A webhook's answer is read (so its connection ends cleanly), not kept.
+const ANSWER_LIMIT: usize = 64 << 10;
 
 /// The shape of the webhook body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -206,9 +206,16 @@ impl Notifier {
         for attempt in 1..=ATTEMPTS {
             match tokio::time::timeout(
                 ATTEMPT_TIMEOUT,
-                post(&self.url, self.tls.as_ref(), body.clone()),
+                crate::client::request(
+                    &self.url,
+                    self.tls.as_ref(),
+                    http::Method::POST,
+                    Some(("application/json", body.clone())),
+                    ANSWER_LIMIT,
+                ),
             )
             .await
+            .map(|r| r.map(|answer| answer.status))
             {
                 Ok(Ok(status)) if status.is_success() => {
                     self.sent.fetch_add(1, Ordering::Relaxed);
@@ -227,45 +234,6 @@ impl Notifier {
         }
         self.failed.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-async fn post(
-    url: &Uri,
-    tls: Option<&tokio_rustls::TlsConnector>,
-    body: Bytes,
-) -> Result<http::StatusCode, Box<dyn std::error::Error + Send + Sync>> {
-    let host = url.host().ok_or("no host")?;
-    let port = url
-        .port_u16()
-        .unwrap_or(if tls.is_some() { 443 } else { 80 });
-    let stream = tokio::net::TcpStream::connect((host, port)).await?;
-    let mut sender = match tls {
-        None => {
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            sender
-        }
-        Some(tls) => {
-            // An IPv6 literal comes bracketed in the URL, not in the name checked.
-            let name = host.trim_start_matches('[').trim_end_matches(']');
-            let stream = crate::tls::handshake(tls, name, stream).await?;
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            sender
-        }
-    };
-    let authority = url.authority().map_or(host, |a| a.as_str());
-    let req = Request::post(url.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(
-            http::header::USER_AGENT,
-            concat!("sitio/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Full::new(body))?;
-    Ok(sender.send_request(req).await?.status())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC.

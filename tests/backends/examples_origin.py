@@ -3,7 +3,7 @@
 
 Usage: examples_origin.py NAME   (listens on 127.0.0.1, port chosen by the OS)
 Prints "PORT <n>" first. Routes:
-  GET  /headers          the request head as text (what the service received)
+  GET  /headers[/...]    the request head as text (what the service received)
   POST /echo             the request body back; X-Origin: NAME on every answer
   GET  /page.html?n=N    text/html with Content-Length: "Boring page N. " N times
   GET  /chunked.html     text/html, chunked, "Boring" split across chunks
@@ -49,7 +49,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlparse(self.path)
-        if url.path == "/headers":
+        if url.path == "/headers" or url.path.startswith("/headers/"):
             head = f"{self.command} {self.path} {self.request_version}\n{self.headers}"
             self.send(200, "text/plain", head.encode())
         elif url.path == "/page.html":

@@ -3,55 +3,20 @@
 //! answer, A/B routing to a named upstream, and a length-changing body
 //! rewrite. Each runs as its own binary against real service processes.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::common::*;
 use crate::examples::example;
 
 /// `tests/backends/examples_origin.py NAME`, with the lines it prints.
-struct Origin {
-    port: u16,
-    lines: Arc<Mutex<Vec<String>>>,
-    _child: Child,
-}
+struct Origin;
 
 impl Origin {
-    async fn start(name: &str) -> Origin {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/backends/examples_origin.py"
-        );
-        let mut child = Command::new("python3")
-            .args(["-u", script, name])
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 is installed (the README's test command installs it)");
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(10), out.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let port = first.strip_prefix("PORT ").unwrap().parse().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = out.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Origin {
-            port,
-            lines,
-            _child: child,
-        }
+    async fn start(name: &str) -> Script {
+        Script::start("examples_origin.py", &[name]).await
     }
 }
 

@@ -33,6 +33,13 @@ async fn bad_configuration_stops_startup_naming_the_variable() {
         ("SITIO_RATE_LIMIT_BURST", "0", "SITIO_RATE_LIMIT_BURST"),
         ("SITIO_TRUSTED_PROXIES", "10.0.0.0/99", "prefix length"),
         ("SITIO_NOTIFY_FORMAT", "email", "json, slack"),
+        ("SITIO_AUTH_JWKS_URL", "certs.json", "https://"),
+        ("SITIO_AUTH_ISSUER", "keycloak", "https://"),
+        ("SITIO_AUTH_AUDIENCE", " , ", "audiences"),
+        ("SITIO_AUTH_PUBLIC", "health", "/health,/static/*"),
+        ("SITIO_AUTH_FORWARD", "sub", "claim:Header"),
+        ("SITIO_AUTH_LEEWAY", "some", "10s"),
+        ("SITIO_AUTH_JWKS_REFRESH", "daily", "10s"),
         ("SITIO_FAULT_DELAY", "10%", "SHARE:DELAY"),
         ("SITIO_FAULT_ABORT", "5%:200", "400 to 599"),
         (
@@ -91,6 +98,13 @@ async fn help_lists_every_setting_with_its_variable() {
         "SITIO_RATE_LIMIT_BURST",
         "SITIO_TRUSTED_PROXIES",
         "SITIO_CA_FILE",
+        "SITIO_AUTH_JWKS_URL",
+        "SITIO_AUTH_ISSUER",
+        "SITIO_AUTH_AUDIENCE",
+        "SITIO_AUTH_PUBLIC",
+        "SITIO_AUTH_FORWARD",
+        "SITIO_AUTH_LEEWAY",
+        "SITIO_AUTH_JWKS_REFRESH",
     ] {
         assert!(
             help.contains(&format!("env: {var}=")),

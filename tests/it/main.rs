@@ -4,6 +4,7 @@
 // Test helpers are shared between modules, not a public API.
 #![allow(unreachable_pub, missing_docs, missing_debug_implementations)]
 
+mod auth;
 mod common;
 mod container;
 mod contract;

@@ -412,3 +412,55 @@ pub fn rss_bytes() -> u64 {
         .unwrap();
     kb * 1024
 }
+
+/// A test process from `tests/backends/` (`python3 -u SCRIPT ARGS...`) that
+/// prints `PORT <n>` first; every later line it prints is kept in `lines`.
+pub struct Script {
+    pub port: u16,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    _child: Child,
+}
+
+impl Script {
+    pub async fn start(script: &str, args: &[&str]) -> Script {
+        let path = format!("{}/tests/backends/{script}", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg("-u")
+            .arg(path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 is installed (the README's test command installs it)");
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{script} printed no PORT line"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{script} exited before its PORT line"));
+        let port = first.strip_prefix("PORT ").unwrap().parse().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Script {
+            port,
+            lines,
+            _child: child,
+        }
+    }
+
+    /// The lines printed so far that start with `prefix`.
+    pub fn printed(&self, prefix: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
