@@ -35,7 +35,11 @@ enum Command {
 pub(crate) fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> ExitCode {
     let mut cli = Cli::parse(); // prints --help/--version, or a usage error (exit 2)
     // SITIO_ERROR_PAGE_<code> for any status: names clap cannot declare.
-    cli.config = match cli.config.with_error_page_vars(std::env::vars()) {
+    let checked = cli
+        .config
+        .with_error_page_vars(std::env::vars())
+        .and_then(|c| c.check().map(|()| c));
+    cli.config = match checked {
         Ok(config) => config,
         Err(msg) => {
             eprintln!("sitio: {msg}");

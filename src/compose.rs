@@ -107,11 +107,7 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
     if let Some(b) = &breaker {
         chain = chain.wrapping(CircuitBreaker(b.clone()));
     }
-    let notifier = config.notify_url.clone().map(|url| {
-        let service = format!("{}:{}", config.target_host, config.target_port);
-        let notifier = Notifier::new(url, config.notify_format, config.notify_interval, service);
-        Arc::new(notifier.trusting(config.ca_file.as_ref()))
-    });
+    let notifier = notifier(config);
     if let Some(n) = &notifier {
         chain = chain.wrapping(NotifyOnCrash(n.clone()));
     }
@@ -132,6 +128,21 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
         });
     }
     (chain, telemetry)
+}
+
+/// Layer 10's notifier, when a webhook or mail is configured.
+fn notifier(config: &Config) -> Option<Arc<Notifier>> {
+    let service = format!("{}:{}", config.target_host, config.target_port);
+    let ca = config.ca_file.as_ref();
+    let mut notifier = Notifier::new(config.notify_interval, service);
+    if let Some(url) = &config.notify_url {
+        notifier = notifier.webhook(url.clone(), config.notify_format, ca);
+    }
+    if let Err(e) = notifier.add_mail(&config.mail, ca) {
+        // The settings were checked at startup; this is a relay TLS setup failure.
+        tracing::error!(error = e, "crash mail is off");
+    }
+    notifier.has_channels().then(|| Arc::new(notifier))
 }
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ pub struct Config {
           default_value = "5s", value_parser = parse_duration)]
     pub breaker_cooldown: Duration,
 
-    /// Webhook (http://) told when the service answers 5xx, becomes unreachable, recovers.
+    /// Webhook (http:// or https://) told when the service answers 5xx, becomes unreachable, recovers.
     #[arg(long, global = true, env = "SITIO_NOTIFY_URL", value_name = "SITIO_NOTIFY_URL", value_parser = parse_notify_url)]
     pub notify_url: Option<http::Uri>,
 
@@ -289,6 +289,10 @@ pub struct Config {
           default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
 
+    /// Crash mail, `SITIO_NOTIFY_SMTP*` and `SITIO_NOTIFY_MAIL_*`.
+    #[command(flatten)]
+    pub mail: crate::resilience::notify::MailSettings,
+
     /// Bearer-token (OIDC / JWT) auth, `SITIO_AUTH_*`.
     #[command(flatten)]
     pub auth: crate::auth::AuthSettings,
@@ -314,6 +318,12 @@ impl Config {
             self.error_pages.push((target, PathBuf::from(value)));
         }
         Ok(self)
+    }
+
+    /// Checks the settings that only make sense together (those clap checks
+    /// one by one); the error names the variable and what it accepts.
+    pub fn check(&self) -> Result<(), String> {
+        self.mail.check()
     }
 
     /// Every configured error page: the 404 and 5xx ones, then the others.
@@ -421,6 +431,7 @@ impl Default for Config {
             reuse_port: false,
             ready_requires_service: false,
             auth: crate::auth::AuthSettings::default(),
+            mail: crate::resilience::notify::MailSettings::default(),
         }
     }
 }

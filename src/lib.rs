@@ -61,7 +61,7 @@
 //!   the chain and how one hook is called (state found, panic caught), named upstreams
 //!   ([`Target`]), the built-in access log, error pages and `on_status`.
 //! - [`resilience`]: built-in decorators next to the service: circuit breaker, crash
-//!   notifications, stale copies, fault injection.
+//!   notifications (webhook and mail), stale copies, fault injection, rate limits.
 //! - [`auth`]: bearer-token (OIDC / JWT) auth, the built-in Keycloak decorator: its
 //!   settings, the identity provider's key set (fetched, discovered, refreshed), token checks.
 //! - [`error`]: who failed and how (kind, status, source chain); `rescue` turns any

@@ -21,6 +21,13 @@ pub struct CaFile {
     certs: Vec<CertificateDer<'static>>,
 }
 
+impl CaFile {
+    /// The certificates, DER-encoded.
+    pub(crate) fn certificates(&self) -> impl Iterator<Item = &[u8]> {
+        self.certs.iter().map(|c| c.as_ref())
+    }
+}
+
 /// Parses `SITIO_CA_FILE`: a readable PEM file holding at least one certificate.
 pub(crate) fn parse_ca_file(s: &str) -> Result<CaFile, String> {
     let path = PathBuf::from(s.trim());

@@ -21,7 +21,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 }
 
 /// A CA and a certificate for localhost/127.0.0.1 signed by it, in `dir`.
-fn test_pki(dir: &std::path::Path) {
+pub(crate) fn test_pki(dir: &std::path::Path) {
     let ec = [
         "-newkey",
         "ec",
@@ -148,7 +148,7 @@ async fn crash_notifications_reach_an_https_webhook_with_a_private_ca() {
     let started = Instant::now();
     let refused = loop {
         let found = logged.lock().unwrap().iter().find_map(|l| {
-            (l["message"] == "notify webhook unreachable").then(|| l["error"].to_string())
+            (l["message"] == "notification not delivered").then(|| l["error"].to_string())
         });
         if let Some(error) = found {
             break error;

@@ -17,6 +17,7 @@ mod hardening;
 mod https_hooks;
 mod lifecycle;
 mod limits;
+mod mail;
 mod proxying;
 mod rate_limits;
 mod readme;

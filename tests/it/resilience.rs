@@ -310,7 +310,9 @@ async fn a_dead_webhook_never_slows_traffic_and_its_losses_are_counted() {
             metrics
                 .lines()
                 .find(|l| {
-                    l.starts_with(&format!("sitio_notify_events_total{{result=\"{result}\"}}"))
+                    l.starts_with(&format!(
+                        "sitio_notify_events_total{{channel=\"webhook\",result=\"{result}\"}}"
+                    ))
                 })
                 .and_then(|l| l.rsplit(' ').next()?.parse().ok())
                 .unwrap()

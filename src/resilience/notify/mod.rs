@@ -5,39 +5,31 @@
 //! queue with retries; a dead webhook never slows traffic, lost events are
 //! counted.
 
+mod mail;
+mod webhook;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use http::Uri;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+pub use mail::{MailSettings, Mailboxes, Password, Relay, Security};
+pub use webhook::NotifyFormat;
 
 use crate::decorator::{Decorator, Exchange};
 use crate::error::{Blame, ErrorKind};
 use crate::telemetry::Report;
 use crate::telemetry::prometheus::family;
+use mail::Mail;
+use webhook::Webhook;
 
 /// Events waiting to be sent before new ones are dropped.
 const QUEUE: usize = 256;
 const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A webhook's answer is read (so its connection ends cleanly), not kept.
-const ANSWER_LIMIT: usize = 64 << 10;
-
-/// The shape of the webhook body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
-pub enum NotifyFormat {
-    /// sitio's JSON event.
-    #[default]
-    Json,
-    /// A Slack-compatible incoming-webhook message (`{"text": ...}`).
-    Slack,
-}
 
 #[derive(Debug, Clone)]
 struct Event {
@@ -50,20 +42,102 @@ struct Event {
     at: SystemTime,
 }
 
-/// Where notifications go, and what happened to them.
-pub struct Notifier {
-    url: Uri,
-    format: NotifyFormat,
-    interval: Duration,
-    service: String,
+/// Who is telling: the pod (or host) and the service it decorates.
+struct Origin {
     host: String,
-    /// For an https webhook.
-    tls: Option<tokio_rustls::TlsConnector>,
+    service: String,
+}
+
+impl Origin {
+    /// One line saying what happened (Slack's text, the mail's first line).
+    fn summary(&self, e: &Event, folded: u64) -> String {
+        let what = match e.event {
+            "service_recovered" => "the service is reachable again".to_owned(),
+            _ => match e.status {
+                Some(s) => format!("{} {} answered {s}", e.method, e.route),
+                None => format!("{} {} failed: {}", e.method, e.route, e.kind),
+            },
+        };
+        let folded = if folded > 0 {
+            format!(" ({folded} more like it since the last message)")
+        } else {
+            String::new()
+        };
+        format!("sitio on {} ({}): {what}{folded}", self.host, self.service)
+    }
+}
+
+/// Where events go.
+enum Sink {
+    Webhook(Webhook),
+    Mail(Mail),
+}
+
+/// One channel and what happened to its events.
+struct Channel {
+    sink: Sink,
+    sent: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Channel {
+    fn new(sink: Sink) -> Self {
+        Channel {
+            sink,
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.sink {
+            Sink::Webhook(_) => "webhook",
+            Sink::Mail(_) => "mail",
+        }
+    }
+
+    async fn send(&self, origin: &Origin, event: &Event, folded: u64) -> Result<(), String> {
+        match &self.sink {
+            Sink::Webhook(w) => w.send(origin, event, folded).await,
+            Sink::Mail(m) => m.send(origin, event, folded).await,
+        }
+    }
+
+    /// Sends with retries and backoff; a channel that stays down is counted, not waited for.
+    async fn deliver(&self, origin: &Origin, event: &Event, folded: u64) {
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=ATTEMPTS {
+            match self.send(origin, event, folded).await {
+                Ok(()) => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        channel = self.name(),
+                        attempt,
+                        error,
+                        "notification not delivered"
+                    )
+                }
+            }
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where notifications go (a webhook, mail, or both), and what happened to them.
+pub struct Notifier {
+    origin: Origin,
+    channels: Vec<Channel>,
+    interval: Duration,
     tx: mpsc::Sender<Event>,
     rx: Mutex<Option<mpsc::Receiver<Event>>>,
     down: AtomicBool,
-    sent: AtomicU64,
-    failed: AtomicU64,
     dropped: AtomicU64,
 }
 
@@ -74,48 +148,71 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// A notifier posting to `url` about the service at `service`; an https
-    /// `url` is checked against the public roots (and `SITIO_CA_FILE`'s CAs:
-    /// see [`Notifier::trusting`]).
-    pub fn new(url: Uri, format: NotifyFormat, interval: Duration, service: String) -> Self {
+    /// A notifier about the service at `service`, with no channel yet.
+    pub fn new(interval: Duration, service: String) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let host = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .ok()
             .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
             .map_or_else(|| "unknown".to_owned(), |h| h.trim().to_owned());
-        let tls = (url.scheme_str() == Some("https")).then(|| crate::tls::connector(None));
         Notifier {
-            tls,
-            url,
-            format,
+            origin: Origin { host, service },
+            channels: Vec::new(),
             interval,
-            service,
-            host,
             tx,
             rx: Mutex::new(Some(rx)),
             down: AtomicBool::new(false),
-            sent: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
     }
 
-    /// The same notifier, also trusting the CAs of `ca_file` for an https webhook.
-    pub fn trusting(mut self, ca_file: Option<&crate::tls::CaFile>) -> Self {
-        if self.tls.is_some() {
-            self.tls = Some(crate::tls::connector(ca_file));
-        }
+    /// Also posts to the webhook `url`; an https one is checked against the
+    /// public roots and `ca_file`'s CAs.
+    pub fn webhook(
+        mut self,
+        url: http::Uri,
+        format: NotifyFormat,
+        ca_file: Option<&crate::tls::CaFile>,
+    ) -> Self {
+        let hook = Webhook::new(url, format, ca_file);
+        self.channels.push(Channel::new(Sink::Webhook(hook)));
         self
     }
 
-    /// Events delivered, given up after retries, and dropped because the queue was full.
-    pub fn counts(&self) -> [(&'static str, u64); 3] {
-        [
-            ("sent", self.sent.load(Ordering::Relaxed)),
-            ("failed", self.failed.load(Ordering::Relaxed)),
-            ("dropped", self.dropped.load(Ordering::Relaxed)),
-        ]
+    /// Also mails as `settings` say (nothing without `SITIO_NOTIFY_SMTP`); the
+    /// error names the setting that cannot work.
+    pub fn add_mail(
+        &mut self,
+        settings: &MailSettings,
+        ca_file: Option<&crate::tls::CaFile>,
+    ) -> Result<(), String> {
+        if let Some(mail) = Mail::new(settings, ca_file)? {
+            self.channels.push(Channel::new(Sink::Mail(mail)));
+        }
+        Ok(())
+    }
+
+    /// True when events have somewhere to go.
+    pub fn has_channels(&self) -> bool {
+        !self.channels.is_empty()
+    }
+
+    /// Per channel (`webhook`, `mail`): events delivered, given up after
+    /// retries, and dropped because the queue was full.
+    pub fn counts(&self) -> Vec<(&'static str, [(&'static str, u64); 3])> {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        self.channels
+            .iter()
+            .map(|c| {
+                let counts = [
+                    ("sent", c.sent.load(Ordering::Relaxed)),
+                    ("failed", c.failed.load(Ordering::Relaxed)),
+                    ("dropped", dropped),
+                ];
+                (c.name(), counts)
+            })
+            .collect()
     }
 
     fn enqueue(&self, event: Event) {
@@ -168,71 +265,13 @@ impl Notifier {
         }
     }
 
-    fn body(&self, e: &Event, folded: u64) -> Value {
-        match self.format {
-            NotifyFormat::Json => json!({
-                "event": e.event,
-                "kind": e.kind,
-                "host": self.host,
-                "service": self.service,
-                "method": e.method,
-                "route": e.route,
-                "status": e.status,
-                "latency_ms": (e.latency_ms * 100.0).round() / 100.0,
-                "time": rfc3339(e.at),
-                "folded": folded,
-            }),
-            NotifyFormat::Slack => {
-                let what = match e.event {
-                    "service_recovered" => "the service is reachable again".to_owned(),
-                    _ => match e.status {
-                        Some(s) => format!("{} {} answered {s}", e.method, e.route),
-                        None => format!("{} {} failed: {}", e.method, e.route, e.kind),
-                    },
-                };
-                let folded = if folded > 0 {
-                    format!(" ({folded} more like it since the last message)")
-                } else {
-                    String::new()
-                };
-                json!({"text": format!("sitio on {} ({}): {what}{folded}", self.host, self.service)})
-            }
-        }
-    }
-
+    /// Every channel at once: a slow relay does not hold the webhook back.
     async fn deliver(&self, event: &Event, folded: u64) {
-        let body = Bytes::from(self.body(event, folded).to_string());
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=ATTEMPTS {
-            match tokio::time::timeout(
-                ATTEMPT_TIMEOUT,
-                crate::client::request(
-                    &self.url,
-                    self.tls.as_ref(),
-                    http::Method::POST,
-                    Some(("application/json", body.clone())),
-                    ANSWER_LIMIT,
-                ),
-            )
-            .await
-            .map(|r| r.map(|answer| answer.status))
-            {
-                Ok(Ok(status)) if status.is_success() => {
-                    self.sent.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Ok(Ok(status)) => {
-                    tracing::warn!(attempt, %status, "notify webhook refused the event")
-                }
-                Ok(Err(e)) => tracing::warn!(attempt, error = %e, "notify webhook unreachable"),
-                Err(_) => tracing::warn!(attempt, "notify webhook timed out"),
-            }
-            if attempt < ATTEMPTS {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-        }
-        self.failed.fetch_add(1, Ordering::Relaxed);
+        let sends = self
+            .channels
+            .iter()
+            .map(|c| c.deliver(&self.origin, event, folded));
+        futures_util::future::join_all(sends).await;
     }
 }
 
@@ -311,10 +350,14 @@ impl Report for Notifier {
     }
 
     fn stats(&self) -> serde_json::Value {
-        let counts = self
-            .counts()
-            .map(|(k, v)| (k.to_owned(), serde_json::json!(v)));
-        serde_json::Value::Object(counts.into_iter().collect())
+        let channels = self.counts().into_iter().map(|(name, counts)| {
+            let counts = counts.map(|(k, v)| (k.to_owned(), serde_json::json!(v)));
+            (
+                name.to_owned(),
+                serde_json::Value::Object(counts.into_iter().collect()),
+            )
+        });
+        serde_json::Value::Object(channels.collect())
     }
 
     fn metrics(&self, out: &mut String) {
@@ -323,13 +366,15 @@ impl Report for Notifier {
             out,
             "sitio_notify_events_total",
             "counter",
-            "Crash notifications by outcome.",
+            "Crash notifications by channel and outcome.",
         );
-        for (result, count) in self.counts() {
-            let _ = writeln!(
-                out,
-                "sitio_notify_events_total{{result=\"{result}\"}} {count}"
-            );
+        for (channel, counts) in self.counts() {
+            for (result, count) in counts {
+                let _ = writeln!(
+                    out,
+                    "sitio_notify_events_total{{channel=\"{channel}\",result=\"{result}\"}} {count}"
+                );
+            }
         }
     }
 
