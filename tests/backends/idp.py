@@ -3,7 +3,8 @@
 are generated at start and whose tokens are signed by PyJWT (another
 implementation than sitio's).
 
-Usage: idp.py   (listens on 127.0.0.1, port chosen by the OS)
+Usage: idp.py [--tls CERT KEY]   (listens on 127.0.0.1, port chosen by the OS;
+https with --tls, the issuer then https://localhost:<n>/realms/test)
 Prints "PORT <n>" first, then "FETCH <path>" for every key-set or discovery fetch.
 Issuer: http://127.0.0.1:<n>/realms/test
   GET  /realms/test/.well-known/openid-configuration   discovery
@@ -21,6 +22,7 @@ Issuer: http://127.0.0.1:<n>/realms/test
   POST /down      the key set answers 500 from now on
 """
 import base64
+import ssl
 import hashlib
 import hmac
 import json
@@ -115,7 +117,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlparse(self.path)
-        issuer = f"http://127.0.0.1:{self.server.server_address[1]}/realms/test"
+        issuer = ISSUER
         if url.path == "/realms/test/.well-known/openid-configuration":
             emit("FETCH " + url.path)
             doc = {"issuer": issuer, "jwks_uri": issuer + "/protocol/openid-connect/certs"}
@@ -154,5 +156,13 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-emit(f"PORT {server.server_address[1]}")
+port = server.server_address[1]
+ISSUER = f"http://127.0.0.1:{port}/realms/test"
+if "--tls" in sys.argv:
+    i = sys.argv.index("--tls")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[i + 1], sys.argv[i + 2])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    ISSUER = f"https://localhost:{port}/realms/test"
+emit(f"PORT {port}")
 server.serve_forever()

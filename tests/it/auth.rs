@@ -180,6 +180,60 @@ async fn bearer_tokens_are_checked_against_the_identity_providers_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_identity_provider_of_a_private_ca_is_trusted_with_sitio_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::https_hooks::test_pki(dir.path());
+    let (cert, key) = (dir.path().join("hook.pem"), dir.path().join("hook.key"));
+    let idp = Script::start(
+        "idp.py",
+        &["--tls", cert.to_str().unwrap(), key.to_str().unwrap()],
+    )
+    .await;
+    let service = Script::start("examples_origin.py", &["service"]).await;
+    let issuer = format!("https://localhost:{}/realms/test", idp.port);
+    let ca = dir.path().join("ca.pem");
+    let (mut child, port, _, _) = start_binary(
+        service.port,
+        &[
+            ("SITIO_AUTH_ISSUER", &issuer),
+            ("SITIO_CA_FILE", ca.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let url = format!("https://localhost:{}/token?kind=rsa-1", idp.port);
+    let (ok, token) = curl(&["--cacert", ca.to_str().unwrap(), &url]).await;
+    assert!(ok);
+    let token = String::from_utf8(token).unwrap();
+    let res = get(port, "/headers", Some(&token)).await;
+    assert_eq!(res.status, 200, "{:?}", String::from_utf8_lossy(&res.body));
+    child.kill().await.unwrap();
+
+    // Without the CA, no key can be fetched: 503, and the log says why.
+    let (mut child, port, _, logged) =
+        start_binary(service.port, &[("SITIO_AUTH_ISSUER", &issuer)]).await;
+    let res = get(port, "/headers", Some(&token)).await;
+    assert_eq!(res.status, 503);
+    let started = Instant::now();
+    let why = loop {
+        let found = logged
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l["target"] == "sitio::auth" && l["level"] == "WARN")
+            .map(|l| l.to_string());
+        match found {
+            Some(line) => break line,
+            None if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            None => panic!("no failed fetch logged"),
+        }
+    };
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_keys_outlive_the_identity_provider_and_no_keys_is_a_clear_503() {
     let f = Fixture::start().await;
     let jwks = format!("{}/protocol/openid-connect/certs", f.issuer());

@@ -53,18 +53,20 @@ pub async fn start_program(
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Lines logged before "ready" (background tasks start first) are kept too.
+    let logged = Lines::default();
     let ready = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             if v["message"] == "sitio is ready" {
                 return v;
             }
+            logged.lock().unwrap().push(v);
         }
         panic!("sitio exited before it was ready");
     })
     .await
     .unwrap();
-    let logged = Lines::default();
     let sink = logged.clone();
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
