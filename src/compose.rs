@@ -11,16 +11,18 @@
 //!   5. rate limits          SITIO_RATE_LIMIT*; its 429 gets the error pages (SITIO_ERROR_PAGE_429)
 //!   6. auth                 SITIO_AUTH_*; after the rate limit, so a flood of bad tokens
 //!                           costs no signature checks beyond the limit; its 401 gets the pages
-//!   7. fault injection      SITIO_FAULT_*; nothing inside masks its faults
-//!   8. stale copies         SITIO_STALE_ON_ERROR; masks the breaker's and the service's errors
-//!   9. circuit breaker      SITIO_BREAKER_*; its 503s reach everything outside like any answer
-//!  10. crash notifications  SITIO_NOTIFY_*; judges the service's own answers
+//!   7. A/B split            SITIO_SPLIT*; only authenticated requests reach a variant, and
+//!                           everything inside works per variant (the upstream is chosen here)
+//!   8. fault injection      SITIO_FAULT_*; nothing inside masks its faults
+//!   9. stale copies         SITIO_STALE_ON_ERROR; masks the breaker's and the service's errors
+//!  10. circuit breaker      SITIO_BREAKER_*; its 503s reach everything outside like any answer
+//!  11. crash notifications  SITIO_NOTIFY_*; judges the service's own answers
 //!  service
 //! ```
 //!
 //! Layers 2 and 4 come from [`stock`] (what the binary and `sitio::main` run);
 //! a caller of [`crate::run`] passes its own chain for layers 2 to 4. Layers 1
-//! and 5 to 10 are added by [`around`] from the configuration.
+//! and 5 to 11 are added by [`around`] from the configuration.
 
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ use crate::resilience::{
     Breaker, CircuitBreaker, FaultInjection, Notifier, NotifyOnCrash, RateLimit, RateLimiter,
     StaleCache, StaleOnError,
 };
+use crate::split::{Split, Splitter};
 
 /// Clients (or routes) a rate limit remembers at most: 100k keys, a few MiB.
 const RATE_LIMIT_KEYS: usize = 100_000;
@@ -63,8 +66,12 @@ pub(crate) fn stock(config: &Config, user: Decorators) -> Result<Decorators, Sta
 
 /// The whole chain around `inner` (layers 2 to 4), and the telemetry that
 /// reports on the built-ins it added.
-pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Telemetry>) {
+pub(crate) fn around(
+    config: &Config,
+    inner: Decorators,
+) -> Result<(Decorators, Arc<Telemetry>), StartError> {
     let mut chain = inner;
+    let notifier = notifier(config);
     let limiter = config.rate_limit.map(|limit| {
         Arc::new(RateLimiter::new(
             limit,
@@ -79,6 +86,15 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
     let auth = Auth::new(&config.auth, config.ca_file.as_ref()).map(Arc::new);
     if let Some(a) = &auth {
         chain = chain.wrapping(Authenticate(a.clone()));
+    }
+    let splitter = Splitter::new(&config.split, notifier.clone()).map(Arc::new);
+    if let Some(s) = &splitter {
+        for target in Splitter::targets(&config.split) {
+            chain = chain
+                .with_target(target)
+                .map_err(|e| StartError::Config(format!("SITIO_SPLIT: {e}")))?;
+        }
+        chain = chain.wrapping(Split(s.clone()));
     }
     if config.fault_delay.is_some() || config.fault_abort.is_some() {
         chain = chain.wrapping(FaultInjection {
@@ -107,13 +123,13 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
     if let Some(b) = &breaker {
         chain = chain.wrapping(CircuitBreaker(b.clone()));
     }
-    let notifier = notifier(config);
     if let Some(n) = &notifier {
         chain = chain.wrapping(NotifyOnCrash(n.clone()));
     }
     let mut reports: Vec<Arc<dyn Report>> = Vec::new();
     reports.extend(limiter.map(|l| l as Arc<dyn Report>));
     reports.extend(auth.map(|a| a as Arc<dyn Report>));
+    reports.extend(splitter.map(|s| s as Arc<dyn Report>));
     reports.extend(breaker.map(|b| b as Arc<dyn Report>));
     reports.extend(notifier.map(|n| n as Arc<dyn Report>));
     reports.extend(stale.map(|c| c as Arc<dyn Report>));
@@ -127,7 +143,7 @@ pub(crate) fn around(config: &Config, inner: Decorators) -> (Decorators, Arc<Tel
             tap: telemetry.tap.clone(),
         });
     }
-    (chain, telemetry)
+    Ok((chain, telemetry))
 }
 
 /// Layer 10's notifier, when a webhook or mail is configured.
@@ -162,6 +178,15 @@ mod tests {
             breaker_failures: 3,
             notify_url: Some("http://127.0.0.1:9/hook".parse().unwrap()),
             rate_limit: crate::resilience::rate_limit::parse_limit("10/s").ok(),
+            split: crate::split::SplitSettings {
+                split: crate::split::Variants(vec![crate::split::Variant {
+                    name: "canary".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9,
+                    percent: 10.0,
+                }]),
+                ..Default::default()
+            },
             auth: crate::auth::AuthSettings {
                 auth_jwks_url: Some("http://127.0.0.1:9/certs".parse().unwrap()),
                 ..Default::default()
@@ -171,7 +196,7 @@ mod tests {
         let user = Decorators::builder()
             .with(on_status(404, |_, _| Action::Continue))
             .build();
-        let (chain, _) = around(&config, stock(&config, user).unwrap());
+        let (chain, _) = around(&config, stock(&config, user).unwrap()).unwrap();
         let names = chain.names();
         let position = |needle: &str| {
             names
@@ -186,6 +211,7 @@ mod tests {
             "error_pages",
             "rate_limit",
             "auth",
+            "split",
             "fault",
             "stale",
             "breaker",
@@ -193,6 +219,6 @@ mod tests {
         ]
         .map(position);
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{names:?}");
-        assert_eq!(names.len(), 10, "{names:?}");
+        assert_eq!(names.len(), 11, "{names:?}");
     }
 }

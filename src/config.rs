@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 pub use crate::content::PageFor;
 pub use crate::tls::CaFile;
 pub use crate::units::parse_duration;
+use crate::units::parse_switch;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -293,6 +294,10 @@ pub struct Config {
     #[command(flatten)]
     pub mail: crate::resilience::notify::MailSettings,
 
+    /// A/B testing, `SITIO_SPLIT*`.
+    #[command(flatten)]
+    pub split: crate::split::SplitSettings,
+
     /// Bearer-token (OIDC / JWT) auth, `SITIO_AUTH_*`.
     #[command(flatten)]
     pub auth: crate::auth::AuthSettings,
@@ -432,6 +437,7 @@ impl Default for Config {
             ready_requires_service: false,
             auth: crate::auth::AuthSettings::default(),
             mail: crate::resilience::notify::MailSettings::default(),
+            split: crate::split::SplitSettings::default(),
         }
     }
 }
@@ -501,14 +507,6 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
         _ => return Err(err()),
     };
     n.checked_mul(scale).filter(|&b| b > 0).ok_or_else(err)
-}
-
-fn parse_switch(s: &str) -> Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "on" | "true" | "1" | "yes" => Ok(true),
-        "off" | "false" | "0" | "no" => Ok(false),
-        _ => Err("expected on or off".to_owned()),
-    }
 }
 
 #[cfg(test)]

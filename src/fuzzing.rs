@@ -64,7 +64,9 @@ pub fn serve_bytes(input: &[u8]) -> Vec<u8> {
         .expect("runtime");
     rt.block_on(async move {
         let tasks = tokio_util::task::TaskTracker::new();
-        let (shared, config, http) = prepare(config, decorators, tasks);
+        let Ok((shared, config, http)) = prepare(config, decorators, tasks) else {
+            return Vec::new();
+        };
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));

@@ -64,6 +64,8 @@
 //!   notifications (webhook and mail), stale copies, fault injection, rate limits.
 //! - [`auth`]: bearer-token (OIDC / JWT) auth, the built-in Keycloak decorator: its
 //!   settings, the identity provider's key set (fetched, discovered, refreshed), token checks.
+//! - [`split`]: A/B testing: variants as named upstreams, sticky clients, the guard that
+//!   sends traffic back to the service when a variant is worse.
 //! - [`error`]: who failed and how (kind, status, source chain); `rescue` turns any
 //!   failure into the response; [`content`]: what format a client wants it in.
 //! - [`body`], [`response`]: the body type and response helpers for decorators.
@@ -87,6 +89,7 @@ pub mod fuzzing;
 pub mod resilience;
 pub mod response;
 pub mod server;
+pub mod split;
 pub mod telemetry;
 
 mod admin;

@@ -108,14 +108,17 @@ fn bind_all_interfaces(port: u16, reuse_port: bool) -> std::io::Result<TcpListen
     TcpListener::from_std(socket.into())
 }
 
+/// What every connection of one instance shares.
+pub(crate) type Prepared = (Arc<Shared>, Arc<Config>, Arc<http1::Builder>);
+
 /// Builds what every connection of one instance shares.
 pub(crate) fn prepare(
     config: Config,
     decorators: Decorators,
     tasks: tokio_util::task::TaskTracker,
-) -> (Arc<Shared>, Arc<Config>, Arc<http1::Builder>) {
+) -> Result<Prepared, StartError> {
+    let (decorators, telemetry) = crate::compose::around(&config, decorators)?;
     let upstreams = upstreams(&config, &decorators);
-    let (decorators, telemetry) = crate::compose::around(&config, decorators);
     // Patterns were validated when the configuration was parsed.
     let routes = Routes::new(&config.routes, config.max_routes).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "SITIO_ROUTES ignored");
@@ -136,7 +139,7 @@ pub(crate) fn prepare(
     http.keep_alive(true)
         .max_buf_size(config.max_header_bytes)
         .max_headers(config.max_headers);
-    (shared, Arc::new(config), Arc::new(http))
+    Ok((shared, Arc::new(config), Arc::new(http)))
 }
 
 /// The service (index 0), then the decorators' named upstreams, which take
@@ -186,7 +189,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let tasks = tokio_util::task::TaskTracker::new();
-    let (shared, config, http) = prepare(config, decorators, tasks.clone());
+    let (shared, config, http) = prepare(config, decorators, tasks.clone())?;
 
     let telemetry = shared.telemetry.clone();
     let admin_state = Arc::new(AdminState::new(

@@ -17,6 +17,15 @@ pub(crate) fn parse_http_url(s: &str, example: &str) -> Result<http::Uri, String
     }
 }
 
+/// Parses a switch: on/off (also true/false, 1/0, yes/no).
+pub(crate) fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err("expected on or off".to_owned()),
+    }
+}
+
 /// Parses `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

@@ -290,6 +290,19 @@ impl Decorators {
         self.extended(entry(decorator), false)
     }
 
+    /// This chain, with `target` registered too; an error when its name is taken.
+    pub(crate) fn with_target(&self, target: Target) -> Result<Decorators, String> {
+        if target.name == SERVICE || self.targets.iter().any(|t| t.name == target.name) {
+            return Err(format!("upstream name {:?} is taken", target.name));
+        }
+        let mut targets = self.targets.to_vec();
+        targets.push(target);
+        Ok(Decorators {
+            chain: self.chain.clone(),
+            targets: targets.into(),
+        })
+    }
+
     fn extended(&self, decorator: Entry, outermost: bool) -> Decorators {
         assert!(self.chain.len() < MAX_DECORATORS, "too many decorators");
         let mut chain: Vec<Entry> = self.chain.to_vec();

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::Telemetry;
 use super::process;
+use super::stats::Endpoint;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 15] = [
@@ -52,19 +53,42 @@ pub fn render(t: &Telemetry) -> String {
     let mut out = String::new();
     if let Some(stats) = &t.stats {
         let snap = stats.snapshot();
+        // With named upstreams (A/B variants) the request series carry an
+        // `upstream` label; summed over it they are the per-route figures.
+        let rows: Vec<(String, &Endpoint)> = if snap.variants.is_empty() {
+            snap.endpoints
+                .iter()
+                .map(|(m, r, e)| {
+                    let labels =
+                        format!("method=\"{}\",route=\"{}\"", escape(m.as_str()), escape(r));
+                    (labels, e)
+                })
+                .collect()
+        } else {
+            snap.variants
+                .iter()
+                .map(|(m, r, u, e)| {
+                    let labels = format!(
+                        "method=\"{}\",route=\"{}\",upstream=\"{}\"",
+                        escape(m.as_str()),
+                        escape(r),
+                        escape(u)
+                    );
+                    (labels, e)
+                })
+                .collect()
+        };
         family(
             &mut out,
             "sitio_requests_total",
             "counter",
-            "Completed requests by method, route and status.",
+            "Completed requests by method, route and status (and upstream, when named upstreams exist).",
         );
-        for (method, route, e) in &snap.endpoints {
+        for (labels, e) in &rows {
             for (status, n) in &e.status {
                 let _ = writeln!(
                     out,
-                    "sitio_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
-                    escape(method.as_str()),
-                    escape(route)
+                    "sitio_requests_total{{{labels},status=\"{status}\"}} {n}"
                 );
             }
         }
@@ -74,12 +98,7 @@ pub fn render(t: &Telemetry) -> String {
             "histogram",
             "Time from request head to last response byte.",
         );
-        for (method, route, e) in &snap.endpoints {
-            let labels = format!(
-                "method=\"{}\",route=\"{}\"",
-                escape(method.as_str()),
-                escape(route)
-            );
+        for (labels, e) in &rows {
             for le in BUCKETS {
                 let n = e.latency.count_between(0, (le * 1e6) as u64);
                 let _ = writeln!(

@@ -63,16 +63,52 @@ fn upstream_json(name: &str, e: &Endpoint) -> Value {
     v
 }
 
+/// Per endpoint, `"upstreams": {"service": {...}, "canary": {...}}`: the same
+/// figures split by the upstream each exchange went to (A/B comparisons).
+fn add_variants(
+    list: &mut [Value],
+    variants: &[(
+        http::Method,
+        compact_str::CompactString,
+        compact_str::CompactString,
+        Endpoint,
+    )],
+) {
+    let mut i = 0;
+    for entry in list.iter_mut() {
+        let mut split = serde_json::Map::new();
+        // Both lists are sorted by (route, method).
+        while let Some((m, r, upstream, e)) = variants.get(i) {
+            let here = (entry["route"].as_str(), entry["method"].as_str());
+            if (Some(r.as_str()), Some(m.as_str())) != here {
+                break;
+            }
+            let mut v = endpoint_json(m.as_str(), r, e);
+            if let Some(o) = v.as_object_mut() {
+                o.remove("method");
+                o.remove("route");
+                o.remove("in_flight");
+            }
+            split.insert(upstream.to_string(), v);
+            i += 1;
+        }
+        if !split.is_empty() {
+            entry["upstreams"] = Value::Object(split);
+        }
+    }
+}
+
 /// The `/stats` document.
 pub fn stats_json(t: &Telemetry) -> Value {
     let (endpoints, upstream_errors, requests, upstreams) = match &t.stats {
         Some(stats) => {
             let snap = stats.snapshot();
-            let list: Vec<Value> = snap
+            let mut list: Vec<Value> = snap
                 .endpoints
                 .iter()
                 .map(|(m, r, e)| endpoint_json(m.as_str(), r, e))
                 .collect();
+            add_variants(&mut list, &snap.variants);
             let upstreams: Vec<Value> = snap
                 .upstreams
                 .iter()

@@ -103,10 +103,14 @@ impl Endpoint {
 }
 
 type Key = (Method, CompactString);
+/// (method, route, upstream).
+type VariantKey = (Method, CompactString, CompactString);
 
 #[derive(Default)]
 struct Shard {
     endpoints: HashMap<Key, Endpoint>,
+    /// Per route and upstream, when named upstreams exist (A/B variants).
+    variants: HashMap<VariantKey, Endpoint>,
     upstream_errors: HashMap<ErrorKind, u64>,
     /// Per upstream (the service, or one a decorator routed to).
     upstreams: HashMap<CompactString, Endpoint>,
@@ -154,6 +158,10 @@ pub struct Snapshot {
     /// Per upstream, by name: exchanges, the upstream's statuses, latency;
     /// empty unless decorators registered named upstreams.
     pub upstreams: Vec<(CompactString, Endpoint)>,
+    /// Per (method, route, upstream the exchange was sent to or meant for),
+    /// sorted like `endpoints`; empty unless named upstreams exist. What the
+    /// client got, like `endpoints`, split by upstream (A/B comparisons).
+    pub variants: Vec<(Method, CompactString, CompactString, Endpoint)>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -218,11 +226,18 @@ impl StatsHub {
             if was_started {
                 e.in_flight -= 1;
             }
-            if self.by_upstream.load(Ordering::Relaxed) && reached_upstream(ex) {
-                s.upstreams
-                    .entry(CompactString::from(ex.upstream()))
+            if self.by_upstream.load(Ordering::Relaxed) {
+                let upstream = CompactString::from(ex.upstream());
+                if reached_upstream(ex) {
+                    s.upstreams
+                        .entry(upstream.clone())
+                        .or_insert_with(Endpoint::new)
+                        .record(ex.service_status, latency, ttfb, ex);
+                }
+                s.variants
+                    .entry((ex.method.clone(), ex.route.clone(), upstream))
                     .or_insert_with(Endpoint::new)
-                    .record(ex.service_status, latency, ttfb, ex);
+                    .record(ex.status, latency, ttfb, ex);
             }
         });
     }
@@ -232,6 +247,8 @@ impl StatsHub {
         let shards: Vec<_> = lock(&self.shards).clone();
         let mut endpoints: HashMap<Key, Endpoint> = HashMap::default();
         let mut upstreams: BTreeMap<CompactString, Endpoint> = BTreeMap::new();
+        let mut variants: BTreeMap<(CompactString, Method, CompactString), Endpoint> =
+            BTreeMap::new();
         let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
         for shard in shards {
             let shard = lock(&shard);
@@ -243,6 +260,12 @@ impl StatsHub {
             }
             for (kind, n) in &shard.upstream_errors {
                 *errors.entry(kind.as_str()).or_default() += n;
+            }
+            for ((method, route, upstream), e) in &shard.variants {
+                variants
+                    .entry((route.clone(), method.clone(), upstream.clone()))
+                    .or_insert_with(Endpoint::new)
+                    .merge(e);
             }
             for (name, e) in &shard.upstreams {
                 upstreams
@@ -257,6 +280,10 @@ impl StatsHub {
             endpoints,
             upstream_errors: errors,
             upstreams: upstreams.into_iter().collect(),
+            variants: variants
+                .into_iter()
+                .map(|((route, method, upstream), e)| (method, route, upstream, e))
+                .collect(),
         }
     }
 }

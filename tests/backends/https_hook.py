@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An https webhook receiver for the notification tests.
 
-Usage: https_hook.py CERT KEY   (listens on 127.0.0.1, port chosen by the OS)
+Usage: https_hook.py [CERT KEY]   (listens on 127.0.0.1, port chosen by the OS;
+plain http without CERT and KEY)
 Prints "PORT <n>" first, then "EVENT <json body>" for every POST.
 """
 import ssl
@@ -25,9 +26,10 @@ class Hook(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(sys.argv[1], sys.argv[2])
-server.socket = context.wrap_socket(server.socket, server_side=True)
+if len(sys.argv) > 2:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[1], sys.argv[2])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 sys.stdout.write(f"PORT {server.server_address[1]}\n")
 sys.stdout.flush()
 server.serve_forever()

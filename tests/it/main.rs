@@ -23,5 +23,6 @@ mod rate_limits;
 mod readme;
 mod resilience;
 mod smuggling;
+mod split;
 mod telemetry;
 mod tunnels;

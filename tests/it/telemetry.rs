@@ -190,49 +190,12 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     }
 
     // A real Prometheus server scrapes sitio and answers a PromQL query.
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sitio\n    static_configs:\n      - targets: ['{}']\n",
-        sitio.admin
-    );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let _prometheus = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/api/v1/query?query=sum(sitio_requests_total)");
-    let started = Instant::now();
-    loop {
-        let (_, body) = curl(&[&url]).await;
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let value = v["data"]["result"][0]["value"][1]
-            .as_str()
-            .map(str::to_owned);
-        if value.as_deref() == Some(sent.to_string().as_str()) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "Prometheus never reported {sent} requests: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let prometheus = Prometheus::scrape(sitio.admin);
+    prometheus
+        .wait_for("sum(sitio_requests_total)", |r| {
+            r[0]["value"][1].as_str() == Some(sent.to_string().as_str())
+        })
+        .await;
     sitio.stop().await;
 }
 

@@ -264,25 +264,27 @@ fn tls_parameters(
 }
 
 fn subject(origin: &Origin, e: &Event) -> String {
-    let what = match (e.event, e.status) {
-        ("service_recovered", _) => "the service is reachable again".to_owned(),
-        (_, Some(status)) => format!("{} {} answered {status}", e.method, e.route),
-        (_, None) => format!("{} {} failed: {}", e.method, e.route, e.kind),
-    };
-    format!("[sitio] {} ({}): {what}", origin.host, origin.service)
+    format!(
+        "[sitio] {} ({}): {}",
+        origin.host,
+        origin.service,
+        Origin::what(e)
+    )
 }
 
 fn text(origin: &Origin, e: &Event, folded: u64) -> String {
     format!(
         "{summary}\n\n\
          event:    {event}\nkind:     {kind}\nhost:     {host}\nservice:  {service}\n\
-         request:  {method} {route}\nstatus:   {status}\nlatency:  {latency:.2} ms\n\
+         upstream: {upstream}\nrequest:  {method} {route}\nstatus:   {status}\n\
+         latency:  {latency:.2} ms\n\
          time:     {time}\nfolded:   {folded} similar events since the last message\n",
         summary = origin.summary(e, folded),
         event = e.event,
         kind = e.kind,
         host = origin.host,
         service = origin.service,
+        upstream = e.upstream,
         method = e.method,
         route = e.route,
         status = e

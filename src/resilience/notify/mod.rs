@@ -40,6 +40,10 @@ struct Event {
     status: Option<u16>,
     latency_ms: f64,
     at: SystemTime,
+    /// The upstream concerned (`service`, or an A/B variant).
+    upstream: String,
+    /// What happened, when the event is not about one request (the A/B guard).
+    detail: Option<String>,
 }
 
 /// Who is telling: the pod (or host) and the service it decorates.
@@ -49,15 +53,23 @@ struct Origin {
 }
 
 impl Origin {
+    /// What happened, in a few words (the mail's subject).
+    fn what(e: &Event) -> String {
+        let what = match (&e.detail, e.event, e.status) {
+            (Some(detail), _, _) => return detail.clone(),
+            (None, "service_recovered", _) => "the service is reachable again".to_owned(),
+            (None, _, Some(s)) => format!("{} {} answered {s}", e.method, e.route),
+            (None, _, None) => format!("{} {} failed: {}", e.method, e.route, e.kind),
+        };
+        match e.upstream.as_str() {
+            "service" => what,
+            upstream => format!("{what} (upstream {upstream})"),
+        }
+    }
+
     /// One line saying what happened (Slack's text, the mail's first line).
     fn summary(&self, e: &Event, folded: u64) -> String {
-        let what = match e.event {
-            "service_recovered" => "the service is reachable again".to_owned(),
-            _ => match e.status {
-                Some(s) => format!("{} {} answered {s}", e.method, e.route),
-                None => format!("{} {} failed: {}", e.method, e.route, e.kind),
-            },
-        };
+        let what = Origin::what(e);
         let folded = if folded > 0 {
             format!(" ({folded} more like it since the last message)")
         } else {
@@ -215,6 +227,21 @@ impl Notifier {
             .collect()
     }
 
+    /// An event that is not about one request (the A/B guard tripping), about `upstream`.
+    pub(crate) fn announce(&self, event: &'static str, upstream: &str, detail: String) {
+        self.enqueue(Event {
+            kind: event,
+            event,
+            method: String::new(),
+            route: String::new(),
+            status: None,
+            latency_ms: 0.0,
+            at: SystemTime::now(),
+            upstream: upstream.to_owned(),
+            detail: Some(detail),
+        });
+    }
+
     fn enqueue(&self, event: Event) {
         if self.tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -227,13 +254,14 @@ impl Notifier {
             return;
         };
         // Per (route, kind): when its window opened, and what was folded since.
-        let mut groups: HashMap<(String, &'static str), (Instant, u64, Event)> = HashMap::new();
+        let mut groups: HashMap<(String, &'static str, String), (Instant, u64, Event)> =
+            HashMap::new();
         let mut tick = tokio::time::interval(self.interval.min(Duration::from_secs(1)));
         loop {
             tokio::select! {
                 event = rx.recv() => {
                     let Some(event) = event else { return };
-                    let key = (event.route.clone(), event.kind);
+                    let key = (event.route.clone(), event.kind, event.upstream.clone());
                     let now = crate::clock::now();
                     match groups.get_mut(&key) {
                         Some((opened, folded, last)) if now.duration_since(*opened) < self.interval => {
@@ -328,6 +356,8 @@ impl Decorator for NotifyOnCrash {
             status: ex.service_status().map(|s| s.as_u16()),
             latency_ms: ex.latency().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             at: SystemTime::now(),
+            upstream: ex.upstream().to_owned(),
+            detail: None,
         };
         // Judged by the service's own answer, whatever the client got.
         if let Some(kind) = ex.error().filter(|k| unreachable_kind(*k)) {

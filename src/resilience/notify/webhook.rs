@@ -70,6 +70,8 @@ impl Webhook {
                 "latency_ms": (e.latency_ms * 100.0).round() / 100.0,
                 "time": rfc3339(e.at),
                 "folded": folded,
+                "upstream": e.upstream,
+                "detail": e.detail,
             }),
             NotifyFormat::Slack => json!({"text": origin.summary(e, folded)}),
         }

@@ -466,3 +466,69 @@ impl Script {
             .collect()
     }
 }
+
+/// A real Prometheus server (Debian's package) scraping `target` every second.
+pub struct Prometheus {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    _child: Child,
+}
+
+impl Prometheus {
+    pub fn scrape(target: SocketAddr) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sitio\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("prometheus is installed (the README's test command installs it)");
+        Prometheus {
+            port,
+            _dir: dir,
+            _child: child,
+        }
+    }
+
+    /// Polls `promql` until `done` accepts its result (the `data.result`
+    /// array), within 30 s; returns that result.
+    pub async fn wait_for(
+        &self,
+        promql: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
+        let started = std::time::Instant::now();
+        loop {
+            let (_, body) =
+                curl(&["-G", &url, "--data-urlencode", &format!("query={promql}")]).await;
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if done(&v["data"]["result"]) {
+                return v["data"]["result"].clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "Prometheus never answered {promql} as expected: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
