@@ -115,10 +115,10 @@ pub(crate) fn around(
         chain = chain.wrapping(StaleOnError(cache.clone()));
     }
     let breaker = (config.breaker_failures > 0).then(|| {
-        Arc::new(Breaker::new(
-            config.breaker_failures,
-            config.breaker_cooldown,
-        ))
+        let names = chain.upstreams().iter().map(|t| t.name.as_str());
+        Arc::new(
+            Breaker::new(config.breaker_failures, config.breaker_cooldown).with_upstreams(names),
+        )
     });
     if let Some(b) = &breaker {
         chain = chain.wrapping(CircuitBreaker(b.clone()));

@@ -27,7 +27,7 @@ pub use exchange::Exchange;
 pub use on_status::{OnStatus, StatusMatch, on_status};
 
 pub(crate) use crate::filter::Filters;
-pub(crate) use chain::{States, panicked};
+pub(crate) use chain::{SERVICE, States, panicked};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,11 +1,14 @@
 //! The circuit breaker: after `SITIO_BREAKER_FAILURES` consecutive failures of
 //! the service, sitio answers 503 at once for `SITIO_BREAKER_COOLDOWN`, then
 //! lets one probe through (half-open): success closes the circuit, failure
-//! opens it again. While closed, a request costs one atomic load.
+//! opens it again. While closed, a request costs one atomic load. Each
+//! upstream (the service, every named one such as an A/B variant) has a
+//! circuit of its own: a failing canary does not cut the service off.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use compact_str::CompactString;
 use http::request;
 
 use crate::decorator::{Action, Decorator, Exchange};
@@ -35,16 +38,24 @@ impl CircuitState {
     }
 }
 
-/// Shared breaker state (one per sitio instance).
+/// One upstream's circuit.
+#[derive(Default)]
+struct Circuit {
+    consecutive: AtomicU32,
+    /// Milliseconds since the breaker's epoch until which the circuit is open; 0 = closed.
+    open_until: AtomicU64,
+    probing: AtomicBool,
+    opened: AtomicU64,
+}
+
+/// Shared breaker state (one per sitio instance): a circuit per upstream.
 pub struct Breaker {
     threshold: u32,
     cooldown: Duration,
     epoch: Instant,
-    consecutive: AtomicU32,
-    /// Milliseconds since `epoch` until which the circuit is open; 0 = closed.
-    open_until: AtomicU64,
-    probing: AtomicBool,
-    opened: AtomicU64,
+    service: Circuit,
+    /// Named upstreams' circuits.
+    named: Box<[(CompactString, Circuit)]>,
 }
 
 impl std::fmt::Debug for Breaker {
@@ -69,51 +80,84 @@ impl Breaker {
             threshold: threshold.max(1),
             cooldown,
             epoch: crate::clock::now(),
-            consecutive: AtomicU32::new(0),
-            open_until: AtomicU64::new(0),
-            probing: AtomicBool::new(false),
-            opened: AtomicU64::new(0),
+            service: Circuit::default(),
+            named: Box::new([]),
         }
+    }
+
+    /// The same breaker, with a circuit for each named upstream too.
+    pub fn with_upstreams<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        self.named = names
+            .into_iter()
+            .map(|n| (CompactString::from(n), Circuit::default()))
+            .collect();
+        self
     }
 
     fn now_ms(&self) -> u64 {
         crate::clock::since(self.epoch).as_millis() as u64 + 1
     }
 
-    /// The state now.
-    pub fn state(&self) -> CircuitState {
-        match self.open_until.load(Ordering::Acquire) {
+    /// The circuit of `upstream` (an unknown name: the service's).
+    fn circuit(&self, upstream: &str) -> &Circuit {
+        if upstream == crate::decorator::SERVICE {
+            return &self.service;
+        }
+        self.named
+            .iter()
+            .find(|(n, _)| n == upstream)
+            .map_or(&self.service, |(_, c)| c)
+    }
+
+    fn state_of(&self, c: &Circuit) -> CircuitState {
+        match c.open_until.load(Ordering::Acquire) {
             0 => CircuitState::Closed,
             until if self.now_ms() < until => CircuitState::Open,
             _ => CircuitState::HalfOpen,
         }
     }
 
-    /// Consecutive failures seen while closed.
+    /// The service's circuit now.
+    pub fn state(&self) -> CircuitState {
+        self.state_of(&self.service)
+    }
+
+    /// The circuit of a named upstream (the service's for `service` or an unknown name).
+    pub fn upstream_state(&self, upstream: &str) -> CircuitState {
+        self.state_of(self.circuit(upstream))
+    }
+
+    /// Failures of the service in a row so far.
     pub fn consecutive_failures(&self) -> u32 {
-        self.consecutive.load(Ordering::Relaxed)
+        self.service.consecutive.load(Ordering::Relaxed)
     }
 
-    /// Times the circuit opened.
+    /// How often the service's circuit opened.
     pub fn opened_total(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
+        self.service.opened.load(Ordering::Relaxed)
     }
 
-    fn open(&self, why: &str) {
-        self.open_until.store(
+    fn open(&self, c: &Circuit, upstream: &str, why: &str) {
+        c.open_until.store(
             self.now_ms() + self.cooldown.as_millis() as u64,
             Ordering::Release,
         );
-        self.probing.store(false, Ordering::Release);
-        self.opened.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(cooldown = ?self.cooldown, "circuit opened: {why}");
+        c.probing.store(false, Ordering::Release);
+        c.opened.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(cooldown = ?self.cooldown, upstream, "circuit opened: {why}");
     }
 
-    fn close(&self) {
-        self.consecutive.store(0, Ordering::Relaxed);
-        self.open_until.store(0, Ordering::Release);
-        self.probing.store(false, Ordering::Release);
-        tracing::info!("circuit closed: the probe succeeded");
+    fn close(&self, c: &Circuit, upstream: &str) {
+        c.consecutive.store(0, Ordering::Relaxed);
+        c.open_until.store(0, Ordering::Release);
+        c.probing.store(false, Ordering::Release);
+        tracing::info!(upstream, "circuit closed: the probe succeeded");
+    }
+
+    /// Every circuit with its upstream's name, the service first.
+    fn circuits(&self) -> impl Iterator<Item = (&str, &Circuit)> {
+        std::iter::once((crate::decorator::SERVICE, &self.service))
+            .chain(self.named.iter().map(|(n, c)| (n.as_str(), c)))
     }
 }
 
@@ -133,15 +177,16 @@ impl Decorator for CircuitBreaker {
         "circuit_breaker"
     }
 
-    fn on_request(&self, _: &mut request::Parts, turn: &mut Turn, _: &mut Exchange) -> Action<'_> {
+    fn on_request(&self, _: &mut request::Parts, turn: &mut Turn, ex: &mut Exchange) -> Action<'_> {
         let b = &self.0;
-        let until = b.open_until.load(Ordering::Acquire);
+        let c = b.circuit(ex.upstream());
+        let until = c.open_until.load(Ordering::Acquire);
         if until == 0 {
             return Action::Continue;
         }
         let now = b.now_ms();
         if now >= until
-            && b.probing
+            && c.probing
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
@@ -159,24 +204,26 @@ impl Decorator for CircuitBreaker {
             return;
         }
         let b = &self.0;
+        let upstream = ex.upstream();
+        let c = b.circuit(upstream);
         // The service's own answer: a 5xx masked later (stale copy, error
         // page) is still a failure of the service.
         let failed = ex.error().is_some_and(|e| e.blame() == Blame::Upstream)
             || ex.service_status().is_some_and(|s| s.is_server_error());
         if failed {
             if turn.probe {
-                b.open("the probe failed");
+                b.open(c, upstream, "the probe failed");
             } else {
-                let n = b.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-                if n >= b.threshold && b.open_until.load(Ordering::Acquire) == 0 {
-                    b.open(&format!("{n} consecutive failures"));
+                let n = c.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= b.threshold && c.open_until.load(Ordering::Acquire) == 0 {
+                    b.open(c, upstream, &format!("{n} consecutive failures"));
                 }
             }
         } else if turn.probe {
-            b.close();
-        } else if b.consecutive.load(Ordering::Relaxed) != 0 {
+            b.close(c, upstream);
+        } else if c.consecutive.load(Ordering::Relaxed) != 0 {
             // Written only after a failure, so a healthy service costs no store.
-            b.consecutive.store(0, Ordering::Relaxed);
+            c.consecutive.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -187,33 +234,56 @@ impl Report for Breaker {
     }
 
     fn stats(&self) -> serde_json::Value {
-        serde_json::json!({
-            "state": self.state().as_str(),
-            "consecutive_failures": self.consecutive_failures(),
-            "opened_total": self.opened_total(),
-        })
+        let one = |c: &Circuit| {
+            serde_json::json!({
+                "state": self.state_of(c).as_str(),
+                "consecutive_failures": c.consecutive.load(Ordering::Relaxed),
+                "opened_total": c.opened.load(Ordering::Relaxed),
+            })
+        };
+        let mut doc = one(&self.service);
+        if !self.named.is_empty() {
+            let named: serde_json::Map<String, serde_json::Value> = self
+                .named
+                .iter()
+                .map(|(n, c)| (n.to_string(), one(c)))
+                .collect();
+            doc["upstreams"] = serde_json::Value::Object(named);
+        }
+        doc
     }
 
     fn metrics(&self, out: &mut String) {
         use std::fmt::Write as _;
+        // With named upstreams every series says whose circuit it is.
+        let label = |name: &str| {
+            if self.named.is_empty() {
+                String::new()
+            } else {
+                format!(",upstream=\"{name}\"")
+            }
+        };
         family(
             out,
             "sitio_circuit_state",
             "gauge",
             "Circuit breaker state (1 for the current one).",
         );
-        let now = self.state();
-        for state in [
-            CircuitState::Closed,
-            CircuitState::Open,
-            CircuitState::HalfOpen,
-        ] {
-            let _ = writeln!(
-                out,
-                "sitio_circuit_state{{state=\"{}\"}} {}",
-                state.as_str(),
-                u8::from(state == now)
-            );
+        for (name, c) in self.circuits() {
+            let now = self.state_of(c);
+            for state in [
+                CircuitState::Closed,
+                CircuitState::Open,
+                CircuitState::HalfOpen,
+            ] {
+                let _ = writeln!(
+                    out,
+                    "sitio_circuit_state{{state=\"{}\"{}}} {}",
+                    state.as_str(),
+                    label(name),
+                    u8::from(state == now)
+                );
+            }
         }
         family(
             out,
@@ -221,6 +291,16 @@ impl Report for Breaker {
             "counter",
             "Times the circuit breaker opened.",
         );
-        let _ = writeln!(out, "sitio_circuit_opened_total {}", self.opened_total());
+        for (name, c) in self.circuits() {
+            let opened = c.opened.load(Ordering::Relaxed);
+            match label(name).strip_prefix(',') {
+                Some(l) => {
+                    let _ = writeln!(out, "sitio_circuit_opened_total{{{l}}} {opened}");
+                }
+                None => {
+                    let _ = writeln!(out, "sitio_circuit_opened_total {opened}");
+                }
+            }
+        }
     }
 }

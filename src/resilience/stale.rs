@@ -231,7 +231,7 @@ impl Decorator for StaleOnError {
         &self,
         head: &mut request::Parts,
         key: &mut Option<String>,
-        _: &mut Exchange,
+        ex: &mut Exchange,
     ) -> Action<'_> {
         if head.method != Method::GET {
             return Action::Continue;
@@ -247,7 +247,9 @@ impl Decorator for StaleOnError {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        *key = Some(format!("{host}\n{target}"));
+        // Per upstream: an A/B variant's failure is never masked with the
+        // service's copy, nor the other way round.
+        *key = Some(format!("{}\n{host}\n{target}", ex.upstream()));
         Action::Continue
     }
 

@@ -274,3 +274,53 @@ async fn the_dashboard_shows_the_sides_and_marks_the_worse_one() {
     }
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_side_has_its_own_circuit_and_stale_copies() {
+    let a = Script::start("examples_origin.py", &["a"]).await;
+    let b = Steerable::start(0).await;
+    // 0%: only the tester's header sends requests to the variant.
+    let split = format!("canary=127.0.0.1:{}@0%", b.port);
+    let (mut child, port, admin, _) = start_binary(
+        a.port,
+        &[
+            ("SITIO_SPLIT", &split),
+            ("SITIO_SPLIT_HEADER", "on"),
+            ("SITIO_BREAKER_FAILURES", "3"),
+            ("SITIO_STALE_ON_ERROR", "on"),
+        ],
+    )
+    .await;
+    let get = |side: &'static str| async move {
+        let raw = format!("GET /headers HTTP/1.1\r\nHost: a\r\nsitio-variant: {side}\r\n\r\n");
+        raw_request(addr(port), raw.as_bytes()).await.unwrap()
+    };
+    let canary_page = get("canary").await;
+    assert_eq!(canary_page.status, 200);
+    assert_eq!(canary_page.body, b"page /headers");
+    assert_eq!(get("service").await.header("x-origin"), Some("a"));
+
+    b.set_mode(500).await;
+    for _ in 0..3 {
+        let res = get("canary").await;
+        assert_eq!(res.status, 200, "a stale copy");
+        assert_eq!(res.header("sitio-stale"), Some("service-5xx"));
+        assert_eq!(res.body, canary_page.body, "the variant's own copy");
+    }
+    let s = stats(admin).await;
+    assert_eq!(
+        s["circuit"]["upstreams"]["canary"]["state"], "open",
+        "{}",
+        s["circuit"]
+    );
+    assert_eq!(s["circuit"]["state"], "closed", "the service's circuit");
+    let service = get("service").await;
+    assert_eq!(
+        (service.status, service.header("x-origin")),
+        (200, Some("a"))
+    );
+    assert!(service.header("sitio-stale").is_none());
+    let refused = get("canary").await;
+    assert_eq!(refused.header("sitio-stale"), Some("circuit-open"));
+    child.kill().await.unwrap();
+}
