@@ -129,9 +129,26 @@ async fn demo(mut config: Config) -> Result<(), StartError> {
     let backend_addr = backend
         .local_addr()
         .map_err(|e| StartError::Io("demo".into(), e))?;
-    tokio::spawn(crate::demo::serve_backend(backend));
+    let canary = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| StartError::Io("demo: cannot bind the canary service".into(), e))?;
+    let canary_addr = canary
+        .local_addr()
+        .map_err(|e| StartError::Io("demo".into(), e))?;
+    let shared = crate::demo::Shared::default();
+    tokio::spawn(crate::demo::serve_backend(
+        backend,
+        crate::demo::Version::Stable,
+        shared.clone(),
+    ));
+    tokio::spawn(crate::demo::serve_backend(
+        canary,
+        crate::demo::Version::Canary,
+        shared,
+    ));
     config.target_host = "127.0.0.1".into();
     config.target_port = backend_addr.port();
+    crate::demo::configure(&mut config, backend_addr, canary_addr);
     let pages = ErrorPages::new()
         .not_found(crate::demo::NOT_FOUND_PAGE)
         .server_error(crate::demo::SERVER_ERROR_PAGE);
@@ -155,7 +172,7 @@ async fn demo_backend(port: u16) -> Result<(), StartError> {
         .map_err(|e| StartError::Io(format!("TARGET_PORT: cannot listen on port {port}"), e))?;
     tracing::info!(port, "demo service listening");
     tokio::select! {
-        () = crate::demo::serve_backend(listener) => {}
+        () = crate::demo::serve_backend(listener, crate::demo::Version::Stable, Default::default()) => {}
         () = crate::shutdown_signal() => {}
     }
     Ok(())

@@ -31,7 +31,12 @@ fn service_port() -> u16 {
             rt.block_on(async move {
                 listener.set_nonblocking(true).expect("nonblocking");
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                crate::demo::serve_backend(listener).await;
+                crate::demo::serve_backend(
+                    listener,
+                    crate::demo::Version::Stable,
+                    Default::default(),
+                )
+                .await;
             });
         });
         port

@@ -36,6 +36,8 @@ use verify::Rules;
 pub struct Auth {
     keys: Arc<KeyStore>,
     rules: Rules,
+    /// Routes that need a token (empty: all).
+    protected: Patterns,
     public: Patterns,
     forward: Forward,
     refresh: std::time::Duration,
@@ -71,6 +73,7 @@ impl Auth {
                 leeway_secs: settings.auth_leeway.as_secs(),
             },
             // Validated when the settings were parsed.
+            protected: Patterns::parse(&settings.auth_routes).unwrap_or_default(),
             public: Patterns::parse(&settings.auth_public).unwrap_or_default(),
             forward: settings.auth_forward.clone(),
             refresh: settings.auth_jwks_refresh,
@@ -80,11 +83,14 @@ impl Auth {
         })
     }
 
-    /// A path is public only when it cannot mean another path to the service:
-    /// `/static/../admin` or `/static/%2e%2e/admin` matches `/static/*` here
-    /// but is `/admin` once the service normalises it, so it needs a token.
+    /// A path goes without a token only when it cannot mean another path to
+    /// the service: `/static/../admin` or `/static/%2e%2e/admin` matches
+    /// `/static/*` here but is `/admin` once the service normalises it, so it
+    /// needs a token (whatever the patterns say).
     fn is_public(&self, path: &str) -> bool {
-        !self.public.is_empty() && plain(path) && self.public.matches(path)
+        let outside = !self.protected.is_empty() && !self.protected.matches(path);
+        let public = !self.public.is_empty() && self.public.matches(path);
+        (outside || public) && plain(path)
     }
 
     /// The claims of a valid token, or why there are none. `Err(None)`: the

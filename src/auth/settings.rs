@@ -30,6 +30,11 @@ pub struct AuthSettings {
           value_parser = parse_list)]
     pub auth_audience: Option<Audiences>,
 
+    /// Route patterns that need a token, e.g. `/account/*,/admin/*` (default: every route).
+    #[arg(long, global = true, env = "SITIO_AUTH_ROUTES", value_name = "SITIO_AUTH_ROUTES",
+          default_value = "", hide_default_value = true, value_parser = parse_public)]
+    pub auth_routes: String,
+
     /// Route patterns served without a token, e.g. `/health,/static/*`.
     #[arg(long, global = true, env = "SITIO_AUTH_PUBLIC", value_name = "SITIO_AUTH_PUBLIC",
           default_value = "", hide_default_value = true, value_parser = parse_public)]
@@ -61,6 +66,7 @@ impl Default for AuthSettings {
             auth_jwks_url: None,
             auth_issuer: None,
             auth_audience: None,
+            auth_routes: String::new(),
             auth_public: String::new(),
             auth_forward: Forward::default(),
             auth_leeway: Duration::from_secs(30),

@@ -273,3 +273,32 @@ async fn known_keys_outlive_the_identity_provider_and_no_keys_is_a_clear_503() {
     assert!(started.elapsed() < Duration::from_secs(5));
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_routes_protect_only_what_they_name() {
+    let f = Fixture::start().await;
+    let jwks = format!("{}/protocol/openid-connect/certs", f.issuer());
+    let (mut child, port, _, _) = start_binary(
+        f.service.port,
+        &[
+            ("SITIO_AUTH_JWKS_URL", &jwks),
+            ("SITIO_AUTH_ROUTES", "/headers/private/*"),
+        ],
+    )
+    .await;
+    assert_eq!(get(port, "/headers", None).await.status, 200);
+    assert_eq!(get(port, "/headers/open/x", None).await.status, 200);
+    for protected in [
+        "/headers/private/x",
+        "/headers/open/../private/x",
+        "/headers/open/%2e%2e/private/x",
+    ] {
+        assert_refused(&get(port, protected, None).await, 401, "auth-missing");
+    }
+    let token = f.token("kind=ed-1").await;
+    assert_eq!(
+        get(port, "/headers/private/x", Some(&token)).await.status,
+        200
+    );
+    child.kill().await.unwrap();
+}

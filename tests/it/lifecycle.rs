@@ -66,6 +66,7 @@ async fn bad_configuration_stops_startup_naming_the_variable() {
         ("SITIO_AUTH_ISSUER", "keycloak", "https://"),
         ("SITIO_AUTH_AUDIENCE", " , ", "audiences"),
         ("SITIO_AUTH_PUBLIC", "health", "/health,/static/*"),
+        ("SITIO_AUTH_ROUTES", "account", "/health,/static/*"),
         ("SITIO_AUTH_FORWARD", "sub", "claim:Header"),
         ("SITIO_AUTH_LEEWAY", "some", "10s"),
         ("SITIO_AUTH_JWKS_REFRESH", "daily", "10s"),
@@ -142,6 +143,7 @@ async fn help_lists_every_setting_with_its_variable() {
         "SITIO_AUTH_ISSUER",
         "SITIO_AUTH_AUDIENCE",
         "SITIO_AUTH_PUBLIC",
+        "SITIO_AUTH_ROUTES",
         "SITIO_AUTH_FORWARD",
         "SITIO_AUTH_LEEWAY",
         "SITIO_AUTH_JWKS_REFRESH",
@@ -275,6 +277,38 @@ async fn the_demo_decorates_its_photo_library() {
     let (_, json) = curl(&["-H", "Accept: application/json", &format!("{base}/nope")]).await;
     let problem: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(problem["status"], 404);
+
+    // Auth on /account, with the demo's own identity provider.
+    let (_, refused) = curl(&["-w", "\n%{http_code}", &format!("{base}/account")]).await;
+    assert!(String::from_utf8_lossy(&refused).ends_with("401"));
+    let (ok, token) = curl(&["-f", &format!("{base}/demo-idp/token")]).await;
+    assert!(ok);
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        String::from_utf8(token).unwrap()
+    );
+    let (ok, hello) = curl(&["-f", "-H", &bearer, &format!("{base}/account")]).await;
+    assert!(ok && String::from_utf8_lossy(&hello).contains("Hello ada"));
+
+    // A canary serves a quarter of the photo API, compared per side.
+    for _ in 0..40 {
+        curl(&["-o", "/dev/null", &format!("{base}/api/photos")]).await;
+    }
+    let (_, stats) = curl(&[&format!("{}/stats", dashboard.trim_end_matches('/'))]).await;
+    let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
+    let api = stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["route"] == "/api/photos")
+        .unwrap();
+    let (stable, canary) = (&api["upstreams"]["service"], &api["upstreams"]["canary"]);
+    assert!(canary["hits"].as_u64() > Some(0), "{api}");
+    assert_eq!(
+        stable["hits"].as_u64().unwrap() + canary["hits"].as_u64().unwrap(),
+        40
+    );
+    assert_eq!(stable["errors"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

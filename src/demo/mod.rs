@@ -1,6 +1,11 @@
 //! The embedded demo: a small photo-library service like the seed's, and the
 //! pages sitio puts in front of it. `sitio demo` needs no files and no setup;
 //! `sitio demo-backend` serves the library alone (e.g. as the "app" container).
+//! The demo also runs a canary version of the library (an A/B split: its
+//! photo API is slower and fails now and then) and protects `/account` with
+//! bearer tokens from its own identity provider (`idp`).
+
+mod idp;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -49,18 +54,34 @@ const PHOTOS: [(&str, &str); 6] = [
     ("Lava", "#d6452f"),
 ];
 
+/// Which version of the library a backend is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Version {
+    /// The one in production.
+    Stable,
+    /// The new one under test: its photo API is slower and fails one call in five.
+    Canary,
+}
+
+/// What the versions of one demo share: the flaky endpoint's count (every
+/// third call fails, whichever version serves it).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Shared {
+    flaky: Arc<AtomicU64>,
+    canary_calls: Arc<AtomicU64>,
+}
+
 /// Serves the demo photo library on `listener` until the task is dropped.
-pub(crate) async fn serve_backend(listener: TcpListener) {
-    let flaky = Arc::new(AtomicU64::new(0));
+pub(crate) async fn serve_backend(listener: TcpListener, version: Version, shared: Shared) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let flaky = flaky.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let flaky = flaky.clone();
-                async move { Ok::<_, Infallible>(route(req, &flaky).await) }
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(route(req, version, &shared).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -69,13 +90,43 @@ pub(crate) async fn serve_backend(listener: TcpListener) {
     }
 }
 
-async fn route(req: Request<Incoming>, flaky: &AtomicU64) -> Response<Body> {
+async fn route(req: Request<Incoming>, version: Version, shared: &Shared) -> Response<Body> {
     let path = req.uri().path();
     match path {
         "/" | "/index.html" => response::html(200, index()),
+        "/account" => {
+            // sitio let the request through only with a valid token, and
+            // passed the user's name on.
+            let user = req
+                .headers()
+                .get("x-auth-user")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("nobody");
+            response::text(200, format!("Hello {user}: sitio checked your token.\n"))
+        }
+        "/demo-idp/certs" => {
+            let mut res = response::text(200, idp::jwks());
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            res
+        }
+        "/demo-idp/token" => match idp::token() {
+            Some(token) => response::text(200, token),
+            None => response::text(500, "the demo token could not be made\n"),
+        },
+        "/api/photos" if version == Version::Canary => {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            if shared.canary_calls.fetch_add(1, Ordering::Relaxed) % 5 == 4 {
+                return response::text(500, "the canary's photo API failed\n");
+            }
+            photo_list()
+        }
+        "/api/photos" => photo_list(),
         "/flaky" => {
             // Every third call fails, so the 5xx page is easy to see.
-            if flaky.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
+            if shared.flaky.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
                 response::text(500, "Internal Server Error: the flaky endpoint failed\n")
             } else {
                 response::text(200, "the flaky endpoint worked this time\n")
@@ -84,19 +135,6 @@ async fn route(req: Request<Incoming>, flaky: &AtomicU64) -> Response<Body> {
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(1200)).await;
             response::text(200, "slow answer after 1.2 s\n")
-        }
-        "/api/photos" => {
-            let list: Vec<_> = PHOTOS
-                .iter()
-                .enumerate()
-                .map(|(i, (name, _))| serde_json::json!({"id": i + 1, "title": name, "url": format!("/photos/{}.svg", i + 1)}))
-                .collect();
-            let mut res = response::text(200, serde_json::Value::from(list).to_string());
-            res.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            res
         }
         _ => match photo(path) {
             Some(svg) => {
@@ -112,6 +150,45 @@ async fn route(req: Request<Incoming>, flaky: &AtomicU64) -> Response<Body> {
                 "<html><body><h1>Error response</h1><p>Error code: 404</p><p>Message: File not found.</p></body></html>\n",
             ),
         },
+    }
+}
+
+fn photo_list() -> Response<Body> {
+    let list: Vec<_> = PHOTOS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| serde_json::json!({"id": i + 1, "title": name, "url": format!("/photos/{}.svg", i + 1)}))
+        .collect();
+    let mut res = response::text(200, serde_json::Value::from(list).to_string());
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Settings the demo turns on unless the user set their own: a canary taking
+/// a quarter of the requests, and bearer-token auth on `/account` with the
+/// demo's identity provider (served by the stable version at `stable`).
+pub(crate) fn configure(config: &mut crate::Config, stable: SocketAddr, canary: SocketAddr) {
+    if config.split.split.0.is_empty() {
+        config.split.split = crate::split::Variants(vec![crate::split::Variant {
+            name: "canary".into(),
+            host: canary.ip().to_string(),
+            port: canary.port(),
+            percent: 25.0,
+        }]);
+    }
+    if !config.auth.enabled()
+        && let Ok(url) = format!("http://{stable}/demo-idp/certs").parse()
+    {
+        config.auth.auth_jwks_url = Some(url);
+        config.auth.auth_issuer = Some(idp::ISSUER.into());
+        config.auth.auth_routes = "/account".into();
+        config.auth.auth_forward = crate::auth::Forward(vec![(
+            vec!["preferred_username".into()],
+            http::HeaderName::from_static("x-auth-user"),
+        )]);
     }
 }
 
@@ -145,8 +222,9 @@ fn index() -> String {
 <style>body{{font-family:sans-serif;margin:2em}}figure{{display:inline-block;margin:.5em}}</style></head>
 <body><h1>Photo library</h1>
 <p>A tiny service decorated by sitio. Try <a href="/photos/7.svg">the broken photo</a> (404),
-<a href="/flaky">the flaky endpoint</a> (fails every third call), <a href="/slow">the slow one</a>
-and <a href="/api/photos">the JSON API</a>.</p>
+<a href="/flaky">the flaky endpoint</a> (fails every third call), <a href="/slow">the slow one</a>,
+<a href="/api/photos">the JSON API</a> (a canary version serves a quarter of its calls: compare
+them on the dashboard) and <a href="/account">your account</a> (needs a bearer token).</p>
 {tiles}</body></html>
 "#
     )
@@ -170,6 +248,13 @@ pub(crate) fn print_banner(sitio: SocketAddr, admin: Option<SocketAddr>, backend
     println!("  5xx page (every 3rd call): http://localhost:{port}/flaky");
     println!(
         "  JSON error for API calls:  curl -H 'Accept: application/json' http://localhost:{port}/nope"
+    );
+    println!(
+        "  A/B: a canary serves 25%:  curl http://localhost:{port}/api/photos  (then the dashboard)"
+    );
+    println!("  auth on /account (401):    http://localhost:{port}/account");
+    println!(
+        "  with a token:              curl -H \"Authorization: Bearer $(curl -s http://localhost:{port}/demo-idp/token)\" http://localhost:{port}/account"
     );
     println!("  the bare service:          http://{backend}/");
     println!("\nCtrl-C stops it.");
