@@ -45,6 +45,11 @@ pub(crate) struct KeyStore {
     source: Source,
     https: tokio_rustls::TlsConnector,
     keys: ArcSwap<Vec<Key>>,
+    /// Bumped when the set changes (not when a refresh brings the same keys):
+    /// verified tokens are trusted only for the generation they were checked in.
+    generation: AtomicU64,
+    /// The last set's `keys` array as fetched, to tell a change.
+    last_set: std::sync::Mutex<String>,
     /// When the last fetch started; one fetch at a time.
     last_attempt: tokio::sync::Mutex<Option<Instant>>,
     pub fetched: AtomicU64,
@@ -57,10 +62,17 @@ impl KeyStore {
             source,
             https: crate::tls::connector(ca_file),
             keys: ArcSwap::from_pointee(Vec::new()),
+            generation: AtomicU64::new(0),
+            last_set: std::sync::Mutex::new(String::new()),
             last_attempt: tokio::sync::Mutex::new(None),
             fetched: AtomicU64::new(0),
             fetch_failures: AtomicU64::new(0),
         }
+    }
+
+    /// The generation of the key set now.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The keys now (a reference count, no lock).
@@ -79,10 +91,15 @@ impl KeyStore {
         *last = Some(Instant::now());
         let outcome = tokio::time::timeout(FETCH_TIMEOUT, self.fetch()).await;
         match outcome {
-            Ok(Ok(keys)) => {
-                tracing::info!(target: "sitio::auth", keys = keys.len(), "signing keys fetched");
-                self.keys.store(Arc::new(keys));
+            Ok(Ok((keys, text))) => {
                 self.fetched.fetch_add(1, Ordering::Relaxed);
+                let mut last = self.last_set.lock().unwrap_or_else(|e| e.into_inner());
+                if *last != text {
+                    tracing::info!(target: "sitio::auth", keys = keys.len(), "signing keys fetched");
+                    self.keys.store(Arc::new(keys));
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    *last = text;
+                }
                 true
             }
             Ok(Err(e)) => self.failed(&e.to_string()),
@@ -110,7 +127,8 @@ impl KeyStore {
         }
     }
 
-    async fn fetch(&self) -> Result<Vec<Key>, BoxError> {
+    /// The usable keys, and the set's `keys` array as text (to tell a change).
+    async fn fetch(&self) -> Result<(Vec<Key>, String), BoxError> {
         let jwks_url = match &self.source {
             Source::Jwks(url) => url.clone(),
             Source::Discovery(issuer) => {
@@ -127,7 +145,7 @@ impl KeyStore {
         if keys.is_empty() {
             return Err("the key set holds no usable signing key".into());
         }
-        Ok(keys)
+        Ok((keys, set["keys"].to_string()))
     }
 
     async fn get(&self, url: &Uri) -> Result<bytes::Bytes, BoxError> {

@@ -9,6 +9,7 @@
 //! Opaque tokens (RFC 7662 introspection) are the `auth_introspection`
 //! example's pattern, not this decorator's.
 
+mod cache;
 mod keys;
 mod settings;
 mod verify;
@@ -32,8 +33,12 @@ use keys::{KeyStore, Source};
 pub use verify::Reason;
 use verify::Rules;
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The configured auth: keys, rules, and what it refused.
 pub struct Auth {
+    /// Tells this instance's verified tokens apart in the per-thread cache.
+    id: u64,
     keys: Arc<KeyStore>,
     rules: Rules,
     /// Routes that need a token (empty: all).
@@ -66,6 +71,7 @@ impl Auth {
         // Whatever other crates of the binary enable, verify with RustCrypto.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
         Some(Auth {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             keys: Arc::new(KeyStore::new(source, ca_file)),
             rules: Rules {
                 issuer: settings.auth_issuer.clone(),
@@ -112,17 +118,42 @@ impl Auth {
         verify::claims(token, alg, candidates, &self.rules).map_err(Some)
     }
 
-    fn admit(&self, head: &mut request::Parts, claims: &Map<String, Value>) -> Action<'static> {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
+    /// The token's verdict from this thread's cache, if it was verified before.
+    fn cached(&self, token: &str) -> Option<cache::Verified> {
+        cache::get(self.id, token, unix_now(), self.keys.generation())
+    }
+
+    /// Lets a verified token through: its claims forwarded, the verdict kept.
+    fn admit_claims(
+        &self,
+        head: &mut request::Parts,
+        token: &str,
+        generation: u64,
+        claims: &Map<String, Value>,
+    ) -> Action<'static> {
+        let mut headers = Vec::with_capacity(self.forward.0.len());
         for (path, name) in &self.forward.0 {
             match verify::claim_text(claims, path).map(HeaderValue::try_from) {
-                Some(Ok(value)) => {
-                    head.headers.insert(name.clone(), value);
-                }
+                Some(Ok(value)) => headers.push((name.clone(), value)),
                 Some(Err(_)) => tracing::debug!(target: "sitio::auth", header = %name,
                     "claim not forwarded: not valid header text"),
                 None => {}
             }
+        }
+        let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0);
+        let verified = cache::Verified {
+            headers: headers.into(),
+            until: (exp.max(0.0) as u64).saturating_add(self.rules.leeway_secs),
+            generation,
+        };
+        cache::put(self.id, token, verified.clone());
+        self.admit(head, &verified)
+    }
+
+    fn admit(&self, head: &mut request::Parts, verified: &cache::Verified) -> Action<'static> {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        for (name, value) in verified.headers.iter() {
+            head.headers.insert(name.clone(), value.clone());
         }
         Action::Continue
     }
@@ -160,6 +191,12 @@ fn plain(path: &str) -> bool {
     !["%2e", "%2f", "%5c", "%25", "%3b"]
         .iter()
         .any(|e| lower.contains(e))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The token of `Authorization: Bearer TOKEN` (the scheme in any case).
@@ -205,8 +242,17 @@ impl Decorator for Authenticate {
         let Some(token) = bearer(&head.headers) else {
             return auth.refuse(Reason::Missing, state, ex);
         };
+        if let Some(verified) = auth.cached(token) {
+            return auth.admit(head, &verified);
+        }
+        // The generation before the check: a set that changes meanwhile
+        // makes this verdict stale at once, not trusted under the new one.
+        let generation = auth.keys.generation();
         match auth.check(token) {
-            Ok(claims) => auth.admit(head, &claims),
+            Ok(claims) => {
+                let token = token.to_owned();
+                auth.admit_claims(head, &token, generation, &claims)
+            }
             Err(Some(reason)) => auth.refuse(reason, state, ex),
             Err(None) => {
                 // An unknown key (rotation) or no keys yet: fetch the set
@@ -214,8 +260,9 @@ impl Decorator for Authenticate {
                 let token = token.to_owned();
                 Action::wait(async move {
                     auth.keys.refresh(false).await;
+                    let generation = auth.keys.generation();
                     match auth.check(&token) {
-                        Ok(claims) => auth.admit(head, &claims),
+                        Ok(claims) => auth.admit_claims(head, &token, generation, &claims),
                         Err(Some(reason)) => auth.refuse(reason, state, ex),
                         Err(None) if auth.keys.current().is_empty() => {
                             auth.refuse(Reason::NoKeys, state, ex)

@@ -283,6 +283,7 @@ async fn auth_routes_protect_only_what_they_name() {
         &[
             ("SITIO_AUTH_JWKS_URL", &jwks),
             ("SITIO_AUTH_ROUTES", "/headers/private/*"),
+            ("SITIO_AUTH_LEEWAY", "0"),
         ],
     )
     .await;
@@ -300,5 +301,16 @@ async fn auth_routes_protect_only_what_they_name() {
         get(port, "/headers/private/x", Some(&token)).await.status,
         200
     );
+
+    // A verified token is remembered (the second use checks no signature),
+    // but never past its expiry.
+    let short = f.token("kind=rsa-1&exp=4").await;
+    for _ in 0..2 {
+        let res = get(port, "/headers/private/x", Some(&short)).await;
+        assert_eq!(res.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let late = get(port, "/headers/private/x", Some(&short)).await;
+    assert_refused(&late, 401, "auth-expired");
     child.kill().await.unwrap();
 }
