@@ -254,6 +254,15 @@ async fn the_dashboard_shows_the_sides_and_marks_the_worse_one() {
             Duration::from_secs(20),
         );
         browser.screenshot(&shot);
+        // On a phone the table fits: nothing scrolls sideways.
+        browser.viewport(390, 844, true);
+        std::thread::sleep(Duration::from_millis(1300));
+        let overflow = browser.eval(
+            "document.documentElement.scrollWidth > window.innerWidth + 1 ||
+             [...document.querySelectorAll('.scroll')].some(d => d.scrollWidth > d.clientWidth + 1)",
+        );
+        assert_eq!(overflow, Value::Bool(false), "the A/B table scrolls sideways on a phone");
+        browser.screenshot(&shot.with_file_name("dashboard-ab-phone.png"));
         browser.eval(
             "JSON.stringify([...document.querySelectorAll('#ab tr[data-side]')].map(tr => ({
                 side: tr.dataset.side,
