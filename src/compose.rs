@@ -38,7 +38,6 @@ use crate::split::{Split, Splitter};
 
 /// Clients (or routes) a rate limit remembers at most: 100k keys, a few MiB.
 const RATE_LIMIT_KEYS: usize = 100_000;
-use crate::telemetry::routes::Patterns;
 use crate::telemetry::{Recorder, Report, Telemetry};
 
 /// Layers 2 to 4: the access log, `user`, and the error pages, as configured.
@@ -72,14 +71,7 @@ pub(crate) fn around(
 ) -> Result<(Decorators, Arc<Telemetry>), StartError> {
     let mut chain = inner;
     let notifier = notifier(config);
-    let limiter = config.rate_limit.map(|limit| {
-        Arc::new(RateLimiter::new(
-            limit,
-            config.rate_limit_burst,
-            RATE_LIMIT_KEYS,
-            config.trusted_proxies.0.clone(),
-        ))
-    });
+    let limiter = RateLimiter::from_settings(&config.rate_limit, RATE_LIMIT_KEYS).map(Arc::new);
     if let Some(l) = &limiter {
         chain = chain.wrapping(RateLimit(l.clone()));
     }
@@ -96,30 +88,15 @@ pub(crate) fn around(
         }
         chain = chain.wrapping(Split(s.clone()));
     }
-    if config.fault_delay.is_some() || config.fault_abort.is_some() {
-        chain = chain.wrapping(FaultInjection {
-            delay: config.fault_delay,
-            abort: config.fault_abort,
-            // Validated when the configuration was parsed.
-            routes: Patterns::parse(&config.fault_routes).unwrap_or_default(),
-        });
+    if let Some(faults) = FaultInjection::from_settings(&config.faults) {
+        chain = chain.wrapping(faults);
     }
-    let stale = config.stale_on_error.then(|| {
-        Arc::new(StaleCache::new(
-            config.stale_cache_bytes,
-            config.stale_max_object,
-            config.stale_private,
-        ))
-    });
+    let stale = StaleCache::from_settings(&config.stale).map(Arc::new);
     if let Some(cache) = &stale {
         chain = chain.wrapping(StaleOnError(cache.clone()));
     }
-    let breaker = (config.breaker_failures > 0).then(|| {
-        let names = chain.upstreams().iter().map(|t| t.name.as_str());
-        Arc::new(
-            Breaker::new(config.breaker_failures, config.breaker_cooldown).with_upstreams(names),
-        )
-    });
+    let breaker = Breaker::from_settings(&config.breaker)
+        .map(|b| Arc::new(b.with_upstreams(chain.upstreams().iter().map(|t| t.name.as_str()))));
     if let Some(b) = &breaker {
         chain = chain.wrapping(CircuitBreaker(b.clone()));
     }
@@ -146,19 +123,10 @@ pub(crate) fn around(
     Ok((chain, telemetry))
 }
 
-/// Layer 10's notifier, when a webhook or mail is configured.
+/// Layer 11's notifier, when a webhook or mail is configured.
 fn notifier(config: &Config) -> Option<Arc<Notifier>> {
     let service = format!("{}:{}", config.target_host, config.target_port);
-    let ca = config.ca_file.as_ref();
-    let mut notifier = Notifier::new(config.notify_interval, service);
-    if let Some(url) = &config.notify_url {
-        notifier = notifier.webhook(url.clone(), config.notify_format, ca);
-    }
-    if let Err(e) = notifier.add_mail(&config.mail, ca) {
-        // The settings were checked at startup; this is a relay TLS setup failure.
-        tracing::error!(error = e, "crash mail is off");
-    }
-    notifier.has_channels().then(|| Arc::new(notifier))
+    Notifier::from_settings(&config.notify, service, config.ca_file.as_ref()).map(Arc::new)
 }
 
 #[cfg(test)]
@@ -173,11 +141,26 @@ mod tests {
         std::fs::write(&page, "<h1>gone</h1>").unwrap();
         let config = Config {
             error_page_404: Some(page),
-            fault_abort: crate::resilience::faults::parse_abort("1%:503").ok(),
-            stale_on_error: true,
-            breaker_failures: 3,
-            notify_url: Some("http://127.0.0.1:9/hook".parse().unwrap()),
-            rate_limit: crate::resilience::rate_limit::parse_limit("10/s").ok(),
+            faults: crate::resilience::faults::FaultSettings {
+                fault_abort: crate::resilience::faults::parse_abort("1%:503").ok(),
+                ..Default::default()
+            },
+            stale: crate::resilience::stale::StaleSettings {
+                stale_on_error: true,
+                ..Default::default()
+            },
+            breaker: crate::resilience::breaker::BreakerSettings {
+                breaker_failures: 3,
+                ..Default::default()
+            },
+            notify: crate::resilience::notify::NotifySettings {
+                notify_url: Some("http://127.0.0.1:9/hook".parse().unwrap()),
+                ..Default::default()
+            },
+            rate_limit: crate::resilience::rate_limit::RateLimitSettings {
+                rate_limit: crate::resilience::rate_limit::parse_limit("10/s").ok(),
+                ..Default::default()
+            },
             split: crate::split::SplitSettings {
                 split: crate::split::Variants(vec![crate::split::Variant {
                     name: "canary".into(),

@@ -12,15 +12,7 @@ pub use crate::tls::CaFile;
 pub use crate::units::parse_duration;
 use crate::units::parse_switch;
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::log::LogFormat;
 
 /// What sitio does with a connection whose first bytes are clearly not
 /// HTTP/1 (a TLS ClientHello, the HTTP/2 preface, another protocol's line).
@@ -148,90 +140,10 @@ pub struct Config {
           default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub retries: bool,
 
-    /// Consecutive service failures that open the circuit breaker (0: no breaker).
-    #[arg(
-        long,
-        global = true,
-        env = "SITIO_BREAKER_FAILURES",
-        value_name = "SITIO_BREAKER_FAILURES",
-        default_value_t = 0
-    )]
-    pub breaker_failures: u32,
-
-    /// How long an open circuit refuses requests before letting a probe through.
-    #[arg(long, global = true, env = "SITIO_BREAKER_COOLDOWN", value_name = "SITIO_BREAKER_COOLDOWN",
-          default_value = "5s", value_parser = parse_duration)]
-    pub breaker_cooldown: Duration,
-
-    /// Webhook (http:// or https://) told when the service answers 5xx, becomes unreachable, recovers.
-    #[arg(long, global = true, env = "SITIO_NOTIFY_URL", value_name = "SITIO_NOTIFY_URL", value_parser = parse_notify_url)]
-    pub notify_url: Option<http::Uri>,
-
-    /// At most one notification per route and kind this often; later ones are folded.
-    #[arg(long, global = true, env = "SITIO_NOTIFY_INTERVAL", value_name = "SITIO_NOTIFY_INTERVAL",
-          default_value = "30s", value_parser = parse_duration)]
-    pub notify_interval: Duration,
-
     /// PEM file of CA certificates trusted besides the public roots (https webhooks).
     #[arg(long, global = true, env = "SITIO_CA_FILE", value_name = "SITIO_CA_FILE",
           value_parser = crate::tls::parse_ca_file)]
     pub ca_file: Option<CaFile>,
-
-    /// Notification body: `json` (sitio's event) or `slack` (incoming-webhook text).
-    #[arg(long, global = true, env = "SITIO_NOTIFY_FORMAT", value_name = "SITIO_NOTIFY_FORMAT", value_enum,
-          default_value_t = crate::resilience::NotifyFormat::Json)]
-    pub notify_format: crate::resilience::NotifyFormat,
-
-    /// Delay a share of requests, e.g. `10%:200ms` (fault injection).
-    #[arg(long, global = true, env = "SITIO_FAULT_DELAY", value_name = "SITIO_FAULT_DELAY",
-          value_parser = crate::resilience::faults::parse_delay)]
-    pub fault_delay: Option<(crate::resilience::faults::Share, Duration)>,
-
-    /// Answer a share of requests with an error, e.g. `5%:503` (fault injection).
-    #[arg(long, global = true, env = "SITIO_FAULT_ABORT", value_name = "SITIO_FAULT_ABORT",
-          value_parser = crate::resilience::faults::parse_abort)]
-    pub fault_abort: Option<(crate::resilience::faults::Share, http::StatusCode)>,
-
-    /// Limit requests, e.g. `100/s` per client address, `route:600/m` per route,
-    /// `global:1000/s` for all (429 with Retry-After beyond it).
-    #[arg(long, global = true, env = "SITIO_RATE_LIMIT", value_name = "SITIO_RATE_LIMIT",
-          value_parser = crate::resilience::rate_limit::parse_limit)]
-    pub rate_limit: Option<crate::resilience::rate_limit::Limit>,
-
-    /// Requests a client may send at once above the rate (default: the limit's count).
-    #[arg(long, global = true, env = "SITIO_RATE_LIMIT_BURST", value_name = "SITIO_RATE_LIMIT_BURST",
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_limit_burst: Option<u32>,
-
-    /// Proxies whose `X-Forwarded-For` names the client for rate limits, e.g. `10.0.0.0/8,::1`.
-    #[arg(long, global = true, env = "SITIO_TRUSTED_PROXIES", value_name = "SITIO_TRUSTED_PROXIES",
-          default_value = "", hide_default_value = true, value_parser = parse_trusted)]
-    pub trusted_proxies: TrustedProxies,
-
-    /// Inject faults only on these route patterns, e.g. `/api/*` (default: all).
-    #[arg(long, global = true, env = "SITIO_FAULT_ROUTES", value_name = "SITIO_FAULT_ROUTES", default_value = "", hide_default_value = true,
-          value_parser = parse_routes)]
-    pub fault_routes: String,
-
-    /// Serve the last good copy of a GET URL when the service fails (on|off).
-    #[arg(long, global = true, env = "SITIO_STALE_ON_ERROR", value_name = "SITIO_STALE_ON_ERROR",
-          default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
-    pub stale_on_error: bool,
-
-    /// Memory for stale copies, e.g. 64MiB.
-    #[arg(long, global = true, env = "SITIO_STALE_CACHE_BYTES", value_name = "SITIO_STALE_CACHE_BYTES",
-          default_value = "64MiB", value_parser = parse_bytes)]
-    pub stale_cache_bytes: usize,
-
-    /// Largest response kept as a stale copy, e.g. 1MiB.
-    #[arg(long, global = true, env = "SITIO_STALE_MAX_OBJECT", value_name = "SITIO_STALE_MAX_OBJECT",
-          default_value = "1MiB", value_parser = parse_bytes)]
-    pub stale_max_object: usize,
-
-    /// Also keep answers to requests with Authorization or cookies (on|off).
-    #[arg(long, global = true, env = "SITIO_STALE_PRIVATE", value_name = "SITIO_STALE_PRIVATE",
-          default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
-    pub stale_private: bool,
 
     /// Most client connections served at once; further ones wait in the backlog.
     #[arg(long, global = true, env = "SITIO_MAX_CONNECTIONS", value_name = "SITIO_MAX_CONNECTIONS",
@@ -290,9 +202,25 @@ pub struct Config {
           default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub access_log: bool,
 
-    /// Crash mail, `SITIO_NOTIFY_SMTP*` and `SITIO_NOTIFY_MAIL_*`.
+    /// The circuit breaker, `SITIO_BREAKER_*`.
     #[command(flatten)]
-    pub mail: crate::resilience::notify::MailSettings,
+    pub breaker: crate::resilience::breaker::BreakerSettings,
+
+    /// Crash notifications (webhook and mail), `SITIO_NOTIFY_*`.
+    #[command(flatten)]
+    pub notify: crate::resilience::notify::NotifySettings,
+
+    /// Fault injection, `SITIO_FAULT_*`.
+    #[command(flatten)]
+    pub faults: crate::resilience::faults::FaultSettings,
+
+    /// Rate limits, `SITIO_RATE_LIMIT*` and `SITIO_TRUSTED_PROXIES`.
+    #[command(flatten)]
+    pub rate_limit: crate::resilience::rate_limit::RateLimitSettings,
+
+    /// Stale copies, `SITIO_STALE_*`.
+    #[command(flatten)]
+    pub stale: crate::resilience::stale::StaleSettings,
 
     /// A/B testing, `SITIO_SPLIT*`.
     #[command(flatten)]
@@ -328,7 +256,7 @@ impl Config {
     /// Checks the settings that only make sense together (those clap checks
     /// one by one); the error names the variable and what it accepts.
     pub fn check(&self) -> Result<(), String> {
-        self.mail.check()
+        self.notify.mail.check()
     }
 
     /// Every configured error page: the 404 and 5xx ones, then the others.
@@ -416,38 +344,19 @@ impl Default for Config {
             stats_interval: Interval(None),
             upstream_timeout: Interval(Some(Duration::from_secs(60))),
             retries: true,
-            breaker_failures: 0,
-            breaker_cooldown: Duration::from_secs(5),
-            notify_url: None,
-            notify_interval: Duration::from_secs(30),
-            notify_format: crate::resilience::NotifyFormat::Json,
             ca_file: None,
-            fault_delay: None,
-            fault_abort: None,
-            fault_routes: String::new(),
-            rate_limit: None,
-            rate_limit_burst: None,
-            trusted_proxies: TrustedProxies::default(),
-            stale_on_error: false,
-            stale_cache_bytes: 64 << 20,
-            stale_max_object: 1 << 20,
-            stale_private: false,
             opaque: OpaqueMode::Auto,
             reuse_port: false,
             ready_requires_service: false,
             auth: crate::auth::AuthSettings::default(),
-            mail: crate::resilience::notify::MailSettings::default(),
+            breaker: Default::default(),
+            notify: Default::default(),
+            faults: Default::default(),
+            rate_limit: Default::default(),
+            stale: Default::default(),
             split: crate::split::SplitSettings::default(),
         }
     }
-}
-
-/// `SITIO_TRUSTED_PROXIES`: the address blocks whose `X-Forwarded-For` is believed.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TrustedProxies(pub Vec<crate::resilience::rate_limit::Cidr>);
-
-fn parse_trusted(s: &str) -> Result<TrustedProxies, String> {
-    crate::resilience::rate_limit::parse_cidrs(s).map(TrustedProxies)
 }
 
 fn parse_range(s: &str, lo: usize, hi: usize, what: &str) -> Result<usize, String> {
@@ -473,11 +382,7 @@ fn parse_max_routes(s: &str) -> Result<usize, String> {
     parse_range(s, 1, 100_000, "a number of routes")
 }
 
-fn parse_routes(s: &str) -> Result<String, String> {
-    crate::telemetry::Routes::new(s, 1)
-        .map(|_| s.to_owned())
-        .map_err(|e| format!("{e} (expected patterns such as /users/{{id}},/static/*)"))
-}
+use crate::telemetry::routes::parse_routes;
 
 fn parse_interval(s: &str) -> Result<Interval, String> {
     match s.trim() {
@@ -488,27 +393,6 @@ fn parse_interval(s: &str) -> Result<Interval, String> {
     }
 }
 
-fn parse_notify_url(s: &str) -> Result<http::Uri, String> {
-    crate::units::parse_http_url(s, "https://hooks.slack.com/services/...")
-}
-
-/// Parses `65536`, `64KiB`, `64MiB` or `1GiB`.
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let err = || format!("expected a size such as 65536, 512KiB, 64MiB or 1GiB, got {s:?}");
-    let n: usize = n.parse().map_err(|_| err())?;
-    let scale: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "KB" => 1 << 10,
-        "MiB" | "M" | "MB" => 1 << 20,
-        "GiB" | "G" | "GB" => 1 << 30,
-        _ => return Err(err()),
-    };
-    n.checked_mul(scale).filter(|&b| b > 0).ok_or_else(err)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,7 +401,7 @@ mod tests {
     fn flags_parse_like_the_binary_and_errors_name_the_setting() {
         let c = Config::from_args(["--port", "9000", "--fault-abort", "5%:503"]).unwrap();
         assert_eq!(c.port, 9000);
-        assert!(c.fault_abort.is_some());
+        assert!(c.faults.fault_abort.is_some());
         let e = Config::from_args(["--header-timeout", "soon"]).unwrap_err();
         assert!(
             e.contains("SITIO_HEADER_TIMEOUT") && e.contains("10s"),

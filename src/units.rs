@@ -26,6 +26,23 @@ pub(crate) fn parse_switch(s: &str) -> Result<bool, String> {
     }
 }
 
+/// Parses `65536`, `64KiB`, `64MiB` or `1GiB`.
+pub(crate) fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let err = || format!("expected a size such as 65536, 512KiB, 64MiB or 1GiB, got {s:?}");
+    let n: usize = n.parse().map_err(|_| err())?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        _ => return Err(err()),
+    };
+    n.checked_mul(scale).filter(|&b| b > 0).ok_or_else(err)
+}
+
 /// Parses `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

@@ -16,6 +16,28 @@ impl Decorator for AccessLog {
     fn on_complete(&self, (): &mut (), ex: &Exchange) {
         let latency_us = ex.latency().map_or(0, |d| d.as_micros() as u64);
         let ttfb_us = ex.time_to_first_byte().map_or(0, |d| d.as_micros() as u64);
+        // The same fields, in the same order, as the `tracing` event below.
+        let direct = crate::log::access(|f| {
+            f.display("client", ex.client_addr);
+            f.display("method", &ex.method);
+            f.display("path", ex.path());
+            f.display("version", version_name(ex.version));
+            f.u64("status", ex.status.map_or(0, |s| u64::from(s.as_u16())));
+            f.u64("latency_us", latency_us);
+            f.u64("ttfb_us", ttfb_us);
+            f.u64("bytes_in", ex.bytes_in);
+            f.u64("bytes_out", ex.bytes_out);
+            if let Some(e) = ex.error {
+                f.str("error", e.as_str());
+            }
+            if let Some(u) = ex.upstream.as_deref() {
+                f.str("upstream", u);
+            }
+            f.bool("upgraded", ex.upgraded);
+        });
+        if direct {
+            return;
+        }
         tracing::info!(
             target: "sitio::access",
             client = %ex.client_addr,

@@ -16,6 +16,34 @@ use crate::error::{Blame, ErrorKind, ProxyError};
 use crate::telemetry::Report;
 use crate::telemetry::prometheus::family;
 
+/// The circuit breaker's settings (`SITIO_BREAKER_*`), flattened into [`crate::Config`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct BreakerSettings {
+    /// Consecutive service failures that open the circuit breaker (0: no breaker).
+    #[arg(
+        long,
+        global = true,
+        env = "SITIO_BREAKER_FAILURES",
+        value_name = "SITIO_BREAKER_FAILURES",
+        default_value_t = 0
+    )]
+    pub breaker_failures: u32,
+
+    /// How long an open circuit refuses requests before letting a probe through.
+    #[arg(long, global = true, env = "SITIO_BREAKER_COOLDOWN", value_name = "SITIO_BREAKER_COOLDOWN",
+          default_value = "5s", value_parser = crate::units::parse_duration)]
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            breaker_failures: 0,
+            breaker_cooldown: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The circuit's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CircuitState {
@@ -74,6 +102,12 @@ pub struct Turn {
 }
 
 impl Breaker {
+    /// The breaker `settings` describe (`None` when `SITIO_BREAKER_FAILURES` is 0).
+    pub fn from_settings(settings: &BreakerSettings) -> Option<Self> {
+        (settings.breaker_failures > 0)
+            .then(|| Breaker::new(settings.breaker_failures, settings.breaker_cooldown))
+    }
+
     /// A breaker opening after `threshold` consecutive failures, for `cooldown`.
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
         Breaker {

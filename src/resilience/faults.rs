@@ -28,6 +28,25 @@ fn parse_share(s: &str) -> Result<Share, String> {
     Ok(Share(pct / 100.0))
 }
 
+/// Fault injection's settings (`SITIO_FAULT_*`), flattened into [`crate::Config`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FaultSettings {
+    /// Delay a share of requests, e.g. `10%:200ms` (fault injection).
+    #[arg(long, global = true, env = "SITIO_FAULT_DELAY", value_name = "SITIO_FAULT_DELAY",
+          value_parser = parse_delay)]
+    pub fault_delay: Option<(Share, Duration)>,
+
+    /// Answer a share of requests with an error, e.g. `5%:503` (fault injection).
+    #[arg(long, global = true, env = "SITIO_FAULT_ABORT", value_name = "SITIO_FAULT_ABORT",
+          value_parser = parse_abort)]
+    pub fault_abort: Option<(Share, http::StatusCode)>,
+
+    /// Inject faults only on these route patterns, e.g. `/api/*` (default: all).
+    #[arg(long, global = true, env = "SITIO_FAULT_ROUTES", value_name = "SITIO_FAULT_ROUTES", default_value = "", hide_default_value = true,
+          value_parser = crate::telemetry::routes::parse_routes)]
+    pub fault_routes: String,
+}
+
 /// `SITIO_FAULT_DELAY`: a share and a delay, e.g. `10%:200ms`.
 pub fn parse_delay(s: &str) -> Result<(Share, Duration), String> {
     let (share, delay) = s
@@ -90,6 +109,21 @@ pub struct FaultInjection {
     pub abort: Option<(Share, StatusCode)>,
     /// Only these routes (all when empty).
     pub routes: Patterns,
+}
+
+impl FaultInjection {
+    /// The faults `settings` describe (`None` without a delay or an abort).
+    pub fn from_settings(settings: &FaultSettings) -> Option<Self> {
+        if settings.fault_delay.is_none() && settings.fault_abort.is_none() {
+            return None;
+        }
+        Some(FaultInjection {
+            delay: settings.fault_delay,
+            abort: settings.fault_abort,
+            // Validated when the settings were parsed.
+            routes: Patterns::parse(&settings.fault_routes).unwrap_or_default(),
+        })
+    }
 }
 
 /// What fault injection did to one exchange.

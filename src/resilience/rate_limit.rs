@@ -58,6 +58,34 @@ pub struct Limit {
     pub per: Duration,
 }
 
+/// The rate limit's settings, flattened into [`crate::Config`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RateLimitSettings {
+    /// Limit requests, e.g. `100/s` per client address, `route:600/m` per route,
+    /// `global:1000/s` for all (429 with Retry-After beyond it).
+    #[arg(long, global = true, env = "SITIO_RATE_LIMIT", value_name = "SITIO_RATE_LIMIT",
+          value_parser = parse_limit)]
+    pub rate_limit: Option<Limit>,
+
+    /// Requests a client may send at once above the rate (default: the limit's count).
+    #[arg(long, global = true, env = "SITIO_RATE_LIMIT_BURST", value_name = "SITIO_RATE_LIMIT_BURST",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Proxies whose `X-Forwarded-For` names the client for rate limits, e.g. `10.0.0.0/8,::1`.
+    #[arg(long, global = true, env = "SITIO_TRUSTED_PROXIES", value_name = "SITIO_TRUSTED_PROXIES",
+          default_value = "", hide_default_value = true, value_parser = parse_trusted)]
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// `SITIO_TRUSTED_PROXIES`: the address blocks whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrustedProxies(pub Vec<Cidr>);
+
+fn parse_trusted(s: &str) -> Result<TrustedProxies, String> {
+    parse_cidrs(s).map(TrustedProxies)
+}
+
 /// Parses `SITIO_RATE_LIMIT`.
 pub fn parse_limit(s: &str) -> Result<Limit, String> {
     let err = || {
@@ -180,6 +208,19 @@ impl RateLimiter {
     /// A limiter for `limit`, allowing bursts of `burst` requests (default:
     /// the limit's count), remembering at most `max_keys` clients or routes,
     /// reading `X-Forwarded-For` only from peers in `trusted`.
+    /// The limiter `settings` describe (`None` without `SITIO_RATE_LIMIT`),
+    /// remembering at most `max_keys` clients or routes.
+    pub fn from_settings(settings: &RateLimitSettings, max_keys: usize) -> Option<Self> {
+        let limit = settings.rate_limit?;
+        Some(RateLimiter::new(
+            limit,
+            settings.rate_limit_burst,
+            max_keys,
+            settings.trusted_proxies.0.clone(),
+        ))
+    }
+
+    /// A limiter of `limit` with `burst` (default: the limit's count).
     pub fn new(limit: Limit, burst: Option<u32>, max_keys: usize, trusted: Vec<Cidr>) -> Self {
         let interval = (limit.per.as_nanos() / u128::from(limit.requests)).max(1) as u64;
         let burst = u64::from(burst.unwrap_or(limit.requests).max(1));

@@ -37,6 +37,41 @@ struct Shard {
     bytes: usize,
 }
 
+/// The stale copies' settings (`SITIO_STALE_*`), flattened into [`crate::Config`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct StaleSettings {
+    /// Serve the last good copy of a GET URL when the service fails (on|off).
+    #[arg(long, global = true, env = "SITIO_STALE_ON_ERROR", value_name = "SITIO_STALE_ON_ERROR",
+          default_value = "off", value_parser = crate::units::parse_switch, action = clap::ArgAction::Set)]
+    pub stale_on_error: bool,
+
+    /// Memory for stale copies, e.g. 64MiB.
+    #[arg(long, global = true, env = "SITIO_STALE_CACHE_BYTES", value_name = "SITIO_STALE_CACHE_BYTES",
+          default_value = "64MiB", value_parser = crate::units::parse_bytes)]
+    pub stale_cache_bytes: usize,
+
+    /// Largest response kept as a stale copy, e.g. 1MiB.
+    #[arg(long, global = true, env = "SITIO_STALE_MAX_OBJECT", value_name = "SITIO_STALE_MAX_OBJECT",
+          default_value = "1MiB", value_parser = crate::units::parse_bytes)]
+    pub stale_max_object: usize,
+
+    /// Also keep answers to requests with Authorization or cookies (on|off).
+    #[arg(long, global = true, env = "SITIO_STALE_PRIVATE", value_name = "SITIO_STALE_PRIVATE",
+          default_value = "off", value_parser = crate::units::parse_switch, action = clap::ArgAction::Set)]
+    pub stale_private: bool,
+}
+
+impl Default for StaleSettings {
+    fn default() -> Self {
+        StaleSettings {
+            stale_on_error: false,
+            stale_cache_bytes: 64 << 20,
+            stale_max_object: 1 << 20,
+            stale_private: false,
+        }
+    }
+}
+
 /// The cache of last good responses.
 pub struct StaleCache {
     shards: Vec<Mutex<Shard>>,
@@ -56,6 +91,18 @@ impl std::fmt::Debug for StaleCache {
 impl StaleCache {
     /// A cache of at most `budget` bytes, storing responses up to `max_object`
     /// bytes; `private` also stores answers to requests with credentials.
+    /// The cache `settings` describe (`None` unless `SITIO_STALE_ON_ERROR=on`).
+    pub fn from_settings(settings: &StaleSettings) -> Option<Self> {
+        settings.stale_on_error.then(|| {
+            StaleCache::new(
+                settings.stale_cache_bytes,
+                settings.stale_max_object,
+                settings.stale_private,
+            )
+        })
+    }
+
+    /// A cache of `budget` bytes keeping answers up to `max_object` bytes.
     pub fn new(budget: usize, max_object: usize, private: bool) -> Self {
         let shard_budget = (budget / SHARDS).max(1);
         StaleCache {

@@ -75,6 +75,13 @@ impl Pattern {
     }
 }
 
+/// Checks a setting of route patterns (`SITIO_ROUTES`, `SITIO_FAULT_ROUTES`).
+pub(crate) fn parse_routes(s: &str) -> Result<String, String> {
+    Patterns::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{e} (expected patterns such as /users/{{id}},/static/*)"))
+}
+
 /// A list of route patterns (`/users/{id}`, `/static/*`).
 #[derive(Debug, Clone, Default)]
 pub struct Patterns(Vec<Pattern>);

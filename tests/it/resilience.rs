@@ -113,8 +113,8 @@ async fn the_circuit_opens_after_failures_and_a_probe_closes_it() {
     let port = reserved.local_addr().unwrap().port();
     drop(reserved);
     let mut config = config_for(port);
-    config.breaker_failures = 3;
-    config.breaker_cooldown = Duration::from_millis(800);
+    config.breaker.breaker_failures = 3;
+    config.breaker.breaker_cooldown = Duration::from_millis(800);
     let sitio = Sitio::start(config, Decorators::none()).await;
     let get = || raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n");
 
@@ -239,8 +239,8 @@ async fn server_errors_are_notified_once_per_interval_with_a_folded_count() {
     let (url, got) = webhook().await;
     let backend = Backend::start().await;
     let mut config = config_for(backend.port());
-    config.notify_url = Some(url.parse().unwrap());
-    config.notify_interval = Duration::from_millis(700);
+    config.notify.notify_url = Some(url.parse().unwrap());
+    config.notify.notify_interval = Duration::from_millis(700);
     let sitio = Sitio::start(config, Decorators::none()).await;
     for _ in 0..5 {
         assert_eq!(
@@ -278,8 +278,8 @@ async fn a_dead_webhook_never_slows_traffic_and_its_losses_are_counted() {
     drop(dead);
     let backend = Backend::start().await;
     let mut config = config_for(backend.port());
-    config.notify_url = Some(dead_url.parse().unwrap());
-    config.notify_interval = Duration::from_millis(100);
+    config.notify.notify_url = Some(dead_url.parse().unwrap());
+    config.notify.notify_interval = Duration::from_millis(100);
     let sitio = Sitio::start(config, Decorators::none()).await;
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
@@ -332,8 +332,8 @@ async fn faults_are_injected_on_the_chosen_routes_and_shares() {
     use sitio::resilience::faults::{parse_abort, parse_delay};
     let backend = Backend::start().await;
     let mut config = config_for(backend.port());
-    config.fault_abort = Some(parse_abort("100%:503").unwrap());
-    config.fault_routes = "/status/*".into();
+    config.faults.fault_abort = Some(parse_abort("100%:503").unwrap());
+    config.faults.fault_routes = "/status/*".into();
     let sitio = Sitio::start(config, Decorators::none()).await;
     let res = raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
@@ -352,7 +352,7 @@ async fn faults_are_injected_on_the_chosen_routes_and_shares() {
     sitio.stop().await;
 
     let mut config = config_for(backend.port());
-    config.fault_delay = Some(parse_delay("100%:300ms").unwrap());
+    config.faults.fault_delay = Some(parse_delay("100%:300ms").unwrap());
     let sitio = Sitio::start(config, Decorators::none()).await;
     let started = Instant::now();
     let res = raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -366,7 +366,7 @@ async fn faults_are_injected_on_the_chosen_routes_and_shares() {
     sitio.stop().await;
 
     let mut config = config_for(backend.port());
-    config.fault_abort = Some(parse_abort("50%:500").unwrap());
+    config.faults.fault_abort = Some(parse_abort("50%:500").unwrap());
     let sitio = Sitio::start(config, Decorators::none()).await;
     let mut aborted = 0;
     for _ in 0..200 {
@@ -436,10 +436,10 @@ async fn masked_failures_still_open_the_breaker_and_notify() {
     let mode = Arc::new(std::sync::atomic::AtomicU16::new(0));
     let _service = steerable(listener, mode.clone()).await;
     let mut config = config_for(port);
-    config.stale_on_error = true;
-    config.breaker_failures = 2;
-    config.breaker_cooldown = Duration::from_secs(30);
-    config.notify_url = Some(url.parse().unwrap());
+    config.stale.stale_on_error = true;
+    config.breaker.breaker_failures = 2;
+    config.breaker.breaker_cooldown = Duration::from_secs(30);
+    config.notify.notify_url = Some(url.parse().unwrap());
     let sitio = Sitio::start(config, Decorators::none()).await;
     let page = || raw_request(sitio.addr, b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(page().await.unwrap().status, 200);
@@ -494,7 +494,7 @@ async fn a_service_that_hangs_gets_504_after_the_upstream_timeout() {
 async fn the_last_good_copy_masks_5xx_and_a_crashed_service() {
     let mut service = Steerable::start(0).await;
     let mut config = config_for(service.port);
-    config.stale_on_error = true;
+    config.stale.stale_on_error = true;
     let sitio = Sitio::start(config, Decorators::none()).await;
     let get = |raw: &'static [u8]| raw_request(sitio.addr, raw);
     for raw in [
@@ -568,7 +568,7 @@ async fn stale_copies_honour_no_store_and_stale_if_error() {
     let mode = Arc::new(std::sync::atomic::AtomicU16::new(0));
     let service = steerable(listener, mode.clone()).await;
     let mut config = config_for(port);
-    config.stale_on_error = true;
+    config.stale.stale_on_error = true;
     let cached = Sitio::start(config, Decorators::none()).await;
     for path in ["/nostore", "/brief"] {
         let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -612,8 +612,8 @@ async fn a_crash_and_the_recovery_are_notified_in_slack_format() {
     let (url, got) = webhook().await;
     let mut service = Steerable::start(0).await;
     let mut config = config_for(service.port);
-    config.notify_url = Some(url.parse().unwrap());
-    config.notify_format = sitio::resilience::NotifyFormat::Slack;
+    config.notify.notify_url = Some(url.parse().unwrap());
+    config.notify.notify_format = sitio::resilience::NotifyFormat::Slack;
     let sitio = Sitio::start(config, Decorators::none()).await;
     assert_eq!(
         raw_request(sitio.addr, b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -26,6 +26,43 @@ use crate::telemetry::prometheus::family;
 use mail::Mail;
 use webhook::Webhook;
 
+/// The notification settings (`SITIO_NOTIFY_*`), flattened into [`crate::Config`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotifySettings {
+    /// Webhook (http:// or https://) told when the service answers 5xx, becomes unreachable, recovers.
+    #[arg(long, global = true, env = "SITIO_NOTIFY_URL", value_name = "SITIO_NOTIFY_URL", value_parser = parse_url)]
+    pub notify_url: Option<http::Uri>,
+
+    /// At most one notification per route and kind this often; later ones are folded.
+    #[arg(long, global = true, env = "SITIO_NOTIFY_INTERVAL", value_name = "SITIO_NOTIFY_INTERVAL",
+          default_value = "30s", value_parser = crate::units::parse_duration)]
+    pub notify_interval: Duration,
+
+    /// Notification body: `json` (sitio's event) or `slack` (incoming-webhook text).
+    #[arg(long, global = true, env = "SITIO_NOTIFY_FORMAT", value_name = "SITIO_NOTIFY_FORMAT", value_enum,
+          default_value_t = NotifyFormat::Json)]
+    pub notify_format: NotifyFormat,
+
+    /// Crash mail, `SITIO_NOTIFY_SMTP*` and `SITIO_NOTIFY_MAIL_*`.
+    #[command(flatten)]
+    pub mail: MailSettings,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            notify_url: None,
+            notify_interval: Duration::from_secs(30),
+            notify_format: NotifyFormat::Json,
+            mail: MailSettings::default(),
+        }
+    }
+}
+
+fn parse_url(s: &str) -> Result<http::Uri, String> {
+    crate::units::parse_http_url(s, "https://hooks.slack.com/services/...")
+}
+
 /// Events waiting to be sent before new ones are dropped.
 const QUEUE: usize = 256;
 const ATTEMPTS: u32 = 4;
@@ -179,6 +216,25 @@ impl Notifier {
         }
     }
 
+    /// The notifier `settings` describe, about the service at `service`
+    /// (`None` when no channel is configured); https channels trust the
+    /// public roots and `ca_file`'s CAs.
+    pub fn from_settings(
+        settings: &NotifySettings,
+        service: String,
+        ca_file: Option<&crate::tls::CaFile>,
+    ) -> Option<Self> {
+        let mut notifier = Notifier::new(settings.notify_interval, service);
+        if let Some(url) = &settings.notify_url {
+            notifier = notifier.webhook(url.clone(), settings.notify_format, ca_file);
+        }
+        if let Err(e) = notifier.add_mail(&settings.mail, ca_file) {
+            // The settings were checked at startup; this is a relay TLS setup failure.
+            tracing::error!(error = e, "crash mail is off");
+        }
+        notifier.has_channels().then_some(notifier)
+    }
+
     /// Also posts to the webhook `url`; an https one is checked against the
     /// public roots and `ca_file`'s CAs.
     pub fn webhook(
@@ -306,25 +362,10 @@ impl Notifier {
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC.
 fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    let mut out = String::with_capacity(24);
+    crate::log::civil_time(&mut out, d.as_secs());
+    out.push_str(&format!(".{:03}Z", d.subsec_millis()));
+    out
 }
 
 /// The decorator that feeds a [`Notifier`].
