@@ -88,7 +88,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let conn = self.0.clone();
-        Box::pin(async move { Ok(crate::engine::exchange(conn, req).await) })
+        Box::pin(crate::engine::exchange(conn, req))
     }
 }
 
@@ -165,14 +165,24 @@ impl Leg for ConnCtx {
         let bytes_in = req.body().state();
         self.phase.interim.begin(forward.relay_early_hints);
         let target = &self.shared.upstreams[upstream];
-        let sent = tokio::select! {
-            biased; // no RNG draw per request; the answer first
-            sent = target.send(req, forward.reusable) => sent,
-            () = self.phase.interim.overflowed() => Err(ProxyError::new(
-                ErrorKind::UpstreamProtocol,
-                format!("more than {MAX_INTERIM} interim (1xx) responses"),
-            )),
-        };
+        // Both futures are pinned where they are made and raced by reference:
+        // `select!` would move the send future (kilobytes) into its own
+        // state and again into the poll closure, a memcpy each request.
+        let mut send = std::pin::pin!(target.send(req, forward.reusable));
+        let mut overflow = std::pin::pin!(self.phase.interim.overflowed());
+        let sent = std::future::poll_fn(|cx| {
+            // The answer first (no RNG draw per request, as `biased`).
+            if let Poll::Ready(sent) = send.as_mut().poll(cx) {
+                return Poll::Ready(sent);
+            }
+            overflow.as_mut().poll(cx).map(|()| {
+                Err(ProxyError::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!("more than {MAX_INTERIM} interim (1xx) responses"),
+                ))
+            })
+        })
+        .await;
         self.phase.interim.end();
         let (res, sender) = sent?;
         let (mut rhead, incoming) = res.into_parts();

@@ -163,7 +163,7 @@ impl Decorators {
             let host = HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("service"));
             request.headers_mut().insert(http::header::HOST, host);
         }
-        let res = super::exchange(leg, request).await;
+        let Ok(res) = super::exchange(leg, request).await;
         let (head, mut body) = res.into_parts();
         let mut sent = BytesMut::new();
         let mut trailers = None;

@@ -140,7 +140,13 @@ enum Reached {
 }
 
 /// One exchange, from request head to the response handed to the client.
-pub(crate) async fn exchange<L: Leg>(leg: Arc<L>, req: Request<L::In>) -> Response<Tracked<L>> {
+/// Infallible (every failure is a response), but typed as hyper's service
+/// result so the connection boxes this future itself: a wrapping `async`
+/// block would move it (kilobytes) once more per request.
+pub(crate) async fn exchange<L: Leg>(
+    leg: Arc<L>,
+    req: Request<L::In>,
+) -> Result<Response<Tracked<L>>, std::convert::Infallible> {
     let raw = leg.exchange_started();
     let started = crate::clock::now();
     let (head, body) = req.into_parts();
@@ -169,7 +175,7 @@ pub(crate) async fn exchange<L: Leg>(leg: Arc<L>, req: Request<L::In>) -> Respon
         }
     };
     let res = respond(chain, reached, &mut states, &mut ex).await;
-    Tracked::new(leg.clone(), res, ex, states, bytes_in)
+    Ok(Tracked::new(leg.clone(), res, ex, states, bytes_in))
 }
 
 /// The request side of one exchange.

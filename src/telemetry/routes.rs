@@ -179,6 +179,10 @@ impl Routes {
     fn admit(&self, route: &CompactString) -> bool {
         ADMITTED.with(|cache| {
             let mut cache = cache.borrow_mut();
+            // The common case, a route this thread has seen: two lookups.
+            if let Some(&ok) = cache.get(&self.id).and_then(|(_, local)| local.get(route)) {
+                return ok;
+            }
             if !cache.contains_key(&self.id) {
                 cache.retain(|_, (alive, _)| alive.strong_count() > 0);
                 let alive = std::sync::Arc::downgrade(&self.alive);
@@ -187,9 +191,6 @@ impl Routes {
             let Some((_, local)) = cache.get_mut(&self.id) else {
                 return true; // just inserted
             };
-            if let Some(&ok) = local.get(route) {
-                return ok;
-            }
             let ok = {
                 let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
                 if known.contains(route) {
@@ -213,19 +214,30 @@ impl Routes {
 /// Folds a path with the built-in rules: query dropped, id-like segments
 /// replaced by `{id}`, at most a few segments kept.
 pub fn fold(path: &str) -> CompactString {
-    let path = path.split('?').next().unwrap_or("");
+    // Byte scans (memchr) rather than `split(char)`: this runs for every
+    // request, and the char searcher's set-up was a visible share of it.
+    let path = memchr::memchr(b'?', path.as_bytes()).map_or(path, |q| &path[..q]);
     let mut out = CompactString::default();
-    for (i, seg) in path.split('/').skip(1).enumerate() {
+    // The segments after the first '/', as `path.split('/').skip(1)`.
+    let mut rest = memchr::memchr(b'/', path.as_bytes()).map(|s| &path[s + 1..]);
+    let mut i = 0;
+    while let Some(here) = rest {
         if i == MAX_SEGMENTS {
             out.push_str("/…");
             break;
         }
+        let (seg, next) = match memchr::memchr(b'/', here.as_bytes()) {
+            Some(end) => (&here[..end], Some(&here[end + 1..])),
+            None => (here, None),
+        };
         out.push('/');
         if is_id_like(seg) {
             out.push_str("{id}");
         } else {
             out.push_str(seg);
         }
+        rest = next;
+        i += 1;
     }
     if out.is_empty() {
         out.push('/');
@@ -288,6 +300,10 @@ mod tests {
             "hex without digits is a word"
         );
         assert_eq!(fold(""), "/");
+        assert_eq!(fold("*"), "/");
+        assert_eq!(fold("/"), "/");
+        assert_eq!(fold("/a//b/"), "/a//b/");
+        assert_eq!(fold("/a/b?c/d"), "/a/b");
         assert_eq!(fold("/"), "/");
     }
 

@@ -163,16 +163,25 @@ impl Upstream {
         req: Request<RequestBody>,
         reusable: bool,
     ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
-        let sent = self.send_inner(req, reusable);
-        match self.response_timeout {
-            None => sent.await,
-            Some(limit) => tokio::time::timeout(limit, sent).await.unwrap_or_else(|_| {
+        let mut sent = std::pin::pin!(self.send_inner(req, reusable));
+        let Some(limit) = self.response_timeout else {
+            return sent.await;
+        };
+        // Raced by reference rather than `timeout(limit, sent)`, which moves
+        // the send future (kilobytes) into itself: a memcpy each request.
+        let mut expired = std::pin::pin!(tokio::time::sleep(limit));
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(done) = sent.as_mut().poll(cx) {
+                return std::task::Poll::Ready(done);
+            }
+            expired.as_mut().poll(cx).map(|()| {
                 Err(ProxyError::new(
                     ErrorKind::UpstreamTimeout,
                     format!("no response head within {limit:?} (SITIO_UPSTREAM_TIMEOUT)"),
                 ))
-            }),
-        }
+            })
+        })
+        .await
     }
 
     async fn send_inner(
