@@ -68,6 +68,15 @@ impl Body {
         }
     }
 
+    /// The bytes of an empty or fixed body; `None` for a streamed one.
+    pub(crate) fn into_full(self) -> Option<Bytes> {
+        match self.kind {
+            Kind::Empty | Kind::Full(None) => Some(Bytes::new()),
+            Kind::Full(Some(bytes)) => Some(bytes),
+            Kind::Upstream(_) | Kind::Boxed(_) => None,
+        }
+    }
+
     /// True when this body streams from the service (as opposed to being made by sitio).
     pub fn is_from_upstream(&self) -> bool {
         matches!(self.kind, Kind::Upstream(_))

@@ -184,9 +184,19 @@ thread_local! {
         std::cell::RefCell::new(Vec::with_capacity(SMALL_WRITE));
 }
 
-/// What a client that was too slow with its request head receives.
+/// What a client that was too slow with its request head receives when the
+/// error path could not answer (a hook that waits, a streamed page).
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\nsitio-error: header-timeout\r\n\r\n";
+
+/// What a connection answers a failure with before any request exists:
+/// implemented by the connection's context, so the decorators' error path
+/// answers it as it answers an exchange's failures.
+pub(crate) trait EarlyAnswer: Send + Sync {
+    /// The bytes answering a request head that did not arrive in time
+    /// (`None`: the plain 408).
+    fn header_timeout(&self) -> Option<Bytes>;
+}
 
 /// The error hyper sees when a request body or a response write stalled.
 #[derive(Debug)]
@@ -227,6 +237,8 @@ pub(crate) struct ClientIo<S> {
     body_stall: Stall,
     /// Runs while a response write is blocked on the client.
     send_stall: Stall,
+    /// Answers a head that did not arrive in time.
+    early: Arc<dyn EarlyAnswer>,
 }
 
 /// The connection's timeouts.
@@ -247,6 +259,7 @@ impl<S> ClientIo<S> {
         phase: Arc<ConnPhase>,
         head_deadline: Instant,
         timeouts: Timeouts,
+        early: Arc<dyn EarlyAnswer>,
     ) -> Self {
         ClientIo {
             stream,
@@ -260,6 +273,7 @@ impl<S> ClientIo<S> {
             idle_timeout: timeouts.idle,
             body_stall: Stall::new(timeouts.body),
             send_stall: Stall::new(timeouts.send),
+            early,
         }
     }
 
@@ -362,7 +376,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                     Armed::Idle | Armed::Off | Armed::Dispatched => Poll::Ready(Ok(())),
                     Armed::Head => {
                         // Best effort: the client is gone or slow anyway.
-                        let _ = Pin::new(&mut this.stream).poll_write(cx, REQUEST_TIMEOUT);
+                        let answer = this.early.header_timeout();
+                        let mut rest = answer.as_deref().unwrap_or(REQUEST_TIMEOUT);
+                        while !rest.is_empty() {
+                            match Pin::new(&mut this.stream).poll_write(cx, rest) {
+                                Poll::Ready(Ok(n)) if n > 0 => rest = &rest[n..],
+                                _ => break,
+                            }
+                        }
                         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, HeaderTimeout)))
                     }
                 }

@@ -54,6 +54,18 @@ pub(crate) struct ConnCtx {
     pub(crate) interim_hook: http::Extensions,
 }
 
+impl crate::io::EarlyAnswer for ConnCtx {
+    fn header_timeout(&self) -> Option<bytes::Bytes> {
+        let err = ProxyError::new(
+            ErrorKind::BadRequest,
+            "The request head did not arrive in time.",
+        )
+        .with_status(StatusCode::REQUEST_TIMEOUT)
+        .with_cause("header-timeout");
+        crate::engine::early_answer(&self.shared.decorators, &err, self.peer)
+    }
+}
+
 impl PoolHome for ConnCtx {
     fn upstream(&self, index: usize) -> &Upstream {
         &self.shared.upstreams[index]

@@ -351,6 +351,13 @@ pub(crate) async fn serve_connection<S>(
 
     let phase = Arc::new(ConnPhase::default());
     let _listed = shared.connections.list(phase.clone());
+    let ctx = Arc::new(ConnCtx {
+        shared,
+        phase: phase.clone(),
+        peer,
+        forwarded_for: crate::headers::ip_header_value(peer.ip()),
+        interim_hook: crate::proxy::interim_hook(&phase),
+    });
     let io = ClientIo::new(
         stream,
         first,
@@ -362,14 +369,9 @@ pub(crate) async fn serve_connection<S>(
             body: config.body_timeout,
             send: config.send_timeout,
         },
+        ctx.clone(),
     );
-    let service = ProxyService(Arc::new(ConnCtx {
-        shared,
-        phase: phase.clone(),
-        peer,
-        forwarded_for: crate::headers::ip_header_value(peer.ip()),
-        interim_hook: crate::proxy::interim_hook(&phase),
-    }));
+    let service = ProxyService(ctx);
     let conn = http
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();

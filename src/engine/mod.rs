@@ -11,9 +11,11 @@
 //!  any failure before a head ─▶ on_error (innermost first) ─▶ rescue ─▶ on_response
 //! ```
 
+mod early;
 mod memory;
 mod tracked;
 
+pub(crate) use early::answer as early_answer;
 pub use memory::Simulated;
 pub(crate) use tracked::Tracked;
 

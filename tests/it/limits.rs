@@ -73,6 +73,8 @@ async fn a_slow_request_head_gets_408_and_the_connection_closes() {
     .expect("sitio answers a stalled head")
     .unwrap();
     assert_eq!(res.status, 408);
+    assert_eq!(res.header("sitio-error"), Some("header-timeout"));
+    assert!(String::from_utf8_lossy(&res.body).contains("did not arrive in time"));
     assert!(closed_within(&mut s, Duration::from_secs(1)).await);
 
     // Same after a first exchange: the timer starts again with the next head.
@@ -88,6 +90,46 @@ async fn a_slow_request_head_gets_408_and_the_connection_closes() {
     s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     let res = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(res.status, 408);
+    sitio.stop().await;
+}
+
+/// The 408 takes the one error path: decorators see it like any failure
+/// (here the operator's page for 408 and a header of their own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_408_goes_through_the_decorators_error_path() {
+    use sitio::{Action, PageFor, on_status};
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.header_timeout = Duration::from_millis(300);
+    let decorators = Decorators::builder()
+        .with(on_status(408, |head, _| {
+            head.headers.insert(
+                "x-seen-by",
+                sitio::http::HeaderValue::from_static("on_status"),
+            );
+            Action::Continue
+        }))
+        .with(sitio::ErrorPages::new().page(PageFor::Status(408), "<h1>too slow, friend</h1>"))
+        .build();
+    let sitio = Sitio::start(config, decorators).await;
+    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let res = tokio::time::timeout(
+        Duration::from_secs(3),
+        read_response(&mut s, &mut buf, false),
+    )
+    .await
+    .expect("sitio answers a stalled head")
+    .unwrap();
+    assert_eq!(res.status, 408);
+    assert_eq!(res.header("x-seen-by"), Some("on_status"));
+    assert!(
+        String::from_utf8_lossy(&res.body).contains("too slow, friend"),
+        "{res:?}"
+    );
+    assert_eq!(res.header("connection"), Some("close"));
+    assert!(closed_within(&mut s, Duration::from_secs(1)).await);
     sitio.stop().await;
 }
 
