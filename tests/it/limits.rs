@@ -55,14 +55,9 @@ async fn oversized_heads_and_too_many_headers_get_431() {
     sitio.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_request_head_gets_408_and_the_connection_closes() {
-    let backend = Backend::start().await;
-    let mut config = config_for(backend.port());
-    config.header_timeout = Duration::from_millis(500);
-    let sitio = Sitio::start(config, Decorators::none()).await;
-
-    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+/// Sends a head that never ends; sitio's answer, and the connection.
+async fn stalled_head(addr: std::net::SocketAddr) -> (TcpStream, RawResponse) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").await.unwrap(); // never finished
     let mut buf = Vec::new();
     let res = tokio::time::timeout(
@@ -72,6 +67,17 @@ async fn a_slow_request_head_gets_408_and_the_connection_closes() {
     .await
     .expect("sitio answers a stalled head")
     .unwrap();
+    (s, res)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_head_gets_408_and_the_connection_closes() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.header_timeout = Duration::from_millis(500);
+    let sitio = Sitio::start(config, Decorators::none()).await;
+
+    let (mut s, res) = stalled_head(sitio.addr).await;
     assert_eq!(res.status, 408);
     assert_eq!(res.header("sitio-error"), Some("header-timeout"));
     assert!(String::from_utf8_lossy(&res.body).contains("did not arrive in time"));
@@ -112,16 +118,7 @@ async fn the_408_goes_through_the_decorators_error_path() {
         .with(sitio::ErrorPages::new().page(PageFor::Status(408), "<h1>too slow, friend</h1>"))
         .build();
     let sitio = Sitio::start(config, decorators).await;
-    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").await.unwrap();
-    let mut buf = Vec::new();
-    let res = tokio::time::timeout(
-        Duration::from_secs(3),
-        read_response(&mut s, &mut buf, false),
-    )
-    .await
-    .expect("sitio answers a stalled head")
-    .unwrap();
+    let (mut s, res) = stalled_head(sitio.addr).await;
     assert_eq!(res.status, 408);
     assert_eq!(res.header("x-seen-by"), Some("on_status"));
     assert!(
