@@ -11,18 +11,19 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// True when the request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
-pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
-}
-
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .flat_map(|v| tokens(v.as_bytes()))
+        .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The comma-separated tokens of a header value, trimmed. On bytes: this
+/// runs for the `Connection` header of most heads, and `str::split(char)`'s
+/// searcher cost more than the whole comparison.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// The hop-by-hop headers of the fixed list, plus `Connection` (bit 0).
@@ -41,6 +42,7 @@ fn hop_by_hop_names() -> [&'static HeaderName; 6] {
 const CONNECTION_BIT: u8 = 1;
 const TE_BIT: u8 = 8;
 const TRANSFER_ENCODING_BIT: u8 = 16;
+const UPGRADE_BIT: u8 = 32;
 
 /// What one pass over a head's names found: which hop-by-hop headers (bits of
 /// [`hop_by_hop_names`]), and whether `Content-Length` and `Host` are there.
@@ -51,6 +53,7 @@ struct Scan {
     hop: u8,
     content_length: bool,
     host: bool,
+    expect: bool,
 }
 
 fn scan(headers: &HeaderMap) -> Scan {
@@ -59,6 +62,7 @@ fn scan(headers: &HeaderMap) -> Scan {
         hop: 0,
         content_length: false,
         host: false,
+        expect: false,
     };
     for name in headers.keys() {
         if let Some(i) = names.iter().position(|h| *h == name) {
@@ -67,6 +71,8 @@ fn scan(headers: &HeaderMap) -> Scan {
             found.content_length = true;
         } else if name == header::HOST {
             found.host = true;
+        } else if name == header::EXPECT {
+            found.expect = true;
         }
     }
     found
@@ -88,33 +94,25 @@ fn strip_found(headers: &mut HeaderMap, mask: u8) -> bool {
     if mask & TE_BIT != 0
         && let Some(te) = headers.get(header::TE)
     {
-        trailers = te
-            .to_str()
-            .map(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            })
-            .unwrap_or(false);
+        trailers = tokens(te.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"trailers"));
     }
     if mask & CONNECTION_BIT != 0 {
         // `Connection: keep-alive` (what nearly every service sends) names a
         // header of the fixed list, so nothing is allocated for it.
         let mut named: Vec<HeaderName> = Vec::new();
-        let tokens = headers
+        let named_tokens = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim);
-        for token in tokens {
+            .flat_map(|v| tokens(v.as_bytes()));
+        for token in named_tokens {
             // The usual tokens need no header name parsed: `keep-alive` and
             // `upgrade` name headers of the fixed list, removed below if the
             // scan found them (removing an absent one costs a hashed lookup).
             // `close` is parsed: a field of that name goes too (RFC 9110 §7.6.1).
-            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("upgrade") {
+            if token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"upgrade") {
                 continue;
             }
-            match HeaderName::from_bytes(token.as_bytes()) {
+            match HeaderName::from_bytes(token) {
                 // What routes and frames the message is not an option of the
                 // connection: `Connection: Host` must not strip the Host
                 // (HAProxy and nginx keep it too).
@@ -143,18 +141,22 @@ fn strip_found(headers: &mut HeaderMap, mask: u8) -> bool {
 ///
 /// `service` is the service's authority, the `Host` of an HTTP/1.0 request
 /// that came without one (an HTTP/1.1 request without one was refused).
+///
+/// Returns whether the request asks to switch protocols (`Connection:
+/// upgrade` and `Upgrade`), which is then forwarded.
 pub(crate) fn to_upstream(
     head: &mut request::Parts,
     client_ip: &HeaderValue,
     isolate: bool,
     service: &HeaderValue,
-) {
-    let upgrade = if is_upgrade_request(&head.headers) {
+) -> bool {
+    let found = scan(&head.headers);
+    // The scan saw whether `Upgrade` is there: no lookup for most requests.
+    let upgrade = if found.hop & UPGRADE_BIT != 0 && connection_has(&head.headers, "upgrade") {
         head.headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
-    let found = scan(&head.headers);
     // The guard let through only `chunked`. The field itself is hop-by-hop,
     // but without it hyper would send a GET's body of unknown length as no
     // body at all.
@@ -162,7 +164,9 @@ pub(crate) fn to_upstream(
     let trailers = strip_found(&mut head.headers, found.hop);
     // sitio answers `Expect: 100-continue` itself (as Envoy does): the client's
     // body is only read once sitio is ready to stream it.
-    head.headers.remove(header::EXPECT);
+    if found.expect {
+        head.headers.remove(header::EXPECT);
+    }
 
     // Absolute-form targets (RFC 9112 §3.2.2): the authority is the host.
     if let Some(authority) = head.uri.authority().cloned() {
@@ -195,6 +199,7 @@ pub(crate) fn to_upstream(
     if trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    let upgrading = upgrade.is_some();
     if let Some(proto) = upgrade {
         h.insert(header::UPGRADE, proto);
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -207,6 +212,7 @@ pub(crate) fn to_upstream(
     // sitio speaks HTTP/1.1 to the service whatever the client speaks, so the
     // upstream connection can be kept alive and pooled.
     head.version = Version::HTTP_11;
+    upgrading
 }
 
 /// The client address as a header value; built once per connection.

@@ -144,14 +144,14 @@ impl Leg for ConnCtx {
     }
 
     fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> Forward {
-        let client_upgrade = if headers::is_upgrade_request(&head.headers) {
+        let relay_early_hints = head.version == http::Version::HTTP_11;
+        let authority = self.shared.upstreams[upstream].authority();
+        let upgrading = headers::to_upstream(head, &self.forwarded_for, isolate, authority);
+        let client_upgrade = if upgrading {
             head.extensions.remove::<OnUpgrade>()
         } else {
             None
         };
-        let relay_early_hints = head.version == http::Version::HTTP_11;
-        let authority = self.shared.upstreams[upstream].authority();
-        headers::to_upstream(head, &self.forwarded_for, isolate, authority);
         Forward {
             reusable: !isolate && client_upgrade.is_none(),
             client_upgrade,

@@ -80,7 +80,7 @@ impl Leg for Memory {
 
     fn forward(&self, head: &mut request::Parts, _upstream: usize, isolate: bool) {
         let client = headers::ip_header_value(self.client_addr().ip());
-        headers::to_upstream(head, &client, isolate, &HeaderValue::from_static("service"));
+        let _ = headers::to_upstream(head, &client, isolate, &HeaderValue::from_static("service"));
     }
 
     fn request_body(
