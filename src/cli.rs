@@ -29,11 +29,52 @@ enum Command {
     Demo,
     /// Runs only the embedded demo service, on TARGET_PORT.
     DemoBackend,
+    /// Prints Kubernetes manifests with sitio added to every workload's pods
+    /// (native sidecar, port swap by name, probes, resources, locked down).
+    Inject {
+        /// Manifests to read, YAML or JSON (`-`: standard input).
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: String,
+        /// sitio's image.
+        #[arg(long, default_value = concat!("sitio:", env!("CARGO_PKG_VERSION")))]
+        image: String,
+        /// A plain sidecar container, for clusters before Kubernetes 1.29.
+        #[arg(long)]
+        legacy: bool,
+    },
+    /// Prints Kubernetes manifests with what `sitio inject` added taken out.
+    Uninject {
+        /// Manifests to read, YAML or JSON (`-`: standard input).
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: String,
+    },
 }
 
 /// See [`crate::main`].
 pub(crate) fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> ExitCode {
     let mut cli = Cli::parse(); // prints --help/--version, or a usage error (exit 2)
+    // Manifest tools: no settings, no runtime, no logging.
+    match &cli.command {
+        Some(Command::Inject {
+            file,
+            image,
+            legacy,
+        }) => {
+            let opts = crate::inject::Options {
+                image: image.clone(),
+                legacy: *legacy,
+            };
+            return crate::inject::run(file, crate::inject::Direction::Inject, &opts);
+        }
+        Some(Command::Uninject { file }) => {
+            let opts = crate::inject::Options {
+                image: String::new(),
+                legacy: false,
+            };
+            return crate::inject::run(file, crate::inject::Direction::Uninject, &opts);
+        }
+        _ => {}
+    }
     // SITIO_ERROR_PAGE_<code> for any status: names clap cannot declare.
     let checked = cli
         .config
@@ -59,6 +100,7 @@ pub(crate) fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> Ex
             None => proxy(cli.config, decorate).await,
             Some(Command::Demo) => demo(cli.config).await,
             Some(Command::DemoBackend) => demo_backend(cli.config.target_port).await,
+            Some(Command::Inject { .. } | Command::Uninject { .. }) => Ok(()),
         }
     });
     match outcome {

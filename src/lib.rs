@@ -74,6 +74,7 @@
 //!   tap, process figures; built-ins report their own sections through `Report`.
 //! - [`config`]: settings from env vars and flags (`units` parses durations); `admin`: health, metrics, stats,
 //!   tap and the dashboard (`src/dashboard.html`); `memory`: returns free memory after load.
+//! - `inject`: `sitio inject` / `uninject`, sitio added to (taken from) Kubernetes manifests.
 //! - `demo`: the embedded photo-library service behind `sitio demo`; `client` and `tls`:
 //!   sitio's own requests (webhooks, key sets) over http or https.
 //! - `log`: log output ([`init_logging`]): `tracing` for every line, and a direct writer
@@ -108,6 +109,7 @@ mod guard;
 mod head_scan;
 mod headers;
 mod idle;
+mod inject;
 mod interim;
 mod io;
 mod log;

@@ -15,6 +15,7 @@ mod errors;
 mod examples;
 mod hardening;
 mod https_hooks;
+mod inject;
 mod lifecycle;
 mod limits;
 mod mail;
