@@ -42,6 +42,25 @@ enum Command {
         #[arg(long)]
         legacy: bool,
     },
+    /// Serves the mutating admission webhook that injects sitio into pods as
+    /// they are created (HTTPS; POST /mutate, GET /healthz).
+    Injector {
+        /// PEM certificate chain (read again when the file changes).
+        #[arg(long, value_name = "FILE")]
+        tls_cert: std::path::PathBuf,
+        /// PEM private key (read again when the file changes).
+        #[arg(long, value_name = "FILE")]
+        tls_key: std::path::PathBuf,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+        listen: std::net::SocketAddr,
+        /// sitio's image.
+        #[arg(long, default_value = concat!("sitio:", env!("CARGO_PKG_VERSION")))]
+        image: String,
+        /// A plain sidecar container, for clusters before Kubernetes 1.29.
+        #[arg(long)]
+        legacy: bool,
+    },
     /// Prints Kubernetes manifests with what `sitio inject` added taken out.
     Uninject {
         /// Manifests to read, YAML or JSON (`-`: standard input).
@@ -100,6 +119,16 @@ pub(crate) fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> Ex
             None => proxy(cli.config, decorate).await,
             Some(Command::Demo) => demo(cli.config).await,
             Some(Command::DemoBackend) => demo_backend(cli.config.target_port).await,
+            Some(Command::Injector {
+                tls_cert,
+                tls_key,
+                listen,
+                image,
+                legacy,
+            }) => {
+                let opts = crate::inject::Options { image, legacy };
+                crate::inject::serve_webhook(tls_cert, tls_key, listen, opts).await
+            }
             Some(Command::Inject { .. } | Command::Uninject { .. }) => Ok(()),
         }
     });

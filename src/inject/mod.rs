@@ -4,9 +4,12 @@
 //!
 //! - `pod`: one pod spec: the sidecar, the port swap, the record that
 //!   `uninject` undoes;
-//! - `yaml`: output Kubernetes (YAML 1.1) reads back as it was meant.
+//! - `yaml`: output Kubernetes (YAML 1.1) reads back as it was meant;
+//! - `webhook`: `sitio injector`, the admission webhook doing the same to pods
+//!   as they are created.
 
 mod pod;
+mod webhook;
 mod yaml;
 
 use std::io::Read;
@@ -16,6 +19,7 @@ use serde_json::Value;
 
 pub(crate) use pod::Options;
 use pod::Outcome;
+pub(crate) use webhook::serve as serve_webhook;
 
 /// Whether to add sitio or take it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

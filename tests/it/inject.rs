@@ -60,7 +60,7 @@ fn env(container: &Value, name: &str) -> Option<String> {
         .map(|e| e["value"].as_str().unwrap().to_owned())
 }
 
-fn validate(text: &str) {
+pub(crate) fn validate(text: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("out.yaml");
     std::fs::write(&file, text).unwrap();

@@ -16,6 +16,7 @@ mod examples;
 mod hardening;
 mod https_hooks;
 mod inject;
+mod injector;
 mod lifecycle;
 mod limits;
 mod mail;
