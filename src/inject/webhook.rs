@@ -35,6 +35,9 @@ use crate::error::StartError;
 const REVIEW_LIMIT: usize = 4 << 20;
 /// How often the certificate files are checked for a change.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// A client that does not finish its TLS handshake or request head in this
+/// time is dropped: the API server sends both at once.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The certificate now, swapped when its files change.
 #[derive(Debug)]
@@ -110,8 +113,9 @@ pub(crate) async fn serve(
                 let Ok((tcp, peer)) = accepted else { continue };
                 let (acceptor, opts) = (acceptor.clone(), opts.clone());
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        tracing::debug!(%peer, "TLS handshake failed");
+                    let Ok(Ok(tls)) = tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await
+                    else {
+                        tracing::debug!(%peer, "TLS handshake failed or timed out");
                         return;
                     };
                     let service = hyper::service::service_fn(move |req| {
@@ -119,6 +123,8 @@ pub(crate) async fn serve(
                         async move { Ok::<_, std::convert::Infallible>(handle(req, &opts).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(CLIENT_TIMEOUT)
                         .serve_connection(TokioIo::new(tls), service)
                         .await;
                 });

@@ -245,6 +245,13 @@ async fn the_webhook_injects_pods_over_https_and_never_blocks_one() {
     .await;
     assert!(ok && health == b"ok\n");
 
+    // A client that never handshakes is dropped, and others are served meanwhile.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    assert_eq!(post(dir, port, "/mutate", "{}").await.0, 400);
+    assert!(crate::common::closed_within(&mut idle, Duration::from_secs(15)).await);
+
     // A renewed certificate is served without a restart.
     let before = fingerprint(port);
     assert!(before.contains("Fingerprint"), "{before}");
