@@ -61,6 +61,13 @@ enum Command {
         #[arg(long)]
         legacy: bool,
     },
+    /// Serves the fleet view of every sitio a Prometheus scrapes, on PORT
+    /// (GET /, /fleet.json).
+    Mothership {
+        /// The Prometheus (or Thanos, Mimir) HTTP API to query, e.g. http://prometheus:9090.
+        #[arg(long, value_name = "URL", value_parser = parse_prometheus)]
+        prometheus: http::Uri,
+    },
     /// Prints Kubernetes manifests with what `sitio inject` added taken out.
     Uninject {
         /// Manifests to read, YAML or JSON (`-`: standard input).
@@ -128,6 +135,10 @@ pub(crate) fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> Ex
             }) => {
                 let opts = crate::inject::Options { image, legacy };
                 crate::inject::serve_webhook(tls_cert, tls_key, listen, opts).await
+            }
+            Some(Command::Mothership { prometheus }) => {
+                let listen = std::net::SocketAddr::from(([0, 0, 0, 0], cli.config.port));
+                crate::mothership::serve(listen, prometheus).await
             }
             Some(Command::Inject { .. } | Command::Uninject { .. }) => Ok(()),
         }
@@ -247,4 +258,8 @@ async fn demo_backend(port: u16) -> Result<(), StartError> {
         () = crate::shutdown_signal() => {}
     }
     Ok(())
+}
+
+fn parse_prometheus(s: &str) -> Result<http::Uri, String> {
+    crate::units::parse_http_url(s, "http://prometheus:9090")
 }

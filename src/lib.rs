@@ -74,6 +74,7 @@
 //!   tap, process figures; built-ins report their own sections through `Report`.
 //! - [`config`]: settings from env vars and flags (`units` parses durations); `admin`: health, metrics, stats,
 //!   tap and the dashboard (`src/dashboard.html`); `memory`: returns free memory after load.
+//! - `mothership`: `sitio mothership`, the fleet view over Prometheus.
 //! - `inject`: `sitio inject` / `uninject`, sitio added to (taken from) Kubernetes manifests.
 //! - `demo`: the embedded photo-library service behind `sitio demo`; `client` and `tls`:
 //!   sitio's own requests (webhooks, key sets) over http or https.
@@ -114,6 +115,7 @@ mod interim;
 mod io;
 mod log;
 mod memory;
+mod mothership;
 mod proxy;
 mod rescue;
 mod send_window;

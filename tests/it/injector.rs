@@ -6,15 +6,13 @@
 //! and `deploy/injector/` valid against the schemas.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::common::{SITIO, curl};
+use crate::common::{curl, start_subcommand};
 use crate::https_hooks::test_pki;
 use crate::inject::validate;
 
@@ -47,43 +45,19 @@ struct Injector {
 }
 
 async fn start(dir: &Path) -> Injector {
-    let mut child = Command::new(SITIO)
-        .args([
-            "injector",
-            "--listen",
-            "127.0.0.1:0",
-            "--image",
-            "reg.example/sitio:1",
-        ])
-        .arg("--tls-cert")
-        .arg(dir.join("hook.pem"))
-        .arg("--tls-key")
-        .arg(dir.join("hook.key"))
-        .env("SITIO_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "sitio injector is ready" {
-                return v["listen"]
-                    .as_str()
-                    .unwrap()
-                    .rsplit(':')
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-            }
-        }
-        panic!("the injector exited before it was ready");
-    })
-    .await
-    .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (cert, key) = (dir.join("hook.pem"), dir.join("hook.key"));
+    let args = [
+        "injector",
+        "--listen",
+        "127.0.0.1:0",
+        "--image",
+        "reg.example/sitio:1",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let (child, port) = start_subcommand(&args, "sitio injector is ready").await;
     Injector {
         port,
         _child: child,

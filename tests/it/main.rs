@@ -20,6 +20,7 @@ mod injector;
 mod lifecycle;
 mod limits;
 mod mail;
+mod mothership;
 mod proxying;
 mod rate_limits;
 mod readme;

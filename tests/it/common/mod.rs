@@ -467,7 +467,7 @@ impl Script {
     }
 }
 
-/// A real Prometheus server (Debian's package) scraping `target` every second.
+/// A real Prometheus server (Debian's package) scraping targets every second.
 pub struct Prometheus {
     pub port: u16,
     _dir: tempfile::TempDir,
@@ -476,6 +476,12 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn scrape(target: SocketAddr) -> Prometheus {
+        Prometheus::scrape_all(&[target])
+    }
+
+    pub fn scrape_all(targets: &[SocketAddr]) -> Prometheus {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let targets = targets.join(", ");
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -483,7 +489,7 @@ impl Prometheus {
             .unwrap()
             .port();
         let config = format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sitio\n    static_configs:\n      - targets: ['{target}']\n"
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sitio\n    static_configs:\n      - targets: [{targets}]\n"
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let child = Command::new("prometheus")
@@ -531,4 +537,31 @@ impl Prometheus {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+}
+
+/// Starts `sitio ARGS` (a subcommand that logs `ready` with a `listen`
+/// field, JSON logs) and returns it with the port it listens on.
+pub async fn start_subcommand(args: &[&str], ready: &str) -> (Child, u16) {
+    let mut child = Command::new(SITIO)
+        .args(args)
+        .env("SITIO_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == ready {
+                let listen = v["listen"].as_str().unwrap();
+                return listen.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("sitio {args:?} exited before it was ready");
+    })
+    .await
+    .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
 }

@@ -1,0 +1,137 @@
+//! `sitio mothership` over a real Prometheus scraping three live sitio
+//! instances: `/fleet.json` agrees with each instance's own `/stats`, the
+//! failing route leads the worst routes, the page renders every instance in
+//! Chromium, and a Prometheus that is gone gives a clear 503.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sitio::Decorators;
+use tokio::process::Child;
+
+use crate::common::backend::Backend;
+use crate::common::browser::Browser;
+use crate::common::*;
+
+async fn get(sitio: &Sitio, path: &str, times: usize) {
+    for _ in 0..times {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        raw_request(sitio.addr, raw.as_bytes()).await.unwrap();
+    }
+}
+
+async fn start_mothership(prometheus: &str) -> (Child, u16) {
+    let args = ["mothership", "--port", "0", "--prometheus", prometheus];
+    start_subcommand(&args, "sitio mothership is ready").await
+}
+
+async fn fleet(port: u16) -> (u16, Value) {
+    let url = format!("http://127.0.0.1:{port}/fleet.json");
+    let (_, out) = curl(&["-w", "\n%{http_code}", &url]).await;
+    let out = String::from_utf8(out).unwrap();
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    (
+        code.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_view_adds_up_to_each_instances_own_figures() {
+    let backend = Backend::start().await;
+    let mut fleet_members = Vec::new();
+    for _ in 0..3 {
+        fleet_members.push(Sitio::start(config_for(backend.port()), Decorators::none()).await);
+    }
+    // One request per route first: a rate needs the series before the traffic.
+    get(&fleet_members[0], "/status/200", 1).await;
+    get(&fleet_members[0], "/status/503", 1).await;
+    get(&fleet_members[1], "/photos/a.png", 1).await;
+    get(&fleet_members[2], "/status/200", 1).await;
+    let admins: Vec<SocketAddr> = fleet_members.iter().map(|s| s.admin).collect();
+    let prometheus = Prometheus::scrape_all(&admins);
+    prometheus
+        .wait_for("count(sitio_requests_total)", |r| {
+            r[0]["value"][1].as_str() == Some("4")
+        })
+        .await;
+    // Traffic once Prometheus watches (rates need it), failures on one
+    // instance's route only.
+    get(&fleet_members[0], "/status/200", 20).await;
+    get(&fleet_members[0], "/status/503", 10).await;
+    get(&fleet_members[1], "/photos/a.png", 15).await;
+    get(&fleet_members[2], "/status/200", 5).await;
+    // Scraped after the traffic, by every instance.
+    prometheus
+        .wait_for("sum(sitio_requests_total)", |r| {
+            r[0]["value"][1].as_str() == Some("54")
+        })
+        .await;
+    let url = format!("http://127.0.0.1:{}", prometheus.port);
+    let (mut mothership, port) = start_mothership(&url).await;
+    let (status, doc) = fleet(port).await;
+    assert_eq!(status, 200, "{doc}");
+    let instances = doc["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 3, "{doc}");
+    for member in &fleet_members {
+        let own = stats_of(member).await;
+        let name = member.admin.to_string();
+        let seen = instances
+            .iter()
+            .find(|i| i["instance"] == name.as_str())
+            .unwrap();
+        assert!(seen["memory_bytes"].as_f64().unwrap() > 1e6, "{seen}");
+        for e in own["endpoints"].as_array().unwrap() {
+            let route = seen["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["method"] == e["method"] && r["route"] == e["route"])
+                .unwrap_or_else(|| panic!("{e} not in {seen}"));
+            assert_eq!(route["hits"].as_f64(), e["hits"].as_f64(), "{route} vs {e}");
+        }
+    }
+    let worst = &doc["worst_routes"][0];
+    assert_eq!(worst["instance"], fleet_members[0].admin.to_string());
+    assert_eq!(worst["route"], "/status/{id}");
+    assert!(worst["error_rate"].as_f64().unwrap() > 0.0, "{worst}");
+    assert_eq!(doc["queries"].as_array().unwrap().len(), 8);
+
+    // The page shows every instance and its routes.
+    let page = format!("http://127.0.0.1:{port}/");
+    let rows = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::open(&page, 1280, 900);
+        b.wait_for(
+            "document.body.dataset.instances === '3'",
+            Duration::from_secs(20),
+        );
+        b.screenshot(&std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mothership.png"));
+        b.eval("document.querySelectorAll('section[data-instance] tr[data-route]').length")
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows.as_u64(), Some(3), "one route per instance");
+
+    // Prometheus gone: a clear 503, not a hang or a crash.
+    drop(prometheus);
+    let started = Instant::now();
+    let (status, doc) = fleet(port).await;
+    assert_eq!(status, 503, "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("unreachable"),
+        "{doc}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    mothership.kill().await.unwrap();
+    for member in fleet_members {
+        member.stop().await;
+    }
+}
+
+async fn stats_of(sitio: &Sitio) -> Value {
+    let raw = raw_request(sitio.admin, b"GET /stats HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    serde_json::from_slice(&raw.body).unwrap()
+}
