@@ -135,3 +135,47 @@ async fn stats_of(sitio: &Sitio) -> Value {
         .unwrap();
     serde_json::from_slice(&raw.body).unwrap()
 }
+
+/// The shipped recording rules compute what they say (`promtool test rules`),
+/// the scrape job for sitio pods is a valid Prometheus configuration, and the
+/// mothership's manifests match the Kubernetes schemas.
+#[test]
+fn the_mothership_manifests_rules_and_scrape_job_check_out() {
+    const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd
+            .output()
+            .expect("promtool and kubectl (the README's test command installs them)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{cmd:?}: {text}");
+        text
+    };
+    let rules = format!("{ROOT}/deploy/mothership/recording-rules.yaml");
+    run(std::process::Command::new("promtool").args(["check", "rules", &rules]));
+    let text = run(std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(format!("{ROOT}/tests/deploy/fleet-rules-test.yaml")));
+    assert!(text.contains("SUCCESS"), "{text}");
+    // Debian's Prometheus is built without Kubernetes discovery: the job is
+    // checked with a static target in its place (the relabelling, regexes
+    // included, is what can go wrong).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    let job = std::fs::read_to_string(format!("{ROOT}/deploy/mothership/scrape-sitio-pods.yaml"))
+        .unwrap();
+    let discovery = "kubernetes_sd_configs:\n      - role: pod";
+    assert!(job.contains(discovery));
+    let job = job.replace(
+        discovery,
+        "static_configs:\n      - targets: ['127.0.0.1:9901']",
+    );
+    std::fs::write(&config, job).unwrap();
+    run(std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config));
+    let rendered = run(std::process::Command::new("kubectl")
+        .args(["kustomize", &format!("{ROOT}/deploy/mothership")]));
+    assert!(rendered.contains("kind: Deployment") && rendered.contains("mothership"));
+    crate::inject::validate(&rendered);
+}
