@@ -32,7 +32,7 @@ const WORST: usize = 10;
 
 /// What each figure is, and the PromQL that computes it (per instance,
 /// method, route and upstream where it applies).
-pub(crate) const QUERIES: [(&str, &str); 8] = [
+pub(crate) const QUERIES: [(&str, &str); 9] = [
     (
         "hits",
         "sum by (instance, method, route, upstream) (sitio_requests_total)",
@@ -62,6 +62,7 @@ pub(crate) const QUERIES: [(&str, &str); 8] = [
         "process_resident_memory_bytes and on (instance) sitio_build_info",
     ),
     ("circuit", "sitio_circuit_state == 1"),
+    ("in_flight", "sum by (instance) (sitio_requests_in_flight)"),
 ];
 
 /// Serves the fleet view on `listen`, reading `prometheus`, until stopped.
@@ -225,6 +226,7 @@ async fn fleet(prometheus: &Uri) -> Result<Value, String> {
     for (name, field, scale) in [
         ("cpu", "cpu_percent", 100.0),
         ("memory", "memory_bytes", 1.0),
+        ("in_flight", "in_flight", 1.0),
     ] {
         for sample in results.get(name).into_iter().flatten() {
             let i = instances

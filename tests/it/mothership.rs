@@ -82,6 +82,7 @@ async fn the_fleet_view_adds_up_to_each_instances_own_figures() {
             .find(|i| i["instance"] == name.as_str())
             .unwrap();
         assert!(seen["memory_bytes"].as_f64().unwrap() > 1e6, "{seen}");
+        assert_eq!(seen["in_flight"].as_f64(), Some(0.0), "{seen}");
         for e in own["endpoints"].as_array().unwrap() {
             let route = seen["routes"]
                 .as_array()
@@ -96,7 +97,7 @@ async fn the_fleet_view_adds_up_to_each_instances_own_figures() {
     assert_eq!(worst["instance"], fleet_members[0].admin.to_string());
     assert_eq!(worst["route"], "/status/{id}");
     assert!(worst["error_rate"].as_f64().unwrap() > 0.0, "{worst}");
-    assert_eq!(doc["queries"].as_array().unwrap().len(), 8);
+    assert_eq!(doc["queries"].as_array().unwrap().len(), 9);
 
     // The page shows every instance and its routes.
     let page = format!("http://127.0.0.1:{port}/");
