@@ -138,7 +138,7 @@ pub(crate) fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> Ex
             }
             Some(Command::Mothership { prometheus }) => {
                 let listen = std::net::SocketAddr::from(([0, 0, 0, 0], cli.config.port));
-                crate::mothership::serve(listen, prometheus).await
+                crate::mothership::serve(listen, prometheus, cli.config.ca_file.as_ref()).await
             }
             Some(Command::Inject { .. } | Command::Uninject { .. }) => Ok(()),
         }

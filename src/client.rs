@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use crate::error::BoxError;
@@ -33,19 +34,8 @@ pub(crate) async fn request(
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let stream = tokio::net::TcpStream::connect((bare, port)).await?;
     let mut sender = match tls {
-        None => {
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            sender
-        }
-        Some(tls) => {
-            let stream = crate::tls::handshake(tls, bare, stream).await?;
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            sender
-        }
+        None => sender(stream).await?,
+        Some(tls) => sender(crate::tls::handshake(tls, bare, stream).await?).await?,
     };
     let authority = url.authority().map_or(host, |a| a.as_str());
     let mut req = Request::builder()
@@ -70,4 +60,14 @@ pub(crate) async fn request(
         .await?
         .to_bytes();
     Ok(Answer { status, body })
+}
+
+/// An HTTP/1 request sender over `io`, its connection driven by a task.
+async fn sender<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, BoxError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
 }

@@ -215,6 +215,23 @@ pub(crate) fn to_upstream(
     upgrading
 }
 
+/// An HTTP/1.1 status line and `headers` as sent, without the blank line
+/// that ends the head (for the few heads sitio writes itself: relayed 1xx,
+/// answers on a connection hyper no longer drives).
+pub(crate) fn write_head(out: &mut Vec<u8>, status: http::StatusCode, headers: &HeaderMap) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// The client address as a header value; built once per connection.
 pub(crate) fn ip_header_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_canonical().to_string())

@@ -134,20 +134,10 @@ impl InterimRelay {
 /// Serialises an interim head as sent to the client: the status line and the
 /// end-to-end fields (a 1xx carries no content; hop-by-hop fields stop here).
 fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
     let mut clean = headers.clone();
     crate::headers::strip_hop_by_hop(&mut clean);
     clean.remove(http::header::CONTENT_LENGTH);
-    for (name, value) in &clean {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    crate::headers::write_head(out, status, &clean);
     out.extend_from_slice(b"\r\n");
 }
 

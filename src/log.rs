@@ -88,9 +88,22 @@ pub fn init_logging(format: LogFormat) -> LogGuard {
     }
 }
 
+/// A worker thread's access-line state.
+struct Line {
+    /// The line being written.
+    buf: String,
+    /// The second `prefix` (`YYYY-MM-DDTHH:MM:SS`) is for.
+    second: u64,
+    prefix: String,
+    /// This thread's handle on the background writer: cloning one per line
+    /// (as `tracing`'s `MakeWriter` does) bumps two counters every core shares.
+    writer: Option<NonBlocking>,
+}
+
 thread_local! {
-    /// The line being written, and the second its timestamp prefix is for.
-    static LINE: RefCell<(String, u64, String)> = const { RefCell::new((String::new(), u64::MAX, String::new())) };
+    static LINE: RefCell<Line> = const {
+        RefCell::new(Line { buf: String::new(), second: u64::MAX, prefix: String::new(), writer: None })
+    };
 }
 
 /// Writes one access line through the direct writer: `fields` adds the
@@ -105,7 +118,12 @@ pub(crate) fn access(fields: impl FnOnce(&mut Fields<'_>)) -> bool {
     }
     LINE.with(|line| {
         let mut line = line.borrow_mut();
-        let (buf, second, prefix) = &mut *line;
+        let Line {
+            buf,
+            second,
+            prefix,
+            writer,
+        } = &mut *line;
         buf.clear();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -139,7 +157,8 @@ pub(crate) fn access(fields: impl FnOnce(&mut Fields<'_>)) -> bool {
         }
         buf.push('\n');
         // Lossy: a full queue drops the line, as for every other line.
-        let _ = sink.writer.clone().write_all(buf.as_bytes());
+        let writer = writer.get_or_insert_with(|| sink.writer.clone());
+        let _ = writer.write_all(buf.as_bytes());
     });
     true
 }

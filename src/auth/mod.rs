@@ -107,11 +107,10 @@ impl Auth {
         if keys.is_empty() {
             return Err(None);
         }
-        let candidates = keys
+        let mut candidates = keys
             .iter()
             .filter(|k| kid.is_none() || k.kid == kid)
             .peekable();
-        let mut candidates = candidates;
         if candidates.peek().is_none() {
             return Err(None);
         }

@@ -5,10 +5,9 @@
 //! no request in it (`GET /`, route `{none}`). The answer goes out as bytes
 //! on a connection about to close.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use compact_str::CompactString;
 use futures_util::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -45,25 +44,19 @@ pub(crate) fn answer(chain: &Decorators, err: &ProxyError, client: SocketAddr) -
 
 /// A response with a body in hand, as HTTP/1.1 bytes that end the connection.
 fn serialise(res: Response<Body>) -> Option<Bytes> {
-    let (head, body) = res.into_parts();
+    let (mut head, body) = res.into_parts();
     let body = body.into_full()?;
-    let mut out = BytesMut::with_capacity(256 + body.len());
-    let reason = head.status.canonical_reason().unwrap_or("");
-    let _ = write!(out, "HTTP/1.1 {} {reason}\r\n", head.status.as_str());
-    for (name, value) in &head.headers {
-        if name == CONTENT_LENGTH || name == CONNECTION || name == TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    // The framing is this function's: the body in hand, then the close.
+    for name in [CONTENT_LENGTH, CONNECTION, TRANSFER_ENCODING] {
+        head.headers.remove(name);
     }
-    let _ = write!(
-        out,
+    let mut out = Vec::with_capacity(256 + body.len());
+    crate::headers::write_head(&mut out, head.status, &head.headers);
+    let framing = format!(
         "connection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
+    out.extend_from_slice(framing.as_bytes());
     out.extend_from_slice(&body);
-    Some(out.freeze())
+    Some(Bytes::from(out))
 }

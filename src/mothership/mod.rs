@@ -65,8 +65,19 @@ pub(crate) const QUERIES: [(&str, &str); 9] = [
     ("in_flight", "sum by (instance) (sitio_requests_in_flight)"),
 ];
 
-/// Serves the fleet view on `listen`, reading `prometheus`, until stopped.
-pub(crate) async fn serve(listen: SocketAddr, prometheus: Uri) -> Result<(), StartError> {
+/// The Prometheus queried, and how to reach it (TLS set up once).
+struct Source {
+    url: Uri,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+/// Serves the fleet view on `listen`, reading `prometheus` (an https one
+/// checked against the public roots and `ca_file`'s CAs), until stopped.
+pub(crate) async fn serve(
+    listen: SocketAddr,
+    prometheus: Uri,
+    ca_file: Option<&crate::tls::CaFile>,
+) -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| StartError::Io(format!("PORT: cannot listen on {listen}"), e))?;
@@ -74,7 +85,11 @@ pub(crate) async fn serve(listen: SocketAddr, prometheus: Uri) -> Result<(), Sta
         .local_addr()
         .map_err(|e| StartError::Io("PORT".into(), e))?;
     tracing::info!(listen = %local, prometheus = %prometheus, "sitio mothership is ready");
-    let prometheus = Arc::new(prometheus);
+    let tls = (prometheus.scheme_str() == Some("https")).then(|| crate::tls::connector(ca_file));
+    let prometheus = Arc::new(Source {
+        url: prometheus,
+        tls,
+    });
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -113,14 +128,14 @@ fn reply(
     res
 }
 
-async fn handle(req: Request<Incoming>, prometheus: &Uri) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, prometheus: &Source) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
         (&Method::GET, "/live") => reply(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/fleet.json") => match fleet(prometheus).await {
             Ok(doc) => reply(StatusCode::OK, "application/json", doc.to_string()),
             Err(e) => {
-                let doc = json!({"error": format!("Prometheus at {prometheus}: {e}")});
+                let doc = json!({"error": format!("Prometheus at {}: {e}", prometheus.url)});
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "application/json",
@@ -137,19 +152,24 @@ async fn handle(req: Request<Incoming>, prometheus: &Uri) -> Response<Full<Bytes
 }
 
 /// One instant query: its result vector.
-async fn query(prometheus: &Uri, promql: &str) -> Result<Vec<Value>, String> {
-    let base = prometheus.to_string();
+async fn query(prometheus: &Source, promql: &str) -> Result<Vec<Value>, String> {
+    let base = prometheus.url.to_string();
     let url: Uri = format!(
         "{}/api/v1/query?query={}",
         base.trim_end_matches('/'),
-        encode(promql)
+        percent_encoding::utf8_percent_encode(promql, percent_encoding::NON_ALPHANUMERIC)
     )
     .parse()
     .map_err(|e| format!("bad URL: {e}"))?;
-    let tls = (url.scheme_str() == Some("https")).then(|| crate::tls::connector(None));
     let answer = tokio::time::timeout(
         QUERY_TIMEOUT,
-        crate::client::request(&url, tls.as_ref(), Method::GET, None, ANSWER_LIMIT),
+        crate::client::request(
+            &url,
+            prometheus.tls.as_ref(),
+            Method::GET,
+            None,
+            ANSWER_LIMIT,
+        ),
     )
     .await
     .map_err(|_| "no answer within 5 s".to_owned())?
@@ -163,19 +183,6 @@ async fn query(prometheus: &Uri, promql: &str) -> Result<Vec<Value>, String> {
         .as_array()
         .cloned()
         .unwrap_or_default())
-}
-
-/// Percent-encodes a query string value.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn number(sample: &Value) -> Option<f64> {
@@ -196,7 +203,7 @@ type RouteKey = (String, String, String);
 type Figures = Map<String, Value>;
 
 /// The fleet document: every instance with its routes, and the worst routes.
-async fn fleet(prometheus: &Uri) -> Result<Value, String> {
+async fn fleet(prometheus: &Source) -> Result<Value, String> {
     let answers =
         futures_util::future::join_all(QUERIES.iter().map(|(_, q)| query(prometheus, q))).await;
     let mut results = BTreeMap::new();

@@ -226,7 +226,7 @@ impl Notifier {
     ) -> Option<Self> {
         let mut notifier = Notifier::new(settings.notify_interval, service);
         if let Some(url) = &settings.notify_url {
-            notifier = notifier.webhook(url.clone(), settings.notify_format, ca_file);
+            notifier.add_webhook(url.clone(), settings.notify_format, ca_file);
         }
         if let Err(e) = notifier.add_mail(&settings.mail, ca_file) {
             // The settings were checked at startup; this is a relay TLS setup failure.
@@ -237,15 +237,14 @@ impl Notifier {
 
     /// Also posts to the webhook `url`; an https one is checked against the
     /// public roots and `ca_file`'s CAs.
-    pub fn webhook(
-        mut self,
+    pub fn add_webhook(
+        &mut self,
         url: http::Uri,
         format: NotifyFormat,
         ca_file: Option<&crate::tls::CaFile>,
-    ) -> Self {
+    ) {
         let hook = Webhook::new(url, format, ca_file);
         self.channels.push(Channel::new(Sink::Webhook(hook)));
-        self
     }
 
     /// Also mails as `settings` say (nothing without `SITIO_NOTIFY_SMTP`); the
