@@ -1,19 +1,35 @@
-# sitio as a FROM scratch image: one static binary, no shell, no libc, non-root.
+# sitio's image: a static binary in a FROM scratch image (no shell, no libc,
+# non-root), built from source in the official Rust image.
 #
-# No base image can be pulled here (and none is needed), so the static binary is
-# built first, outside the image, by scripts/build-image.sh:
+#   docker build -t sitio:0.1.0 .
 #
-#   RUSTFLAGS='-C target-feature=+crt-static' \
-#     cargo build --release --target x86_64-unknown-linux-gnu
-#   cp target/x86_64-unknown-linux-gnu/release/sitio dist/sitio
-#
-# The same folder works for OpenShift's binary build
-# (oc start-build sitio --from-dir=. --follow), see deploy/openshift/.
+# arm64 as well: the builder compiles for the architecture it runs on, so
+# `docker buildx build --platform linux/arm64 .` (or a build on an arm64 host)
+# gives an arm64 image. Without a registry to pull the Rust image from, build
+# the binary on the host and use Dockerfile.prebuilt (scripts/build-image.sh),
+# or make a local stand-in with scripts/offline-rust-image.sh.
+# The toolchain of rust-toolchain.toml (rustup in the image installs it if the
+# tag's differs).
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN scripts/build-static.sh /out/sitio
+
 FROM scratch
-COPY dist/sitio /sitio
+# OCI labels; REVISION is the commit (docker build --build-arg REVISION=$(git rev-parse HEAD)).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="sitio" \
+      org.opencontainers.image.description="A sidecar that decorates an HTTP service without touching its code" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+COPY --from=build /out/sitio /sitio
 # Numeric user: a scratch image has no /etc/passwd. 65532 is the usual "nonroot".
 USER 65532:65532
 # Traffic, admin (/live, /ready, /metrics, /stats, /tap, dashboard).
 EXPOSE 8080 9901
 ENV PORT=8080 TARGET_PORT=8087 SITIO_ADMIN_PORT=9901
+# For plain Docker (Kubernetes uses the manifests' probes): the binary itself
+# asks the admin port, since the image has no shell or curl.
+HEALTHCHECK --interval=10s --timeout=3s CMD ["/sitio", "health"]
 ENTRYPOINT ["/sitio"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The mothership over a fleet: N sitio instances (one worker each) in front
 of one service, scraped by a real Prometheus, then `sitio mothership`:
-/fleet.json time and size, series in Prometheus, memory of each part.
+/fleet.json, /workloads.json (from the recording rules) and one workload's
+/fleet.json: time and size; series in Prometheus, memory of each part.
 
 Usage: bench/fleet.py [--instances 100] [--binary target/release/sitio]
 Needs prometheus (Debian's package) and a release build of sitio.
@@ -76,10 +77,18 @@ def main():
             wait_port(port)
         traffic(traffic_ports, 2)
         prom_port = free_port()
-        targets = ", ".join(f"'127.0.0.1:{a}'" for a in admins)
+        # As Kubernetes discovery labels them: workloads of 10 pods each.
+        groups = "".join(
+            f"      - targets: ['127.0.0.1:{a}']\n        labels: {{namespace: bench, "
+            f"workload: w{i // 10}, pod: w{i // 10}-{i % 10}}}\n" for i, a in enumerate(admins))
+        with open("deploy/mothership/recording-rules.yaml") as f:
+            rules = f.read().replace("interval: 30s", "interval: 5s")
+        with open(os.path.join(root, "rules.yml"), "w") as f:
+            f.write(rules)
         with open(os.path.join(root, "prometheus.yml"), "w") as f:
-            f.write("global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: sitio\n"
-                    f"    static_configs:\n      - targets: [{targets}]\n")
+            f.write("global:\n  scrape_interval: 5s\nrule_files: ['rules.yml']\n"
+                    "scrape_configs:\n  - job_name: sitio\n"
+                    f"    static_configs:\n{groups}")
         prom = subprocess.Popen(
             ["prometheus", f"--config.file={root}/prometheus.yml",
              f"--storage.tsdb.path={root}/data", f"--web.listen-address=127.0.0.1:{prom_port}"],
@@ -95,22 +104,31 @@ def main():
              f"http://127.0.0.1:{prom_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(mother)
         wait_port(mother_port)
-        times, size, instances = [], 0, 0
-        for _ in range(10):
-            t = time.time()
-            with urllib.request.urlopen(f"http://127.0.0.1:{mother_port}/fleet.json", timeout=60) as r:
-                body = r.read()
-            times.append((time.time() - t) * 1000)
-            size = len(body)
-            instances = len(json.loads(body)["instances"])
+        def timed(path):
+            times, body = [], b""
+            for _ in range(10):
+                t = time.time()
+                with urllib.request.urlopen(f"http://127.0.0.1:{mother_port}{path}", timeout=60) as r:
+                    body = r.read()
+                times.append((time.time() - t) * 1000)
+            return statistics.median(times), max(times), len(body), json.loads(body)
+
+        fleet = timed("/fleet.json")
+        instances = len(fleet[3]["instances"])
+        workloads = timed("/workloads.json")
+        one = timed("/fleet.json?namespace=bench&workload=w0")
         t = time.time()
         urllib.request.urlopen(f"http://127.0.0.1:{mother_port}/", timeout=10).read()
         page_ms = (time.time() - t) * 1000
         series = promql(prom_port, 'count({__name__=~"sitio_.*|process_.*"})')[0]["value"][1]
         per_pod = int(series) / n
         print(f"instances: {n} (in /fleet.json: {instances})")
-        print(f"/fleet.json: median {statistics.median(times):.0f} ms, max {max(times):.0f} ms, "
-              f"{size / 1024:.0f} KiB; page {page_ms:.1f} ms")
+        for name, (median, worst, size, _) in [("/fleet.json", fleet), ("/workloads.json", workloads),
+                                               ("/fleet.json?workload=w0", one)]:
+            print(f"{name}: median {median:.0f} ms, max {worst:.0f} ms, {size / 1024:.0f} KiB")
+        print(f"workload view from: {workloads[3]['source']}, "
+              f"{len(workloads[3]['workloads'])} workloads; one workload: {len(one[3]['instances'])} pods")
+        print(f"page: {page_ms:.1f} ms")
         print(f"series in Prometheus: {series} ({per_pod:.0f} per instance, 3 routes each)")
         print(f"RSS: sitio {statistics.median(rss_mib(p.pid) for p in sitios):.1f} MiB each (median), "
               f"Prometheus {rss_mib(prom.pid):.0f} MiB, mothership {rss_mib(mother.pid):.1f} MiB")

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# Builds sitio as a static binary and the FROM scratch image around it.
-# Usage: scripts/build-image.sh [image tag]   (default sitio:latest)
+# Builds sitio as a static binary on this machine and the FROM scratch image
+# around it with Dockerfile.prebuilt: no base image is pulled, so this works
+# without a registry. (Online, `docker build .` builds the same binary inside
+# the official Rust image; see Dockerfile.)
+# Usage: scripts/build-image.sh [image tag]   (default sitio:<version>, also tagged sitio:latest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tag="${1:-sitio:latest}"
-target="$(rustc -vV | sed -n 's/^host: //p')"
-# A target dir of its own: this may run while another cargo holds target/.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/image}"
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" --bin sitio
-mkdir -p dist
-cp "$CARGO_TARGET_DIR/$target/release/sitio" dist/sitio
-if ! file dist/sitio 2>/dev/null | grep -q 'static'; then
-  ldd dist/sitio 2>&1 | grep -q 'not a dynamic executable' || { echo "dist/sitio is not static" >&2; exit 1; }
-fi
-docker build -q -t "$tag" . >/dev/null
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+tag="${1:-sitio:$version}"
+scripts/build-static.sh dist/sitio
+revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+docker build -q -f Dockerfile.prebuilt --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+  -t "$tag" . >/dev/null
+if [ $# -eq 0 ]; then docker tag "$tag" sitio:latest; fi
 echo "$tag: $(docker image inspect "$tag" --format '{{.Size}}') bytes"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: installs what the tests use
 # (curl and python3 as real clients and backends, Prometheus and promtool for
-# /metrics, Chromium for the dashboard, Docker for the pod test, kubectl and
-# kubernetes-validate for the manifests, slowhttptest, h11 and gunicorn for the
-# adversarial suites), then checks formatting, lints, and runs every test.
+# /metrics, Chromium for the dashboard, Docker for the pod test, kubectl,
+# kubernetes-validate and checkov for the manifests, slowhttptest, h11 and
+# gunicorn for the adversarial suites), then checks formatting, lints, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,21 @@ PY_PACKAGES="kubernetes-validate h11 gunicorn pyjwt cryptography aiosmtpd"
 if ! python3 -c 'import kubernetes_validate, h11, gunicorn, jwt, cryptography, aiosmtpd' >/dev/null 2>&1; then
   python3 -m pip install -q $PY_PACKAGES 2>/dev/null ||
     python3 -m pip install -q --break-system-packages $PY_PACKAGES
+fi
+
+# checkov, the policy scanner for the manifests and Dockerfiles, in a venv of
+# its own: it pins old versions of common packages (boto3, packaging) that
+# would otherwise replace the machine's.
+CHECKOV_VENV=target/tools/checkov
+if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
+  python3 -m venv "$CHECKOV_VENV" 2>/dev/null || {
+    # Debian's python3 keeps venv in a package of its own.
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv
+    python3 -m venv "$CHECKOV_VENV"
+  }
+  "$CHECKOV_VENV/bin/pip" install -q checkov==3.3.30
 fi
 
 # Every check runs even when one fails (formatting, import circles between

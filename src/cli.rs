@@ -68,6 +68,13 @@ enum Command {
         #[arg(long, value_name = "URL", value_parser = parse_prometheus)]
         prometheus: http::Uri,
     },
+    /// Asks the running sitio's admin port (SITIO_ADMIN_PORT on 127.0.0.1)
+    /// whether it is live: exit 0 if so, 1 if not (a container health check).
+    Health {
+        /// The admin path to ask: /live, or /ready to include the service.
+        #[arg(long, default_value = "/live", value_parser = ["/live", "/ready"])]
+        path: String,
+    },
     /// Prints Kubernetes manifests with what `sitio inject` added taken out.
     Uninject {
         /// Manifests to read, YAML or JSON (`-`: standard input).
@@ -113,6 +120,9 @@ pub(crate) fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> Ex
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Health { path }) = &cli.command {
+        return crate::health::check(cli.config.admin_port, path);
+    }
     let _log = crate::init_logging(cli.config.log_format);
     let runtime = match runtime(cli.config.workers) {
         Ok(rt) => rt,
@@ -140,7 +150,9 @@ pub(crate) fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> Ex
                 let listen = std::net::SocketAddr::from(([0, 0, 0, 0], cli.config.port));
                 crate::mothership::serve(listen, prometheus, cli.config.ca_file.as_ref()).await
             }
-            Some(Command::Inject { .. } | Command::Uninject { .. }) => Ok(()),
+            Some(Command::Inject { .. } | Command::Uninject { .. } | Command::Health { .. }) => {
+                Ok(())
+            }
         }
     });
     match outcome {

@@ -76,6 +76,7 @@
 //!   tap and the dashboard (`src/dashboard.html`); `memory`: returns free memory after load.
 //! - `mothership`: `sitio mothership`, the fleet view over Prometheus.
 //! - `inject`: `sitio inject` / `uninject`, sitio added to (taken from) Kubernetes manifests.
+//! - `health`: `sitio health`, the container health check that asks the admin port.
 //! - `demo`: the embedded photo-library service behind `sitio demo`; `client` and `tls`:
 //!   sitio's own requests (webhooks, key sets) over http or https.
 //! - `log`: log output ([`init_logging`]): `tracing` for every line, and a direct writer
@@ -109,6 +110,7 @@ mod filter;
 mod guard;
 mod head_scan;
 mod headers;
+mod health;
 mod idle;
 mod inject;
 mod interim;

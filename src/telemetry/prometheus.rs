@@ -16,7 +16,9 @@ const BUCKETS: [f64; 15] = [
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn escape(value: &str) -> String {
+/// A label value escaped for the exposition format; PromQL string literals
+/// take the same escapes (the mothership's matchers use it).
+pub(crate) fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

@@ -143,6 +143,21 @@ fn the_seed_pod_runs_for_real_in_containers() {
         docker(&["image", "inspect", &image, "--format", "{{.Config.User}}"]),
         "65532:65532"
     );
+    let label = |name: &str| {
+        let format = format!("{{{{index .Config.Labels \"org.opencontainers.image.{name}\"}}}}");
+        docker(&["image", "inspect", &image, "--format", &format])
+    };
+    assert_eq!(label("version"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(label("title"), "sitio");
+    let head = Command::new("git")
+        .args(["-C", root, "rev-parse", "HEAD"])
+        .output();
+    if let Some(head) = head.ok().filter(|h| h.status.success()) {
+        assert_eq!(
+            label("revision"),
+            String::from_utf8_lossy(&head.stdout).trim()
+        );
+    }
 
     // The custom 404 page, mounted read-only as a ConfigMap would be.
     let pages = tempfile::tempdir().unwrap();
@@ -159,6 +174,9 @@ fn the_seed_pod_runs_for_real_in_containers() {
         "SITIO_ERROR_PAGE_404=/pages/404.html",
         "-e",
         "SITIO_DRAIN_SECONDS=15",
+        // The image's HEALTHCHECK (`/sitio health`), asked every second.
+        "--health-interval",
+        "1s",
     ];
     let (app, sitio) = pod(&image, &mut cleanup, 8087, &sitio_args, &[8080, 8087, 9901]);
     let (traffic, direct, admin) = (
@@ -167,6 +185,18 @@ fn the_seed_pod_runs_for_real_in_containers() {
         published(&app, 9901),
     );
     wait_ready(admin);
+    let started = Instant::now();
+    loop {
+        let health = docker(&["inspect", &sitio, "--format", "{{.State.Health.Status}}"]);
+        if health == "healthy" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "docker says {health}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     for path in ["/", "/photos/1.svg", "/api/photos"] {
         let through = get(traffic, path);
@@ -350,4 +380,52 @@ fn stop_orders(image: &str, cleanup: &mut Cleanup) {
         docker(&["inspect", &sitio, "--format", "{{.State.ExitCode}}"]),
         "0"
     );
+}
+
+/// `docker build .` on the multi-stage Dockerfile, as written. Ignored by
+/// default: it needs the official Rust image (here a local stand-in made by
+/// scripts/offline-rust-image.sh from Debian's packages and this machine's
+/// toolchain, about 2 minutes) and compiles sitio inside it (about 5 more on
+/// 2 cores). Run it with `cargo test --test it -- --ignored multi_stage`.
+#[test]
+#[ignore = "about 8 minutes: builds sitio inside a Rust image"]
+fn the_multi_stage_dockerfile_builds_the_same_image() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    run(&mut Command::new(
+        Path::new(root).join("scripts/offline-rust-image.sh"),
+    ));
+    let image = format!("sitio-multi-stage:{}", std::process::id());
+    let cleanup = Cleanup {
+        containers: vec![name("built")],
+        image: image.clone(),
+    };
+    run(Command::new("docker").args(["build", "-q", "-t", &image, root]));
+    assert_eq!(
+        docker(&["image", "inspect", &image, "--format", "{{.Config.User}}"]),
+        "65532:65532"
+    );
+    let size: u64 = docker(&["image", "inspect", &image, "--format", "{{.Size}}"])
+        .parse()
+        .unwrap();
+    assert!(size < 15 << 20, "image is {size} bytes");
+    assert_eq!(
+        docker(&["run", "--rm", &image, "--version"]),
+        format!("sitio {}", env!("CARGO_PKG_VERSION"))
+    );
+    let container = &cleanup.containers[0];
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        container,
+        "--health-interval",
+        "1s",
+        &image,
+        "demo",
+    ]);
+    let started = Instant::now();
+    while docker(&["inspect", container, "--format", "{{.State.Health.Status}}"]) != "healthy" {
+        assert!(started.elapsed() < Duration::from_secs(20), "never healthy");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

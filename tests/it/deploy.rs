@@ -183,3 +183,136 @@ fn the_alerts_pass_promtool_with_series_that_fire_them() {
     let (ok, report) = output(Command::new("promtool").args(["test", "rules"]).arg(&tests));
     assert!(ok && report.contains("SUCCESS"), "{report}");
 }
+
+/// The checkov of scripts/test.sh (a venv of its own), else one on PATH.
+fn checkov() -> Command {
+    let venv = format!("{ROOT}/target/tools/checkov/bin/checkov");
+    let mut cmd = Command::new(if std::path::Path::new(&venv).exists() {
+        venv.as_str()
+    } else {
+        "checkov"
+    });
+    // Offline: no guideline download, no telemetry.
+    cmd.args(["--skip-download", "--quiet", "--compact", "-o", "json"])
+        .env("BC_SKIP_MAPPING", "TRUE")
+        .env("CHECKOV_RUN_SCA_PACKAGE_SCAN_V2", "false");
+    cmd
+}
+
+/// checkov's JSON (one report, or a list of one per framework) as
+/// (framework, passed, failed, failed check ids with their resources).
+fn checkov_report(json: &str) -> Vec<(String, u64, u64, Vec<String>)> {
+    let value: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let reports = match value {
+        Value::Array(list) => list,
+        one => vec![one],
+    };
+    reports
+        .iter()
+        .map(|r| {
+            let failed = r["results"]["failed_checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| format!("{} {} {}", f["check_id"], f["file_path"], f["resource"]))
+                .collect();
+            assert_eq!(r["summary"]["parsing_errors"], 0, "{r}");
+            (
+                r["check_type"].as_str().unwrap_or_default().to_string(),
+                r["summary"]["passed"].as_u64().unwrap_or(0),
+                r["summary"]["failed"].as_u64().unwrap_or(0),
+                failed,
+            )
+        })
+        .collect()
+}
+
+/// A platform team's policy scanner over everything sitio ships or writes:
+/// the rendered manifests (app with sitio, injector, mothership, the seed's
+/// pod), `sitio inject` output in both forms, and both Dockerfiles. The
+/// checks it skips are in deploy/checkov.yaml, each with its reason.
+#[test]
+fn checkov_passes_the_manifests_the_injected_pods_and_the_dockerfiles() {
+    // Not tempdir()'s ".tmp…": checkov skips Kubernetes files under hidden folders.
+    let visible = || {
+        tempfile::Builder::new()
+            .prefix("sitio-checkov")
+            .tempdir()
+            .unwrap()
+    };
+    let dir = visible();
+    for base in ["kubernetes", "injector", "mothership"] {
+        let (ok, rendered) =
+            output(Command::new("kubectl").args(["kustomize", &format!("{ROOT}/deploy/{base}")]));
+        assert!(ok, "{rendered}");
+        std::fs::write(dir.path().join(format!("{base}.yaml")), rendered).unwrap();
+    }
+    for file in ["pod.yaml", "networkpolicy.yaml"] {
+        let from = format!("{ROOT}/deploy/kubernetes/seed-pod/{file}");
+        std::fs::copy(from, dir.path().join(format!("seed-{file}"))).unwrap();
+    }
+    for file in ["Dockerfile", "Dockerfile.prebuilt"] {
+        std::fs::copy(format!("{ROOT}/{file}"), dir.path().join(file)).unwrap();
+    }
+
+    // The app passes every check on its own, none skipped: what checkov
+    // finds once sitio is injected is sitio's.
+    let app = format!("{ROOT}/tests/deploy/hardened-app.yaml");
+    let (_, json) = output(checkov().args(["--framework", "kubernetes", "-f", &app]));
+    let report = checkov_report(&json);
+    assert!(
+        report
+            .iter()
+            .all(|(_, passed, failed, _)| *passed > 50 && *failed == 0),
+        "{report:?}"
+    );
+    for (form, flags) in [("native", &[][..]), ("legacy", &["--legacy"][..])] {
+        let (ok, injected) = output(Command::new(SITIO).args(["inject", "-f", &app]).args(flags));
+        assert!(ok, "{injected}");
+        std::fs::write(dir.path().join(format!("injected-{form}.yaml")), &injected).unwrap();
+    }
+
+    let config = format!("{ROOT}/deploy/checkov.yaml");
+    let scan = |dir: &std::path::Path| {
+        let (_, json) = output(checkov().args(["--config-file", &config]).args([
+            "--framework",
+            "kubernetes",
+            "dockerfile",
+            "-d",
+            dir.to_str().unwrap(),
+        ]));
+        checkov_report(&json)
+    };
+    let report = scan(dir.path());
+    let frameworks: BTreeSet<&str> = report.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        frameworks,
+        BTreeSet::from(["dockerfile", "kubernetes"]),
+        "{report:?}"
+    );
+    for (framework, passed, failed, failures) in &report {
+        assert!(*passed > 20 && *failed == 0, "{framework}: {failures:#?}");
+    }
+
+    // The scan sees sitio's container: without its read-only root it fails.
+    let injected = std::fs::read_to_string(dir.path().join("injected-legacy.yaml")).unwrap();
+    let weakened = visible();
+    let sitio_part = injected.find("name: sitio").expect("sitio's container");
+    let (head, tail) = injected.split_at(sitio_part);
+    let tail = tail.replacen(
+        "readOnlyRootFilesystem: true",
+        "readOnlyRootFilesystem: false",
+        1,
+    );
+    std::fs::write(
+        weakened.path().join("weakened.yaml"),
+        format!("{head}{tail}"),
+    )
+    .unwrap();
+    let report = scan(weakened.path());
+    let failures: Vec<&String> = report.iter().flat_map(|r| &r.3).collect();
+    assert!(
+        failures.iter().any(|f| f.contains("CKV_K8S_22")),
+        "a writable root in sitio's container went unnoticed: {report:?}"
+    );
+}

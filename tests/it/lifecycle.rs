@@ -209,6 +209,66 @@ async fn listens_on_ipv4_and_ipv6_and_reports_health() {
     assert!(line["latency_us"].as_u64().unwrap() > 0);
 }
 
+/// `sitio health`, the image's HEALTHCHECK: asks the admin port of the
+/// sitio named by SITIO_ADMIN_PORT, as the same environment would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_subcommand_asks_the_running_sitio() {
+    async fn health(admin: u16, args: &[&str]) -> (bool, String) {
+        let out = Command::new(SITIO)
+            .env_clear()
+            .env("SITIO_ADMIN_PORT", admin.to_string())
+            .arg("health")
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+    let mut backend = Steerable::start(0).await;
+    let env = [("SITIO_READY_REQUIRES_SERVICE", "on")];
+    let (mut child, _port, admin, _) = start_binary(backend.port, &env).await;
+    assert_eq!(health(admin, &[]).await, (true, String::new()));
+    assert_eq!(
+        health(admin, &["--path", "/ready"]).await,
+        (true, String::new())
+    );
+
+    // The service gone: still live, not ready (once the 1 s probe saw it).
+    backend.kill().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (ready, why) = loop {
+        let answer = health(admin, &["--path", "/ready"]).await;
+        if !answer.0 || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        !ready && why.contains("GET /ready") && why.contains("503"),
+        "{why}"
+    );
+    assert!(health(admin, &[]).await.0, "live while the service is down");
+
+    // sitio gone: unhealthy, saying why.
+    child.kill().await.unwrap();
+    child.wait().await.unwrap();
+    let (ok, why) = health(admin, &[]).await;
+    assert!(!ok && why.contains(&format!("port {admin}")), "{why}");
+    let out = Command::new(SITIO)
+        .args(["health", "--path", "/stats"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "only /live and /ready are health paths"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_decorates_its_photo_library() {
     // Settings are taken after the subcommand too, as a newcomer types them.

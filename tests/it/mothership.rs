@@ -3,6 +3,7 @@
 //! failing route leads the worst routes, the page renders every instance in
 //! Chromium, and a Prometheus that is gone gives a clear 503.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,11 @@ async fn start_mothership(prometheus: &str) -> (Child, u16) {
 }
 
 async fn fleet(port: u16) -> (u16, Value) {
-    let url = format!("http://127.0.0.1:{port}/fleet.json");
+    answer(port, "/fleet.json").await
+}
+
+async fn answer(port: u16, path: &str) -> (u16, Value) {
+    let url = format!("http://127.0.0.1:{port}{path}");
     let (_, out) = curl(&["-w", "\n%{http_code}", &url]).await;
     let out = String::from_utf8(out).unwrap();
     let (body, code) = out.rsplit_once('\n').unwrap();
@@ -99,6 +104,17 @@ async fn the_fleet_view_adds_up_to_each_instances_own_figures() {
     assert!(worst["error_rate"].as_f64().unwrap() > 0.0, "{worst}");
     assert_eq!(doc["queries"].as_array().unwrap().len(), 9);
 
+    // No recording rules in this Prometheus: the workload view asks the
+    // same expressions directly, and says so.
+    let (status, workloads) = answer(port, "/workloads.json").await;
+    assert_eq!(status, 200, "{workloads}");
+    assert_eq!(
+        workloads["source"],
+        "raw series (recording rules not loaded)"
+    );
+    let all = &workloads["workloads"][0];
+    assert_eq!(all["pods"].as_f64(), Some(3.0), "{workloads}");
+
     // The page shows every instance and its routes.
     let page = format!("http://127.0.0.1:{port}/");
     let rows = tokio::task::spawn_blocking(move || {
@@ -115,7 +131,8 @@ async fn the_fleet_view_adds_up_to_each_instances_own_figures() {
     assert_eq!(rows.as_u64(), Some(3), "one route per instance");
 
     // Prometheus gone: a clear 503, not a hang or a crash.
-    drop(prometheus);
+    let mut prometheus = prometheus;
+    prometheus.stop().await;
     let started = Instant::now();
     let (status, doc) = fleet(port).await;
     assert_eq!(status, 503, "{doc}");
@@ -124,9 +141,137 @@ async fn the_fleet_view_adds_up_to_each_instances_own_figures() {
         "{doc}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+    // And back: the mothership recovers on its own.
+    prometheus.start();
+    let started = Instant::now();
+    while fleet(port).await.0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     mothership.kill().await.unwrap();
     for member in fleet_members {
         member.stop().await;
+    }
+}
+
+/// A fleet as Kubernetes discovery labels it (namespace, workload, pod),
+/// with the shipped recording rules loaded: the workload view reads them and
+/// adds up its pods, picking a workload narrows the pods view to it (in the
+/// JSON and on the page), and a hostile workload name narrows to nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workload_view_reads_the_recording_rules_and_drills_down() {
+    let backend = Backend::start().await;
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(Sitio::start(config_for(backend.port()), Decorators::none()).await);
+    }
+    // One request per series first: a rate needs the series before the traffic.
+    for m in &members {
+        get(m, "/status/200", 1).await;
+    }
+    get(&members[0], "/status/503", 1).await;
+    let labels: [&[(&str, &str)]; 3] = [
+        &[("namespace", "shop"), ("workload", "web"), ("pod", "web-1")],
+        &[("namespace", "shop"), ("workload", "web"), ("pod", "web-2")],
+        &[("namespace", "shop"), ("workload", "api"), ("pod", "api-1")],
+    ];
+    let targets: Vec<(SocketAddr, &[(&str, &str)])> = members
+        .iter()
+        .zip(labels)
+        .map(|(m, l)| (m.admin, l))
+        .collect();
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/mothership/recording-rules.yaml"
+    ))
+    .unwrap()
+    .replace("interval: 30s", "interval: 1s");
+    let prometheus = Prometheus::scrape_labelled(&targets, Some(&rules));
+    prometheus
+        .wait_for("workload:sitio_pods:count", |r| {
+            r.as_array().map(Vec::len) == Some(2)
+        })
+        .await;
+    get(&members[0], "/status/503", 10).await;
+    get(&members[1], "/status/200", 10).await;
+    get(&members[2], "/status/200", 10).await;
+    prometheus
+        .wait_for(
+            "workload_route_upstream:sitio_request_errors:rate1m > 0",
+            |r| r.as_array().map(Vec::len) == Some(1),
+        )
+        .await;
+
+    let url = format!("http://127.0.0.1:{}", prometheus.port);
+    let (mut mothership, port) = start_mothership(&url).await;
+    let (status, doc) = answer(port, "/workloads.json").await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["source"], "recording rules", "{doc}");
+    let workloads = doc["workloads"].as_array().unwrap();
+    let web = workloads.iter().find(|w| w["workload"] == "web").unwrap();
+    let api = workloads.iter().find(|w| w["workload"] == "api").unwrap();
+    assert_eq!(
+        (web["pods"].as_f64(), api["pods"].as_f64()),
+        (Some(2.0), Some(1.0)),
+        "{doc}"
+    );
+    assert_eq!(web["namespace"], "shop");
+    assert!(web["memory_bytes"].as_f64().unwrap() > 2e6, "{web}");
+    // web's failures are on its /status route; api has none.
+    assert!(
+        web["routes"][0]["error_rate"].as_f64().unwrap() > 0.0,
+        "{web}"
+    );
+    assert!(
+        api["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["error_rate"] == 0.0),
+        "{api}"
+    );
+
+    let (status, web_pods) = answer(port, "/fleet.json?namespace=shop&workload=web").await;
+    assert_eq!(status, 200, "{web_pods}");
+    let pods: BTreeSet<&str> = web_pods["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pod"].as_str().unwrap())
+        .collect();
+    assert_eq!(pods, BTreeSet::from(["web-1", "web-2"]));
+    let hostile = "/fleet.json?workload=x%22%7D%20or%20sitio_build_info%7Bx%3D%22";
+    let (status, nothing) = answer(port, hostile).await;
+    assert_eq!(status, 200, "{nothing}");
+    assert_eq!(
+        nothing["instances"].as_array().map(Vec::len),
+        Some(0),
+        "{nothing}"
+    );
+    assert_eq!(answer(port, "/fleet.json?instance=x").await.0, 400);
+
+    // The page: workloads first, then picking one shows its two pods.
+    let page = format!("http://127.0.0.1:{port}/");
+    let (listed, picked) = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::open(&page, 1280, 900);
+        b.wait_for("document.body.dataset.instances === '3'", Duration::from_secs(20));
+        let listed = b.eval("document.querySelectorAll('#workloads tr[data-workload]').length");
+        b.eval("location.hash = 'namespace=shop&workload=web'");
+        b.wait_for("document.body.dataset.instances === '2'", Duration::from_secs(20));
+        b.screenshot(&std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mothership-workload.png"));
+        let picked = b.eval("[...document.querySelectorAll('section[data-instance] h2 a:first-child')].map(a => a.textContent).sort().join(',')");
+        (listed, picked)
+    })
+    .await
+    .unwrap();
+    assert!(listed.as_u64().unwrap() >= 2, "{listed}");
+    assert_eq!(picked.as_str(), Some("web-1,web-2"));
+    mothership.kill().await.unwrap();
+    for m in members {
+        m.stop().await;
     }
 }
 

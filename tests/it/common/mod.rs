@@ -470,8 +470,8 @@ impl Script {
 /// A real Prometheus server (Debian's package) scraping targets every second.
 pub struct Prometheus {
     pub port: u16,
-    _dir: tempfile::TempDir,
-    _child: Child,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
 }
 
 impl Prometheus {
@@ -480,37 +480,74 @@ impl Prometheus {
     }
 
     pub fn scrape_all(targets: &[SocketAddr]) -> Prometheus {
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let targets = targets.join(", ");
+        let labelled: Vec<(SocketAddr, &[(&str, &str)])> =
+            targets.iter().map(|t| (*t, &[][..])).collect();
+        Prometheus::scrape_labelled(&labelled, None)
+    }
+
+    /// Scrapes each target with its own target labels (as Kubernetes
+    /// discovery would add namespace, workload and pod), evaluating `rules`
+    /// (a rules file's text) every second when given.
+    pub fn scrape_labelled(
+        targets: &[(SocketAddr, &[(&str, &str)])],
+        rules: Option<&str>,
+    ) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sitio\n    static_configs:\n      - targets: [{targets}]\n"
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: sitio\n    static_configs:\n",
         );
+        for (target, labels) in targets {
+            config.push_str(&format!("      - targets: ['{target}']\n"));
+            if !labels.is_empty() {
+                config.push_str("        labels:\n");
+                for (k, v) in labels.iter() {
+                    config.push_str(&format!("          {k}: '{v}'\n"));
+                }
+            }
+        }
+        if let Some(rules) = rules {
+            std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
+            config.push_str("rule_files: ['rules.yml']\n");
+        }
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let mut p = Prometheus {
+            port,
+            dir,
+            child: None,
+        };
+        p.start();
+        p
+    }
+
+    /// Starts it (again, after [`Prometheus::stop`]: same port, same data).
+    pub fn start(&mut self) {
         let child = Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",
-                dir.path().join("prometheus.yml").display()
+                self.dir.path().join("prometheus.yml").display()
             ))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.path().join("data").display()
+                self.dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("prometheus is installed (the README's test command installs it)");
-        Prometheus {
-            port,
-            _dir: dir,
-            _child: child,
+        self.child = Some(child);
+    }
+
+    /// Stops it, as a crash would.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
         }
     }
 
