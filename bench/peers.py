@@ -116,13 +116,13 @@ def spawn(name, argv, port, workdir, cpus, env=None):
     return running
 
 
-def nginx_common(workdir, tag):
+def nginx_common(workdir, tag, workers=1):
     temp = workdir / f"{tag}-temp"
     temp.mkdir(exist_ok=True)
     user = "user root;" if os.geteuid() == 0 else ""
     return f"""
 {user}
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {workdir}/{tag}.pid;
 error_log {workdir}/{tag}-error.log error;
@@ -180,11 +180,12 @@ def start_sitio(name, backend, workdir, cpus, defaults, binary=None):
     return spawn(name, [str(binary or SITIO)], port, workdir, cpus, env)
 
 
-def start_nginx(backend, workdir, cpus):
+def start_nginx(backend, workdir, cpus, workers=1):
     port = free_port()
-    conf = workdir / "nginx-proxy.conf"
+    tag = "nginx-proxy" if workers == 1 else f"nginx-proxy-{workers}w"
+    conf = workdir / f"{tag}.conf"
     conf.write_text(
-        nginx_common(workdir, "nginx-proxy")
+        nginx_common(workdir, tag, workers)
         + f"""
   upstream backend {{
     server 127.0.0.1:{backend};

@@ -124,7 +124,7 @@ pub(crate) fn main<R: IntoDecorators>(decorate: impl FnOnce(&Config) -> R) -> Ex
         return crate::health::check(cli.config.admin_port, path);
     }
     let _log = crate::init_logging(cli.config.log_format);
-    let runtime = match runtime(cli.config.workers) {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sitio: cannot start the runtime: {e}");
@@ -188,22 +188,13 @@ impl IntoDecorators for Result<Decorators, StartError> {
     }
 }
 
-/// One worker needs no work-stealing scheduler: a current-thread runtime
-/// runs the accept loop and the connections on the same thread, with no
-/// cross-thread wake-ups or atomics on every task switch.
-fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = match workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
-        b
-    };
-    builder.enable_all().build()
+/// A current-thread runtime: it runs the admin server, the background tasks
+/// and worker 0; `run` starts the other workers (`SITIO_WORKERS`), each on a
+/// current-thread runtime of its own (thread per core, see `workers`).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 async fn proxy<R: IntoDecorators>(

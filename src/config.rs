@@ -150,7 +150,7 @@ pub struct Config {
           default_value_t = defaults::MAX_CONNECTIONS, value_parser = parse_max_connections)]
     pub max_connections: usize,
 
-    /// Worker threads (0: one per CPU core).
+    /// Workers: threads with a runtime and a listening socket each, thread per core (0: one per CPU core).
     #[arg(
         long,
         global = true,

@@ -36,6 +36,8 @@
 //!   [`run`] in [`server`]: listeners, the accept loop (with `idle`, which makes room at
 //!   the connection cap), per-connection serving, drain on shutdown; the binary, custom
 //!   binaries and the tests all start through it.
+//! - `workers`: thread per core (`SITIO_WORKERS`): a current-thread runtime and a listening
+//!   socket (SO_REUSEPORT) per worker, all serving through the same accept loop.
 //! - `compose`: the order of every decorator, built-in or yours, in one place.
 //! - `clock`: the one clock of exchange timings and built-in timers (Tokio's, so tests
 //!   pause and advance time instead of sleeping).
@@ -125,6 +127,7 @@ mod tls;
 mod tunnel;
 mod units;
 mod upstream;
+mod workers;
 
 /// The `bytes` crate of body chunks.
 pub use bytes;

@@ -145,10 +145,7 @@ pub(crate) fn prepare(
 /// The service (index 0), then the decorators' named upstreams, which take
 /// the service's settings where they name none of their own.
 fn upstreams(config: &Config, decorators: &Decorators) -> Box<[Arc<Upstream>]> {
-    let shards = match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let shards = worker_count(config.workers);
     let service = Settings {
         name: "service".into(),
         host: config.target_host.clone(),
@@ -219,33 +216,21 @@ pub async fn run(
     admin_state.ready.store(true, Ordering::Relaxed);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of file descriptors or similar: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(permit) = admit(&slots, &shared.connections, &mut shutdown).await else {
-            break;
-        };
-        let conn = (
-            shared.clone(),
-            config.clone(),
-            http.clone(),
-            stop_rx.clone(),
-        );
-        spawn_connection(&tasks, conn, stream, peer, Some(permit));
-    }
+    let acceptor = Acceptor {
+        shared: shared.clone(),
+        config: config.clone(),
+        http,
+        stop: stop_rx,
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        worker: 0,
+        tasks: tasks.clone(),
+    };
+    shared
+        .telemetry
+        .connections
+        .set_workers(worker_count(config.workers));
+    let workers = crate::workers::start(&listener, worker_count(config.workers), &acceptor)?;
+    acceptor.accept(&listener, shutdown).await;
 
     tracing::info!(
         in_flight = tasks.len(),
@@ -262,6 +247,7 @@ pub async fn run(
             "drain time (SITIO_DRAIN_SECONDS) elapsed with connections still open; closing them"
         );
     }
+    workers.finish().await;
     if let Some(task) = admin_task {
         task.abort();
     }
@@ -272,56 +258,105 @@ pub async fn run(
     Ok(())
 }
 
-/// A slot for a newly accepted client. At `SITIO_MAX_CONNECTIONS` the
-/// longest-idle keep-alive client makes room; while every client is busy the
-/// new one waits, and a client that turns idle meanwhile makes room then.
-/// `None` on shutdown.
-async fn admit(
-    slots: &Arc<Semaphore>,
-    connections: &crate::idle::Registry,
-    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    if let Ok(permit) = slots.clone().try_acquire_owned() {
-        return Some(permit);
-    }
-    loop {
-        let evicted = connections.evict_longest_idle();
-        // An evicted client frees its slot within moments; without one,
-        // look again for a client that has turned idle.
-        let wait = Duration::from_millis(if evicted { 500 } else { 50 });
-        tokio::select! {
-            p = slots.clone().acquire_owned() => return p.ok(),
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.as_mut() => return None,
-        }
+/// `SITIO_WORKERS`, with 0 meaning one per CPU core.
+pub(crate) fn worker_count(workers: usize) -> usize {
+    match workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
 }
 
-type ConnParts = (
-    Arc<Shared>,
-    Arc<Config>,
-    Arc<http1::Builder>,
-    watch::Receiver<bool>,
-);
+/// What every accept loop of one instance shares: one per worker runs
+/// [`Acceptor::accept`] on a listening socket of its own.
+#[derive(Clone)]
+pub(crate) struct Acceptor {
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    http: Arc<http1::Builder>,
+    /// Turns true when the drain begins: accept loops end, connections drain.
+    pub(crate) stop: watch::Receiver<bool>,
+    /// `SITIO_MAX_CONNECTIONS`, across all workers.
+    slots: Arc<Semaphore>,
+    /// This worker's number (for `sitio_worker_connections_total`).
+    pub(crate) worker: usize,
+    tasks: tokio_util::task::TaskTracker,
+}
 
-/// Serves an accepted client in its own task, counted as open until it ends.
-fn spawn_connection(
-    tasks: &tokio_util::task::TaskTracker,
-    (shared, config, http, stop): ConnParts,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) {
-    // Dual-stack sockets report IPv4 clients as ::ffff:a.b.c.d.
-    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    let open = shared.telemetry.connections.open();
-    // Small writes (heads, last chunks) must not wait for Nagle.
-    let _ = stream.set_nodelay(true);
-    tasks.spawn(async move {
-        serve_connection(shared, config, http, stream, peer, stop).await;
-        drop(open);
-        drop(permit);
-    });
+impl Acceptor {
+    /// Accepts clients on `listener` and serves each in a task of the
+    /// current runtime, until `shutdown` resolves.
+    pub(crate) async fn accept(&self, listener: &TcpListener, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(permit) = self.admit(&mut shutdown).await else {
+                break;
+            };
+            self.spawn_connection(stream, peer, permit);
+        }
+    }
+
+    /// A slot for a newly accepted client. At `SITIO_MAX_CONNECTIONS` the
+    /// longest-idle keep-alive client makes room; while every client is busy
+    /// the new one waits, and a client that turns idle meanwhile makes room
+    /// then. `None` on shutdown.
+    async fn admit(
+        &self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        loop {
+            let evicted = self.shared.connections.evict_longest_idle();
+            // An evicted client frees its slot within moments; without one,
+            // look again for a client that has turned idle.
+            let wait = Duration::from_millis(if evicted { 500 } else { 50 });
+            tokio::select! {
+                p = self.slots.clone().acquire_owned() => return p.ok(),
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.as_mut() => return None,
+            }
+        }
+    }
+
+    /// Serves an accepted client in its own task, counted as open until it ends.
+    fn spawn_connection(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        // Dual-stack sockets report IPv4 clients as ::ffff:a.b.c.d.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let open = self.shared.telemetry.connections.open();
+        self.shared.telemetry.connections.accepted_by(self.worker);
+        // Small writes (heads, last chunks) must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (shared, config, http, stop) = (
+            self.shared.clone(),
+            self.config.clone(),
+            self.http.clone(),
+            self.stop.clone(),
+        );
+        self.tasks.spawn(async move {
+            serve_connection(shared, config, http, stream, peer, stop).await;
+            drop(open);
+            drop(permit);
+        });
+    }
 }
 
 /// Serves one client connection: detects its protocol, then proxies HTTP/1

@@ -9,7 +9,7 @@ pub mod stats;
 pub mod tap;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use crate::decorator::{Action, Decorator, Exchange};
@@ -32,7 +32,14 @@ pub struct Connections {
     refused: [AtomicU64; Refusal::ALL.len()],
     opaque_bytes_in: AtomicU64,
     opaque_bytes_out: AtomicU64,
+    /// Clients accepted by each worker (`SITIO_WORKERS`); the last slot
+    /// also counts workers beyond it.
+    accepted: [AtomicU64; WORKERS_SHOWN],
+    workers: AtomicUsize,
 }
+
+/// Workers reported one by one in `/stats` and `/metrics`.
+const WORKERS_SHOWN: usize = 32;
 
 impl Connections {
     /// Counts a connection as open until the guard drops.
@@ -50,6 +57,25 @@ impl Connections {
             Protocol::Tls => &self.tls,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many workers accept clients (reported from 0 to `n - 1`).
+    pub(crate) fn set_workers(&self, n: usize) {
+        self.workers.store(n, Ordering::Relaxed);
+    }
+
+    /// Counts a client accepted by `worker`.
+    pub(crate) fn accepted_by(&self, worker: usize) {
+        self.accepted[worker.min(WORKERS_SHOWN - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Clients accepted so far by each worker, worker 0 first.
+    pub fn per_worker(&self) -> Vec<u64> {
+        let n = self.workers.load(Ordering::Relaxed).clamp(1, WORKERS_SHOWN);
+        self.accepted[..n]
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Adds a closed tunnel's bytes.

@@ -192,6 +192,18 @@ pub fn render(t: &Telemetry) -> String {
         "Requests refused before reaching the service, by reason.",
         c.refusals(),
     );
+    family(
+        &mut out,
+        "sitio_worker_connections_total",
+        "counter",
+        "Client connections accepted, by worker (SITIO_WORKERS).",
+    );
+    for (worker, n) in c.per_worker().iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "sitio_worker_connections_total{{worker=\"{worker}\"}} {n}"
+        );
+    }
     let (tin, tout) = t.connections.tunnel_bytes();
     family(
         &mut out,

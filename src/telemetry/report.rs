@@ -128,6 +128,7 @@ pub fn stats_json(t: &Telemetry) -> Value {
         "requests_total": requests,
         "connections_open": t.connections.open_now(),
         "connections_total": counts(c.totals()),
+        "connections_by_worker": c.per_worker(),
         "tunnel_bytes": {"in": tin, "out": tout},
         "tunnels": counts(c.tunnels()),
         "refused": counts(c.refusals()),

@@ -6,6 +6,7 @@ mod pool;
 mod retry;
 
 pub(crate) use body::{RequestBody, RequestBodyState, Source, UpstreamBody};
+pub(crate) use pool::pin_worker;
 
 use std::io;
 use std::net::SocketAddr;

@@ -2,10 +2,12 @@
 //!
 //! Each worker thread puts connections back into, and takes them from, a
 //! shard of its own, so the common case locks a mutex no other core is using.
-//! A connection is often taken on one thread and returned on another (the
-//! runtime moves tasks), so a thread whose shard is empty takes one from
-//! another shard before opening a new connection: otherwise idle connections
-//! would pile up in one shard while another thread keeps dialing.
+//! Workers of thread per core ([`pin_worker`]) keep to their shard. On a
+//! multi-thread runtime (a custom binary's own) a connection is often taken
+//! on one thread and returned on another (the runtime moves tasks), so there
+//! a thread whose shard is empty takes one from another shard before opening
+//! a new connection: otherwise idle connections would pile up in one shard
+//! while another thread keeps dialing.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -39,6 +41,17 @@ static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     /// This thread's shard number (modulo the shard count).
     static THREAD_INDEX: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    /// Set on the threads of thread per core (`workers`): the worker's
+    /// number, which is its shard.
+    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes the calling thread worker `index` of thread per core: it uses shard
+/// `index` and never takes another worker's connections. Its tasks never
+/// move, so a connection it dialled is driven by its own runtime; one taken
+/// from another worker would cost a cross-thread wake-up on every exchange.
+pub(crate) fn pin_worker(index: usize) {
+    WORKER.with(|w| w.set(Some(index)));
 }
 
 impl Pool {
@@ -51,16 +64,20 @@ impl Pool {
         }
     }
 
-    fn own(&self) -> usize {
-        THREAD_INDEX.with(|i| *i % self.shards.len())
+    /// This thread's shard, and whether it is a pinned worker's.
+    fn own(&self) -> (usize, bool) {
+        match WORKER.with(std::cell::Cell::get) {
+            Some(worker) => (worker % self.shards.len(), true),
+            None => (THREAD_INDEX.with(|i| *i % self.shards.len()), false),
+        }
     }
 
     /// The most recently used live connection, if any, with how long it sat idle.
     pub(crate) fn checkout(&self) -> Option<(Sender, Duration)> {
-        let own = self.own();
+        let (own, pinned) = self.own();
         let n = self.shards.len();
         let now = Instant::now();
-        for k in 0..n {
+        for k in 0..if pinned { 1 } else { n } {
             let i = (own + k) % n;
             // Other shards only if free: waiting on another core's lock costs
             // more than a new connection would save.
@@ -88,7 +105,7 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
-        let Ok(mut shard) = self.shards[self.own()].lock() else {
+        let Ok(mut shard) = self.shards[self.own().0].lock() else {
             return;
         };
         let now = Instant::now();
@@ -122,6 +139,43 @@ mod tests {
 
     fn idle_count(pool: &Pool) -> usize {
         pool.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+
+    /// Thread per core: a worker finds the connections it returned, and
+    /// never another worker's (whose runtime drives them).
+    #[tokio::test]
+    async fn pinned_workers_keep_to_their_own_shard() {
+        let pool = Pool::new(
+            2,
+            Limits {
+                idle_timeout: Duration::from_secs(60),
+                max_idle: 8,
+            },
+        );
+        let (sender, _peer) = sender().await;
+        let on_worker = |index: usize, f: &(dyn Fn(&Pool) -> bool + Sync)| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    pin_worker(index);
+                    f(&pool)
+                })
+                .join()
+                .unwrap()
+            })
+        };
+        let sender = std::sync::Mutex::new(Some(sender));
+        on_worker(1, &|p| {
+            p.checkin(sender.lock().unwrap().take().unwrap());
+            true
+        });
+        assert!(
+            !on_worker(0, &|p| p.checkout().is_some()),
+            "worker 0 took worker 1's"
+        );
+        assert!(
+            on_worker(1, &|p| p.checkout().is_some()),
+            "worker 1 lost its own"
+        );
     }
 
     #[tokio::test]

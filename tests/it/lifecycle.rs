@@ -373,9 +373,15 @@ async fn the_demo_decorates_its_photo_library() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    drains_then_exits_zero("1").await;
+    // With more workers than cores, clients spread across their sockets.
+    drains_then_exits_zero("3").await;
+}
+
+async fn drains_then_exits_zero(workers: &str) {
     let backend = Backend::start().await;
-    let (mut child, port, admin, _) =
-        start_binary(backend.port(), &[("SITIO_DRAIN_SECONDS", "10")]).await;
+    let env = [("SITIO_DRAIN_SECONDS", "10"), ("SITIO_WORKERS", workers)];
+    let (mut child, port, admin, _) = start_binary(backend.port(), &env).await;
     let url = format!("http://127.0.0.1:{port}/slow/1500");
     let mut in_flight = Vec::new();
     for _ in 0..5 {
@@ -450,5 +456,99 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert!(
         signalled.elapsed() < Duration::from_secs(5),
         "exited once the last request was done"
+    );
+}
+
+/// Names of `pid`'s threads that start with `prefix`, sorted.
+fn threads(pid: u32, prefix: &str) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Listening sockets on `port` (IPv4 and IPv6), from /proc/net.
+fn listening_sockets(port: u16) -> usize {
+    let local = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .map(|table| {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            text.lines()
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 3 && format!("{} ", f[1]).ends_with(&local) && f[3] == "0A"
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// `SITIO_WORKERS=3`: three listening sockets on the one port, two worker
+/// threads beside the main one, each serving a share of the clients; a
+/// second sitio still cannot take the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_serve_clients_each_on_a_socket_of_their_own() {
+    let backend = Backend::start().await;
+    let env = [("SITIO_WORKERS", "3"), ("SITIO_ACCESS_LOG", "off")];
+    let (child, port, admin, _) = start_binary(backend.port(), &env).await;
+    let pid = child.id().unwrap();
+    assert_eq!(listening_sockets(port), 3, "one socket per worker");
+    assert_eq!(
+        threads(pid, "sitio-worker"),
+        ["sitio-worker-1", "sitio-worker-2"]
+    );
+
+    // 48 keep-alive clients, 20 requests each, all at once.
+    let clients: Vec<_> = (0..48)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                let mut buf = Vec::new();
+                for _ in 0..20 {
+                    let raw = b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n";
+                    assert_eq!(send_on(&mut stream, &mut buf, raw).await.status, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    // The kernel spread them (by a hash of each client's port): every worker
+    // took some. (A worker missing out entirely has odds of about 1e-8.)
+    let (_, metrics) = curl(&[&format!("http://127.0.0.1:{admin}/metrics")]).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    let mut total = 0;
+    for worker in 0..3 {
+        let line = format!("sitio_worker_connections_total{{worker=\"{worker}\"}} ");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(n > 0, "worker {worker} took no client:\n{metrics}");
+        total += n;
+    }
+    assert_eq!(total, 48);
+
+    let second = Command::new(SITIO)
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("SITIO_ADMIN_PORT", "0")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        second.status.code(),
+        Some(2),
+        "a second sitio joined the workers' port"
     );
 }
