@@ -25,6 +25,18 @@ pub enum OpaqueMode {
     Off,
 }
 
+/// The protocol sitio speaks to the service (`SITIO_TARGET_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum TargetProtocol {
+    /// HTTP/2 (h2c) to clients that spoke HTTP/2, HTTP/1.1 to the others.
+    #[default]
+    Auto,
+    /// HTTP/1.1 always (an HTTP/2 client's requests are translated).
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c) always, as gRPC services need.
+    H2c,
+}
+
 fn parse_error_page(s: &str) -> Result<(PageFor, PathBuf), String> {
     let (code, file) = s
         .split_once('=')
@@ -186,6 +198,11 @@ pub struct Config {
           default_value_t = OpaqueMode::Auto)]
     pub opaque: OpaqueMode,
 
+    /// Protocol to the service: auto (HTTP/2 for HTTP/2 clients, else HTTP/1.1), http1 or h2c.
+    #[arg(long, global = true, env = "SITIO_TARGET_PROTOCOL", value_name = "SITIO_TARGET_PROTOCOL",
+          value_enum, default_value_t = TargetProtocol::Auto)]
+    pub target_protocol: TargetProtocol,
+
     /// Share PORT with another process with SO_REUSEPORT, for a rolling restart
     /// on one host (on|off). Off: a busy PORT stops startup.
     #[arg(long, global = true, env = "SITIO_REUSE_PORT", value_name = "SITIO_REUSE_PORT",
@@ -346,6 +363,7 @@ impl Default for Config {
             retries: true,
             ca_file: None,
             opaque: OpaqueMode::Auto,
+            target_protocol: TargetProtocol::Auto,
             reuse_port: false,
             ready_requires_service: false,
             auth: crate::auth::AuthSettings::default(),

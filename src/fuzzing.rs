@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Config;
+use crate::connection::serve_connection;
 use crate::decorator::{AccessLog, Decorators, ErrorPages};
-use crate::server::{prepare, serve_connection};
+use crate::server::prepare;
 
 /// How sitio tells protocols apart by the first bytes (internal elsewhere).
 pub use crate::detect::{Protocol, classify};

@@ -215,6 +215,31 @@ pub(crate) fn to_upstream(
     upgrading
 }
 
+/// Turns a head made for an HTTP/1.1 service (by [`to_upstream`]) into one
+/// for an HTTP/2 service: no connection-specific fields (RFC 9113 §8.2.2),
+/// and the target as scheme and authority (from `Host`) plus path.
+pub(crate) fn for_h2(head: &mut request::Parts) {
+    let h = &mut head.headers;
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        h.remove(name);
+    }
+    if let Some(host) = h.remove(header::HOST) {
+        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) =
+            format!("http://{}{path}", String::from_utf8_lossy(host.as_bytes())).parse()
+        {
+            head.uri = uri;
+        }
+    }
+    head.version = Version::HTTP_2;
+}
+
 /// An HTTP/1.1 status line and `headers` as sent, without the blank line
 /// that ends the head (for the few heads sitio writes itself: relayed 1xx,
 /// answers on a connection hyper no longer drives).

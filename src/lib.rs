@@ -33,9 +33,10 @@
 //! # Layout
 //!
 //! - [`main`] and `cli`: the command line of `sitio` and of custom binaries (one call);
-//!   [`run`] in [`server`]: listeners, the accept loop (with `idle`, which makes room at
-//!   the connection cap), per-connection serving, drain on shutdown; the binary, custom
-//!   binaries and the tests all start through it.
+//!   [`run`] in [`server`]: listeners, preparation, drain on shutdown; the binary, custom
+//!   binaries and the tests all start through it. `connection`: the accept loop (with
+//!   `idle`, which makes room at the connection cap) and one connection from protocol
+//!   detection to close (HTTP/1, HTTP/2 or a tunnel).
 //! - `workers`: thread per core (`SITIO_WORKERS`): a current-thread runtime and a listening
 //!   socket (SO_REUSEPORT) per worker, all serving through the same accept loop.
 //! - `compose`: the order of every decorator, built-in or yours, in one place.
@@ -52,6 +53,8 @@
 //!   filters and completes the exchange.
 //! - `proxy`: the HTTP/1 leg: a client connection's decorators, upstreams, forwarding
 //!   edits, the send with interim responses and upgrades, its send window.
+//! - `h2c`: the HTTP/2 leg: h2c clients (prior knowledge) served stream by stream through
+//!   the same driver; `upstream::h2` speaks HTTP/2 to the service.
 //! - `filter`: body filters ([`BodyFilter`]) with their end-of-stream flush.
 //! - `guard`: refuses requests whose framing or target is ambiguous (smuggling);
 //!   `head_scan` notes the raw framing headers before hyper normalises them.
@@ -104,12 +107,14 @@ mod cli;
 mod client;
 mod clock;
 mod compose;
+mod connection;
 mod deadline;
 mod demo;
 mod detect;
 mod engine;
 mod filter;
 mod guard;
+mod h2c;
 mod head_scan;
 mod headers;
 mod health;

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: tokio_util::task::TaskTracker,
     /// The HTTP/1 connections, for eviction at the connection cap.
     pub(crate) connections: Arc<crate::idle::Registry>,
+    /// `SITIO_TARGET_PROTOCOL`.
+    pub(crate) target_protocol: crate::config::TargetProtocol,
 }
 
 /// What the exchanges of one client connection share. Cloned per request, so
@@ -110,6 +112,8 @@ pub(crate) struct Forward {
     client_upgrade: Option<OnUpgrade>,
     reusable: bool,
     relay_early_hints: bool,
+    /// To the service over HTTP/2 (`SITIO_TARGET_PROTOCOL=h2c`).
+    h2: bool,
 }
 
 impl Leg for ConnCtx {
@@ -152,10 +156,17 @@ impl Leg for ConnCtx {
         } else {
             None
         };
+        // An upgrade (WebSocket) exists only in HTTP/1.1: it stays there.
+        let h2 = self.shared.target_protocol == crate::config::TargetProtocol::H2c
+            && client_upgrade.is_none();
+        if h2 {
+            headers::for_h2(head);
+        }
         Forward {
             reusable: !isolate && client_upgrade.is_none(),
             client_upgrade,
             relay_early_hints,
+            h2,
         }
     }
 
@@ -180,7 +191,13 @@ impl Leg for ConnCtx {
         // Both futures are pinned where they are made and raced by reference:
         // `select!` would move the send future (kilobytes) into its own
         // state and again into the poll closure, a memcpy each request.
-        let mut send = std::pin::pin!(target.send(req, forward.reusable));
+        let mut send = std::pin::pin!(async {
+            if forward.h2 {
+                target.send_h2(req).await
+            } else {
+                target.send(req, forward.reusable).await
+            }
+        });
         let mut overflow = std::pin::pin!(self.phase.interim.overflowed());
         let sent = std::future::poll_fn(|cx| {
             // The answer first (no RNG draw per request, as `biased`).

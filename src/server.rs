@@ -6,24 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::time::Instant;
+use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, OpaqueMode};
+use crate::config::Config;
+use crate::connection::{Acceptor, Prepared};
 use crate::decorator::Decorators;
-use crate::detect::{self, Protocol};
 use crate::error::StartError;
-use crate::guard::Refusal;
-use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled, Timeouts};
-use crate::proxy::{ConnCtx, ProxyService, Shared};
-use crate::telemetry::{Connections, Routes, Telemetry, report};
-use crate::tunnel;
+use crate::proxy::Shared;
+use crate::telemetry::{Routes, Telemetry, report};
 use crate::upstream::{Settings, Upstream};
 
 /// The sockets one sitio instance serves: traffic, and optionally the admin API.
@@ -108,9 +101,6 @@ fn bind_all_interfaces(port: u16, reuse_port: bool) -> std::io::Result<TcpListen
     TcpListener::from_std(socket.into())
 }
 
-/// What every connection of one instance shares.
-pub(crate) type Prepared = (Arc<Shared>, Arc<Config>, Arc<http1::Builder>);
-
 /// Builds what every connection of one instance shares.
 pub(crate) fn prepare(
     config: Config,
@@ -131,6 +121,7 @@ pub(crate) fn prepare(
         upstreams,
         tasks,
         connections: Arc::default(),
+        target_protocol: config.target_protocol,
     });
     let mut http = http1::Builder::new();
     // Not `pipeline_flush(true)`: with it, hyper never flushes the 400/431 it
@@ -216,15 +207,11 @@ pub async fn run(
     admin_state.ready.store(true, Ordering::Relaxed);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let acceptor = Acceptor {
-        shared: shared.clone(),
-        config: config.clone(),
-        http,
-        stop: stop_rx,
-        slots: Arc::new(Semaphore::new(config.max_connections)),
-        worker: 0,
-        tasks: tasks.clone(),
-    };
+    let acceptor = Acceptor::new(
+        (shared.clone(), config.clone(), http),
+        stop_rx,
+        tasks.clone(),
+    );
     shared
         .telemetry
         .connections
@@ -263,229 +250,6 @@ pub(crate) fn worker_count(workers: usize) -> usize {
     match workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
-    }
-}
-
-/// What every accept loop of one instance shares: one per worker runs
-/// [`Acceptor::accept`] on a listening socket of its own.
-#[derive(Clone)]
-pub(crate) struct Acceptor {
-    shared: Arc<Shared>,
-    config: Arc<Config>,
-    http: Arc<http1::Builder>,
-    /// Turns true when the drain begins: accept loops end, connections drain.
-    pub(crate) stop: watch::Receiver<bool>,
-    /// `SITIO_MAX_CONNECTIONS`, across all workers.
-    slots: Arc<Semaphore>,
-    /// This worker's number (for `sitio_worker_connections_total`).
-    pub(crate) worker: usize,
-    tasks: tokio_util::task::TaskTracker,
-}
-
-impl Acceptor {
-    /// Accepts clients on `listener` and serves each in a task of the
-    /// current runtime, until `shutdown` resolves.
-    pub(crate) async fn accept(&self, listener: &TcpListener, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = &mut shutdown => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Some(permit) = self.admit(&mut shutdown).await else {
-                break;
-            };
-            self.spawn_connection(stream, peer, permit);
-        }
-    }
-
-    /// A slot for a newly accepted client. At `SITIO_MAX_CONNECTIONS` the
-    /// longest-idle keep-alive client makes room; while every client is busy
-    /// the new one waits, and a client that turns idle meanwhile makes room
-    /// then. `None` on shutdown.
-    async fn admit(
-        &self,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Some(permit);
-        }
-        loop {
-            let evicted = self.shared.connections.evict_longest_idle();
-            // An evicted client frees its slot within moments; without one,
-            // look again for a client that has turned idle.
-            let wait = Duration::from_millis(if evicted { 500 } else { 50 });
-            tokio::select! {
-                p = self.slots.clone().acquire_owned() => return p.ok(),
-                () = tokio::time::sleep(wait) => {}
-                () = shutdown.as_mut() => return None,
-            }
-        }
-    }
-
-    /// Serves an accepted client in its own task, counted as open until it ends.
-    fn spawn_connection(
-        &self,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        // Dual-stack sockets report IPv4 clients as ::ffff:a.b.c.d.
-        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let open = self.shared.telemetry.connections.open();
-        self.shared.telemetry.connections.accepted_by(self.worker);
-        // Small writes (heads, last chunks) must not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        let (shared, config, http, stop) = (
-            self.shared.clone(),
-            self.config.clone(),
-            self.http.clone(),
-            self.stop.clone(),
-        );
-        self.tasks.spawn(async move {
-            serve_connection(shared, config, http, stream, peer, stop).await;
-            drop(open);
-            drop(permit);
-        });
-    }
-}
-
-/// Serves one client connection: detects its protocol, then proxies HTTP/1
-/// exchanges or tunnels the bytes. Generic over the stream so that it can be
-/// driven in memory (fuzzing).
-pub(crate) async fn serve_connection<S>(
-    shared: Arc<Shared>,
-    config: Arc<Config>,
-    http: Arc<http1::Builder>,
-    mut stream: S,
-    peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let head_deadline = Instant::now() + config.header_timeout;
-    let connections = shared.telemetry.connections.clone();
-    let Some((protocol, first)) = detect_protocol(&mut stream, &config, head_deadline, peer).await
-    else {
-        return;
-    };
-    connections.classified(protocol);
-    if protocol != Protocol::Http1 {
-        let (upstream, label) = (&shared.upstreams[0], protocol.label());
-        return tunnel::opaque(stream, first, upstream, peer, label, &connections).await;
-    }
-
-    let phase = Arc::new(ConnPhase::default());
-    let _listed = shared.connections.list(phase.clone());
-    let ctx = Arc::new(ConnCtx {
-        shared,
-        phase: phase.clone(),
-        peer,
-        forwarded_for: crate::headers::ip_header_value(peer.ip()),
-        interim_hook: crate::proxy::interim_hook(&phase),
-    });
-    let io = ClientIo::new(
-        stream,
-        first,
-        phase.clone(),
-        head_deadline,
-        Timeouts {
-            header: config.header_timeout,
-            idle: config.idle_timeout,
-            body: config.body_timeout,
-            send: config.send_timeout,
-        },
-        ctx.clone(),
-    );
-    let service = ProxyService(ctx);
-    let conn = http
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    // `biased`: polled on every wake-up of the connection, so no random
-    // branch order (a thread-local RNG draw each time); the connection first.
-    let result = tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        () = phase.evicted() => {
-            // Idle at the connection cap: closed at once, or after the
-            // exchange that began meanwhile.
-            tracing::debug!(client = %peer, "idle keep-alive connection closed to admit a new client");
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = stop.changed() => {
-            // hyper closes a connection with no exchange at once; one accepted
-            // just before the drain has its first request on the way, so it
-            // gets a moment to arrive (then is answered and closed).
-            let grace = Instant::now() + Duration::from_secs(1);
-            let mut finished = None;
-            while finished.is_none() && phase.exchanges() == 0 && Instant::now() < grace {
-                tokio::select! {
-                    r = conn.as_mut() => finished = Some(r),
-                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
-                }
-            }
-            match finished {
-                Some(r) => r,
-                None => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
-        }
-    };
-    if let Err(e) = result {
-        log_connection_error(peer, &e, &connections);
-    }
-}
-
-/// Reads until the first bytes say which protocol the client speaks (see
-/// `detect`); with `SITIO_OPAQUE=off` everything is HTTP/1 at once. Returns
-/// `None` when the client closed, or sent nothing but blank lines within the
-/// header timeout.
-async fn detect_protocol<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    config: &Config,
-    head_deadline: Instant,
-    peer: SocketAddr,
-) -> Option<(Protocol, bytes::Bytes)> {
-    if config.opaque == OpaqueMode::Off {
-        return Some((Protocol::Http1, bytes::Bytes::new()));
-    }
-    let mut first = BytesMut::with_capacity(1024);
-    loop {
-        if let Some(p) = detect::classify(&first) {
-            return Some((p, first.freeze()));
-        }
-        tokio::select! {
-            read = stream.read_buf(&mut first) => match read {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            },
-            // Not cut short by a drain: the client connected before it began
-            // and its request is on the way; the header timeout bounds this.
-            () = tokio::time::sleep_until(head_deadline) => {
-                if first.iter().all(|b| *b == b'\r' || *b == b'\n') {
-                    tracing::debug!(client = %peer, "connection sent nothing in time; closed");
-                    return None;
-                }
-                // An undecided start by the deadline is judged as HTTP: the
-                // parser refuses what it cannot read (400), and the head
-                // timeout, already due, answers an incomplete one (408),
-                // counted and logged like any other.
-                return Some((Protocol::Http1, first.freeze()));
-            }
-        }
     }
 }
 
@@ -528,40 +292,4 @@ fn spawn_background(
         }));
     }
     tasks
-}
-
-fn log_connection_error(peer: SocketAddr, e: &hyper::Error, connections: &Connections) {
-    if e.is_parse_too_large() {
-        connections.refused(Refusal::HeadTooLarge);
-        tracing::warn!(client = %peer, error = %e, status = 431, "refused request: head too large");
-    } else if e.is_parse() || e.is_parse_version_h2() {
-        connections.refused(Refusal::Malformed);
-        tracing::warn!(client = %peer, error = %e, status = 400, "refused malformed request");
-    } else if io_cause::<HeaderTimeout>(e).is_some() {
-        connections.refused(Refusal::HeaderTimeout);
-        tracing::info!(client = %peer, status = 408, "request head too slow; connection closed");
-    } else if let Some(why) = io_cause::<Stalled>(e) {
-        tracing::info!(client = %peer, "{why}; connection closed");
-    } else {
-        tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
-    }
-}
-
-/// The `T` that caused `e`: hyper wraps IO errors, which wrap sitio's own.
-fn io_cause<T: std::error::Error + 'static>(e: &hyper::Error) -> Option<&T> {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        if let Some(found) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<T>())
-        {
-            return Some(found);
-        }
-        source = err.source();
-    }
-    None
 }

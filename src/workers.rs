@@ -16,8 +16,8 @@ use socket2::{Domain, SockRef, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::connection::Acceptor;
 use crate::error::StartError;
-use crate::server::Acceptor;
 
 /// The worker threads beyond the caller's.
 pub(crate) struct Workers {

@@ -102,11 +102,11 @@ impl Connections {
     }
 
     /// Connections tunnelled to the service untouched, by why they were:
-    /// a TLS ClientHello, the HTTP/2 preface, or another protocol's first line.
-    pub fn tunnels(&self) -> [(&'static str, u64); 3] {
+    /// a TLS ClientHello, or another protocol's first line. (HTTP/2 clients
+    /// are served, not tunnelled.)
+    pub fn tunnels(&self) -> [(&'static str, u64); 2] {
         [
             ("tls", self.tls.load(Ordering::Relaxed)),
-            ("h2c", self.h2c.load(Ordering::Relaxed)),
             ("not-http", self.opaque.load(Ordering::Relaxed)),
         ]
     }

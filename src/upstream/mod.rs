@@ -2,6 +2,7 @@
 //! of keep-alive connections, and sending a request with one safe retry.
 
 mod body;
+mod h2;
 mod pool;
 mod retry;
 
@@ -55,6 +56,7 @@ pub(crate) struct Upstream {
     authority: http::HeaderValue,
     connect_timeout: Duration,
     pool: pool::Pool,
+    h2: h2::H2Pool,
     response_timeout: Option<Duration>,
     retries: bool,
 }
@@ -82,6 +84,7 @@ impl Upstream {
             port,
             connect_timeout: settings.connect_timeout,
             pool: pool::Pool::new(settings.shards, limits),
+            h2: h2::H2Pool::new(settings.shards),
             response_timeout: settings.response_timeout,
             retries: settings.retries,
         })
@@ -164,7 +167,26 @@ impl Upstream {
         req: Request<RequestBody>,
         reusable: bool,
     ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
-        let mut sent = std::pin::pin!(self.send_inner(req, reusable));
+        let sent = std::pin::pin!(self.send_inner(req, reusable));
+        self.within_response_timeout(sent).await
+    }
+
+    /// [`Upstream::send`] over HTTP/2 (h2c): the request head must be an
+    /// HTTP/2 one (`headers::for_h2`); the connection is multiplexed, so
+    /// nothing is returned to a pool.
+    pub(crate) async fn send_h2(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
+        let sent = std::pin::pin!(async { Ok((self.send_h2_inner(req).await?, None)) });
+        self.within_response_timeout(sent).await
+    }
+
+    /// `sent`, or a 504 once `SITIO_UPSTREAM_TIMEOUT` passes without a head.
+    async fn within_response_timeout<T>(
+        &self,
+        mut sent: std::pin::Pin<&mut impl Future<Output = Result<T, ProxyError>>>,
+    ) -> Result<T, ProxyError> {
         let Some(limit) = self.response_timeout else {
             return sent.await;
         };

@@ -54,6 +54,14 @@ pub(crate) fn pin_worker(index: usize) {
     WORKER.with(|w| w.set(Some(index)));
 }
 
+/// The calling thread's shard among `n` (its worker's, when pinned).
+pub(super) fn shard_of_thread(n: usize) -> usize {
+    WORKER
+        .with(std::cell::Cell::get)
+        .unwrap_or_else(|| THREAD_INDEX.with(|i| *i))
+        % n.max(1)
+}
+
 impl Pool {
     pub(crate) fn new(shards: usize, limits: Limits) -> Self {
         Pool {

@@ -14,6 +14,7 @@ mod driver;
 mod errors;
 mod examples;
 mod hardening;
+mod http2;
 mod https_hooks;
 mod inject;
 mod injector;

@@ -63,7 +63,6 @@ async fn non_http_traffic_is_tunnelled_with_half_close() {
     for payload in [
         &b"\x16\x03\x01\x00\xa5binary TLS-like hello \x00\xff"[..],
         b"*1\r\n$4\r\nPING\r\n",
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
     ] {
         let mut s = TcpStream::connect(sitio.addr).await.unwrap();
         s.write_all(payload).await.unwrap();

@@ -1,0 +1,252 @@
+//! HTTP/2 clients (h2c with prior knowledge, detected by the preface on the
+//! same `PORT`): hyper's HTTP/2 server drives the connection, and every
+//! stream is one exchange through the same driver, decorators and
+//! statistics as HTTP/1 (`engine`). To the service each stream goes over
+//! HTTP/2 (`SITIO_TARGET_PROTOCOL=auto|h2c`, what gRPC needs) or HTTP/1.1
+//! (`http1`).
+//!
+//! Protection is hyper's and the h2 crate's, with limits set here: streams
+//! per connection, header list size, and the caps on resets that defeat
+//! rapid reset (CVE-2023-44487) and CONTINUATION floods.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use compact_str::CompactString;
+use http::{Request, Response, request};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+use crate::body::Body;
+use crate::config::{Config, TargetProtocol};
+use crate::decorator::{Decorators, Filters};
+use crate::engine::{Leg, Tracked};
+use crate::error::ProxyError;
+use crate::guard::{RawFraming, Refusal};
+use crate::headers;
+use crate::proxy::Shared;
+use crate::upstream::{
+    PoolHome, PooledSender, RequestBody, RequestBodyState, Source, Upstream, UpstreamBody,
+};
+
+/// Streams one client may have open at once (Envoy's and nginx's default is 100 and 128).
+const MAX_STREAMS: u32 = 100;
+
+/// What the streams of one HTTP/2 client connection share.
+pub(crate) struct H2Conn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    forwarded_for: http::HeaderValue,
+    /// To the service over HTTP/2 too.
+    h2_upstream: bool,
+}
+
+impl PoolHome for H2Conn {
+    fn upstream(&self, index: usize) -> &Upstream {
+        &self.shared.upstreams[index]
+    }
+}
+
+/// Serves one h2c client whose first bytes (the preface, at least) were
+/// already read into `first`, until it closes or the drain (`stop`) ends it
+/// with a GOAWAY after its streams finish.
+pub(crate) async fn serve<S>(
+    stream: S,
+    first: Bytes,
+    shared: Arc<Shared>,
+    config: &Config,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connections = shared.telemetry.connections.clone();
+    let conn = Arc::new(H2Conn {
+        h2_upstream: config.target_protocol != TargetProtocol::Http1,
+        forwarded_for: headers::ip_header_value(peer.ip()),
+        shared,
+        peer,
+    });
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let conn = conn.clone();
+        async move {
+            let res: Result<Response<Tracked<H2Conn>>, Infallible> =
+                crate::engine::exchange(conn, req).await;
+            res
+        }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(50))
+        .max_local_error_reset_streams(Some(1024))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let io = TokioIo::new(Prefixed { first, stream });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        if e.is_parse() || e.is_user() {
+            connections.refused(Refusal::Malformed);
+        }
+        tracing::debug!(client = %peer, error = %e, "HTTP/2 client connection ended with an error");
+    }
+}
+
+impl Leg for H2Conn {
+    type In = Incoming;
+    type Forward = bool;
+
+    fn decorators(&self) -> &Decorators {
+        &self.shared.decorators
+    }
+
+    fn client_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn route_of(&self, path: &str) -> CompactString {
+        self.shared.routes.route_of(path)
+    }
+
+    /// HTTP/2 frames carry no Content-Length/Transfer-Encoding ambiguity
+    /// (the h2 crate refuses connection-specific fields outright).
+    fn exchange_started(&self) -> RawFraming {
+        RawFraming::default()
+    }
+
+    fn refused(&self, why: Refusal) {
+        self.shared.telemetry.connections.refused(why);
+    }
+
+    fn upstream_index(&self, name: Option<&str>) -> Option<usize> {
+        match name {
+            None => Some(0),
+            Some(name) => self.shared.upstreams.iter().position(|u| u.name() == name),
+        }
+    }
+
+    /// The head for the service; `true` when it goes over HTTP/2.
+    fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> bool {
+        let authority = self.shared.upstreams[upstream].authority();
+        headers::to_upstream(head, &self.forwarded_for, isolate, authority);
+        if self.h2_upstream {
+            headers::for_h2(head);
+        }
+        self.h2_upstream
+    }
+
+    fn request_body(
+        &self,
+        body: Incoming,
+        filters: Filters,
+    ) -> (RequestBody, Option<Arc<RequestBodyState>>) {
+        RequestBody::new(Source::Wire(body), None, filters)
+    }
+
+    async fn send(
+        self: &Arc<Self>,
+        upstream: usize,
+        req: Request<RequestBody>,
+        h2: bool,
+    ) -> Result<(Response<Body>, bool), ProxyError> {
+        let bytes_in = req.body().state();
+        let target = &self.shared.upstreams[upstream];
+        let (res, sender) = if h2 {
+            target.send_h2(req).await?
+        } else {
+            target.send(req, true).await?
+        };
+        let (mut rhead, incoming) = res.into_parts();
+        let framing_clear = headers::to_client(&mut rhead);
+        let sender = sender
+            .filter(|_| framing_clear)
+            .map(|s| PooledSender::new(s, self.clone(), upstream));
+        let body = Body::upstream(UpstreamBody::new(incoming, sender, bytes_in));
+        Ok((Response::from_parts(rhead, body), false))
+    }
+
+    fn finished(&self, _at: Instant) {}
+
+    /// HTTP/2 flow control already bounds what runs ahead of the client.
+    fn written(&self) -> u64 {
+        0
+    }
+
+    fn poll_room(&self, _cx: &mut Context<'_>, _start: u64, _sent: u64) -> Poll<()> {
+        Poll::Ready(())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The client's stream with the bytes the protocol detection read first
+    /// put back in front.
+    struct Prefixed<S> {
+        first: Bytes,
+        #[pin]
+        stream: S,
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        if this.first.has_remaining() {
+            let n = this.first.len().min(buf.remaining());
+            buf.put_slice(&this.first[..n]);
+            this.first.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        this.stream.poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().stream.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().stream.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().stream.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().stream.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
