@@ -136,10 +136,7 @@ impl Leg for H2Conn {
     }
 
     fn upstream_index(&self, name: Option<&str>) -> Option<usize> {
-        match name {
-            None => Some(0),
-            Some(name) => self.shared.upstreams.iter().position(|u| u.name() == name),
-        }
+        self.shared.upstream_index(name)
     }
 
     /// The head for the service; `true` when it goes over HTTP/2.
@@ -168,11 +165,7 @@ impl Leg for H2Conn {
     ) -> Result<(Response<Body>, bool), ProxyError> {
         let bytes_in = req.body().state();
         let target = &self.shared.upstreams[upstream];
-        let (res, sender) = if h2 {
-            target.send_h2(req).await?
-        } else {
-            target.send(req, true).await?
-        };
+        let (res, sender) = target.send(req, true, h2).await?;
         let (mut rhead, incoming) = res.into_parts();
         let framing_clear = headers::to_client(&mut rhead);
         let sender = sender

@@ -43,6 +43,16 @@ pub(crate) struct Shared {
     pub(crate) target_protocol: crate::config::TargetProtocol,
 }
 
+impl Shared {
+    /// The index of the upstream named `name` (`None`: the service).
+    pub(crate) fn upstream_index(&self, name: Option<&str>) -> Option<usize> {
+        match name {
+            None => Some(0),
+            Some(name) => self.upstreams.iter().position(|u| u.name() == name),
+        }
+    }
+}
+
 /// What the exchanges of one client connection share. Cloned per request, so
 /// the reference count it bumps is this connection's alone, not a global one.
 pub(crate) struct ConnCtx {
@@ -141,10 +151,7 @@ impl Leg for ConnCtx {
     }
 
     fn upstream_index(&self, name: Option<&str>) -> Option<usize> {
-        match name {
-            None => Some(0),
-            Some(name) => self.shared.upstreams.iter().position(|u| u.name() == name),
-        }
+        self.shared.upstream_index(name)
     }
 
     fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> Forward {
@@ -191,13 +198,7 @@ impl Leg for ConnCtx {
         // Both futures are pinned where they are made and raced by reference:
         // `select!` would move the send future (kilobytes) into its own
         // state and again into the poll closure, a memcpy each request.
-        let mut send = std::pin::pin!(async {
-            if forward.h2 {
-                target.send_h2(req).await
-            } else {
-                target.send(req, forward.reusable).await
-            }
-        });
+        let mut send = std::pin::pin!(target.send(req, forward.reusable, forward.h2));
         let mut overflow = std::pin::pin!(self.phase.interim.overflowed());
         let sent = std::future::poll_fn(|cx| {
             // The answer first (no RNG draw per request, as `biased`).

@@ -160,33 +160,18 @@ impl Upstream {
     /// died before any response byte (the service closed it meanwhile), within
     /// the retry budget.
     ///
+    /// With `h2`, the request (an HTTP/2 head, see `headers::for_h2`) goes
+    /// over this worker's multiplexed HTTP/2 connection instead.
+    ///
     /// Returns the response and, when the connection may be reused after the
     /// body, its sender (see [`PooledSender`]).
     pub(crate) async fn send(
         &self,
         req: Request<RequestBody>,
         reusable: bool,
+        h2: bool,
     ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
-        let sent = std::pin::pin!(self.send_inner(req, reusable));
-        self.within_response_timeout(sent).await
-    }
-
-    /// [`Upstream::send`] over HTTP/2 (h2c): the request head must be an
-    /// HTTP/2 one (`headers::for_h2`); the connection is multiplexed, so
-    /// nothing is returned to a pool.
-    pub(crate) async fn send_h2(
-        &self,
-        req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
-        let sent = std::pin::pin!(async { Ok((self.send_h2_inner(req).await?, None)) });
-        self.within_response_timeout(sent).await
-    }
-
-    /// `sent`, or a 504 once `SITIO_UPSTREAM_TIMEOUT` passes without a head.
-    async fn within_response_timeout<T>(
-        &self,
-        mut sent: std::pin::Pin<&mut impl Future<Output = Result<T, ProxyError>>>,
-    ) -> Result<T, ProxyError> {
+        let mut sent = std::pin::pin!(self.send_inner(req, reusable, h2));
         let Some(limit) = self.response_timeout else {
             return sent.await;
         };
@@ -211,7 +196,13 @@ impl Upstream {
         &self,
         mut req: Request<RequestBody>,
         reusable: bool,
+        h2: bool,
     ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
+        if h2 {
+            // Multiplexed: nothing goes back to a pool. Boxed so that its
+            // (larger) state does not grow every HTTP/1 send's future.
+            return Ok((Box::pin(self.send_h2_inner(req)).await?, None));
+        }
         retry::note_request();
         if reusable {
             while let Some((mut sender, idle_for)) = self.pool.checkout() {
