@@ -244,3 +244,52 @@ async fn request_bodies_stream_through() {
     assert_eq!(got.len(), body.len());
     sitio.stop().await;
 }
+
+/// A real gRPC service and client (grpcio) through sitio with its defaults:
+/// unary, an error status, and server-, client- and bidirectional
+/// streaming all pass, and each method is a route in the statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_of_every_kind_pass_and_are_counted_per_method() {
+    let service = Script::start("grpc_echo.py", &["serve"]).await;
+    let sitio = Sitio::start(config_for(service.port), Decorators::none()).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/backends/grpc_echo.py");
+    let out = tokio::process::Command::new("python3")
+        .args([script, "call", &sitio.addr.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        printed,
+        "Say b'echo:hi'\n\
+         Fail NOT_FOUND no such thing\n\
+         Stream [b'part0', b'part1', b'part2', b'part3', b'part4']\n\
+         Collect b'a+b+c'\n\
+         Chat [b're:x', b're:y']\n"
+    );
+    let doc = stats(&sitio).await;
+    let mut methods: Vec<&str> = doc["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["route"].as_str().unwrap())
+        .collect();
+    methods.sort();
+    assert_eq!(
+        methods,
+        [
+            "/demo.Echo/Chat",
+            "/demo.Echo/Collect",
+            "/demo.Echo/Fail",
+            "/demo.Echo/Say",
+            "/demo.Echo/Stream"
+        ],
+        "{doc}"
+    );
+    sitio.stop().await;
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""A real gRPC service (grpcio, generic handlers: no protoc) for the HTTP/2
+tests, and its client.
+
+Usage: grpc_echo.py serve          prints "PORT <n>", serves demo.Echo:
+         Say (unary: b"echo:" + request), Fail (unary: NOT_FOUND),
+         Stream (server streaming: 5 parts), Collect (client streaming:
+         the parts joined), Chat (bidirectional: each part echoed).
+       grpc_echo.py call ADDR      calls each method once through ADDR and
+         prints one line per result ("Say b'echo:hi'", "Fail NOT_FOUND ...").
+"""
+import sys
+import time
+from concurrent import futures
+
+import grpc
+
+
+def serve():
+    def say(req, ctx):
+        return b"echo:" + req
+
+    def fail(req, ctx):
+        ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+
+    def stream(req, ctx):
+        for i in range(5):
+            yield b"part%d" % i
+
+    def collect(reqs, ctx):
+        return b"+".join(reqs)
+
+    def chat(reqs, ctx):
+        for r in reqs:
+            yield b"re:" + r
+
+    handler = grpc.method_handlers_generic_handler("demo.Echo", {
+        "Say": grpc.unary_unary_rpc_method_handler(say),
+        "Fail": grpc.unary_unary_rpc_method_handler(fail),
+        "Stream": grpc.unary_stream_rpc_method_handler(stream),
+        "Collect": grpc.stream_unary_rpc_method_handler(collect),
+        "Chat": grpc.stream_stream_rpc_method_handler(chat),
+    })
+    server = grpc.server(futures.ThreadPoolExecutor(8))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print("PORT", port, flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def call(addr):
+    ch = grpc.insecure_channel(addr)
+    print("Say", ch.unary_unary("/demo.Echo/Say")(b"hi", timeout=10), flush=True)
+    try:
+        ch.unary_unary("/demo.Echo/Fail")(b"x", timeout=10)
+    except grpc.RpcError as e:
+        print("Fail", e.code().name, e.details(), flush=True)
+    print("Stream", list(ch.unary_stream("/demo.Echo/Stream")(b"", timeout=10)), flush=True)
+    parts = iter([b"a", b"b", b"c"])
+    print("Collect", ch.stream_unary("/demo.Echo/Collect")(parts, timeout=10), flush=True)
+    parts = iter([b"x", b"y"])
+    print("Chat", list(ch.stream_stream("/demo.Echo/Chat")(parts, timeout=10)), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve()
+    else:
+        call(sys.argv[2])
