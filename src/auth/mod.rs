@@ -283,7 +283,7 @@ impl Decorator for Authenticate {
         if err.kind() != ErrorKind::Refused {
             return None;
         }
-        let mut res = crate::rescue::failure(err, ex.wants_json());
+        let mut res = crate::rescue::failure_for(err, ex);
         // A 503 is no challenge: no token would have done better.
         if reason != Reason::NoKeys {
             res.headers_mut()

@@ -80,7 +80,8 @@ impl Decorator for ErrorPages {
         ex: &mut Exchange,
     ) -> Action<'_> {
         let code = head.status.as_u16();
-        let Some(page) = self.for_status(code) else {
+        // A page is no answer to a gRPC client.
+        let Some(page) = self.for_status(code).filter(|_| !ex.is_grpc()) else {
             return Action::Continue;
         };
         let mut res = if ex.wants_json() {

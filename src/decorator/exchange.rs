@@ -32,6 +32,8 @@ pub struct Exchange {
     pub(crate) error: Option<ErrorKind>,
     /// The client's `Accept` header, kept (a cheap clone) for [`Exchange::wants_json`].
     accept: Option<http::HeaderValue>,
+    /// The request is a gRPC call (`content-type: application/grpc…`).
+    grpc: bool,
     pub(crate) upgraded: bool,
     /// The upstream a request hook asked for (`None`: the service).
     pub(crate) upstream: Option<CompactString>,
@@ -67,6 +69,10 @@ impl Exchange {
             bytes_in: 0,
             error: None,
             accept: accept_of(&head.headers),
+            grpc: head
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
             upgraded: false,
             upstream: None,
             upstream_fixed: false,
@@ -148,6 +154,12 @@ impl Exchange {
     /// for the decorated service on `TARGET_PORT`.
     pub fn upstream(&self) -> &str {
         self.upstream.as_deref().unwrap_or(super::chain::SERVICE)
+    }
+
+    /// True for a gRPC call: sitio's own failures are then gRPC statuses
+    /// (trailers-only responses), never pages.
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
     }
 
     /// True when the client asked for JSON rather than HTML, so generated pages

@@ -335,7 +335,7 @@ fn rescue_with(
             return decorator_made(res);
         }
     }
-    rescue::failure(err, ex.wants_json())
+    rescue::failure_for(err, ex)
 }
 
 fn log_failure(err: &ProxyError, ex: &Exchange) {

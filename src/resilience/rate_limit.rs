@@ -390,7 +390,7 @@ impl Decorator for RateLimit {
         if err.kind() != ErrorKind::Refused {
             return None;
         }
-        let mut res = crate::rescue::failure(err, ex.wants_json());
+        let mut res = crate::rescue::failure_for(err, ex);
         // Its own response hook does not run on its own refusal.
         self.0.headers(res.headers_mut(), v);
         Some(res)

@@ -8,6 +8,8 @@ Usage: grpc_echo.py serve          prints "PORT <n>", serves demo.Echo:
          the parts joined), Chat (bidirectional: each part echoed).
        grpc_echo.py call ADDR      calls each method once through ADDR and
          prints one line per result ("Say b'echo:hi'", "Fail NOT_FOUND ...").
+       grpc_echo.py once ADDR      calls Say once: its answer, or its status
+         code and message.
 """
 import sys
 import time
@@ -64,8 +66,13 @@ def call(addr):
     print("Chat", list(ch.stream_stream("/demo.Echo/Chat")(parts, timeout=10)), flush=True)
 
 
+def once(addr):
+    ch = grpc.insecure_channel(addr)
+    try:
+        print("Say", ch.unary_unary("/demo.Echo/Say")(b"hi", timeout=10), flush=True)
+    except grpc.RpcError as e:
+        print("Say", e.code().name, e.details(), flush=True)
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "serve":
-        serve()
-    else:
-        call(sys.argv[2])
+    {"serve": lambda: serve(), "call": lambda: call(sys.argv[2]), "once": lambda: once(sys.argv[2])}[sys.argv[1]]()

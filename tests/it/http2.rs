@@ -245,25 +245,38 @@ async fn request_bodies_stream_through() {
     sitio.stop().await;
 }
 
-/// A real gRPC service and client (grpcio) through sitio with its defaults:
-/// unary, an error status, and server-, client- and bidirectional
-/// streaming all pass, and each method is a route in the statistics.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_calls_of_every_kind_pass_and_are_counted_per_method() {
-    let service = Script::start("grpc_echo.py", &["serve"]).await;
-    let sitio = Sitio::start(config_for(service.port), Decorators::none()).await;
+/// Runs the gRPC client script (`call` or `once`) against `addr`.
+async fn grpc_client(mode: &str, addr: SocketAddr) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/backends/grpc_echo.py");
     let out = tokio::process::Command::new("python3")
-        .args([script, "call", &sitio.addr.to_string()])
+        .args([script, mode, &addr.to_string()])
         .output()
         .await
         .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{printed}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    printed
+}
+
+/// A real gRPC service and client (grpcio) through sitio with its defaults:
+/// unary, an error status, and server-, client- and bidirectional
+/// streaming all pass, and each method is a route in the statistics. With
+/// the service gone, the client gets UNAVAILABLE at once, not an HTML page
+/// (which it could not read), even with an error page configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_of_every_kind_pass_and_are_counted_per_method() {
+    let service = Script::start("grpc_echo.py", &["serve"]).await;
+    let pages = ErrorPages::new().server_error("<h1>Down</h1>\n");
+    let sitio = Sitio::start(
+        config_for(service.port),
+        Decorators::builder().with(pages).build(),
+    )
+    .await;
+    let printed = grpc_client("call", sitio.addr).await;
     assert_eq!(
         printed,
         "Say b'echo:hi'\n\
@@ -291,5 +304,14 @@ async fn grpc_calls_of_every_kind_pass_and_are_counted_per_method() {
         ],
         "{doc}"
     );
+
+    drop(service);
+    let started = std::time::Instant::now();
+    let printed = grpc_client("once", sitio.addr).await;
+    assert_eq!(
+        printed,
+        "Say UNAVAILABLE The service refused the connection: it is not listening.\n"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     sitio.stop().await;
 }
