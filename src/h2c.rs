@@ -32,9 +32,7 @@ use crate::error::ProxyError;
 use crate::guard::{RawFraming, Refusal};
 use crate::headers;
 use crate::proxy::Shared;
-use crate::upstream::{
-    PoolHome, PooledSender, RequestBody, RequestBodyState, Source, Upstream, UpstreamBody,
-};
+use crate::upstream::{PoolHome, RequestBody, RequestBodyState, Source, Upstream};
 
 /// Streams one client may have open at once (Envoy's and nginx's default is 100 and 128).
 const MAX_STREAMS: u32 = 100;
@@ -111,7 +109,8 @@ pub(crate) async fn serve<S>(
 
 impl Leg for H2Conn {
     type In = Incoming;
-    type Forward = bool;
+    /// (over HTTP/2, reusable HTTP/1 connection).
+    type Forward = (bool, bool);
 
     fn decorators(&self) -> &Decorators {
         &self.shared.decorators
@@ -139,14 +138,16 @@ impl Leg for H2Conn {
         self.shared.upstream_index(name)
     }
 
-    /// The head for the service; `true` when it goes over HTTP/2.
-    fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> bool {
+    /// The head for the service; whether it goes over HTTP/2, and whether
+    /// an HTTP/1 service connection may serve others afterwards (not after a
+    /// request the guard isolated).
+    fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> (bool, bool) {
         let authority = self.shared.upstreams[upstream].authority();
         headers::to_upstream(head, &self.forwarded_for, isolate, authority);
         if self.h2_upstream {
             headers::for_h2(head);
         }
-        self.h2_upstream
+        (self.h2_upstream, !isolate)
     }
 
     fn request_body(
@@ -161,18 +162,15 @@ impl Leg for H2Conn {
         self: &Arc<Self>,
         upstream: usize,
         req: Request<RequestBody>,
-        h2: bool,
+        (h2, reusable): (bool, bool),
     ) -> Result<(Response<Body>, bool), ProxyError> {
         let bytes_in = req.body().state();
         let target = &self.shared.upstreams[upstream];
-        let (res, sender) = target.send(req, true, h2).await?;
-        let (mut rhead, incoming) = res.into_parts();
-        let framing_clear = headers::to_client(&mut rhead);
-        let sender = sender
-            .filter(|_| framing_clear)
-            .map(|s| PooledSender::new(s, self.clone(), upstream));
-        let body = Body::upstream(UpstreamBody::new(incoming, sender, bytes_in));
-        Ok((Response::from_parts(rhead, body), false))
+        let (res, sender) = target.send(req, reusable, h2).await?;
+        Ok((
+            crate::proxy::relay(self.clone(), upstream, res, sender, bytes_in),
+            false,
+        ))
     }
 
     fn finished(&self, _at: Instant) {}

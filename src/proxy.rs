@@ -116,6 +116,26 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     }
 }
 
+/// The service's response as the client gets it: head normalised, body
+/// read through `UpstreamBody` (which counts `bytes_in` and returns the
+/// connection to `home`'s pool once both directions ended, if its framing
+/// left it reusable).
+pub(crate) fn relay(
+    home: Arc<dyn PoolHome>,
+    upstream: usize,
+    res: Response<Incoming>,
+    sender: Option<crate::upstream::Sender>,
+    bytes_in: Option<Arc<RequestBodyState>>,
+) -> Response<Body> {
+    let (mut rhead, incoming) = res.into_parts();
+    let framing_clear = headers::to_client(&mut rhead);
+    let sender = sender
+        .filter(|_| framing_clear)
+        .map(|s| PooledSender::new(s, home, upstream));
+    let body = Body::upstream(UpstreamBody::new(incoming, sender, bytes_in));
+    Response::from_parts(rhead, body)
+}
+
 /// What forwarding leaves for the send: the client's side of an upgrade, and
 /// whether the service connection may serve other exchanges.
 pub(crate) struct Forward {
@@ -229,12 +249,9 @@ impl Leg for ConnCtx {
             self.phase.tunnel();
             tunnel::spawn_upgraded(&self.shared.tasks, client, service, self.peer);
         }
-        let framing_clear = headers::to_client(&mut rhead);
-        let sender = sender
-            .filter(|_| framing_clear)
-            .map(|s| PooledSender::new(s, self.clone(), upstream));
-        let body = Body::upstream(UpstreamBody::new(incoming, sender, bytes_in));
-        Ok((Response::from_parts(rhead, body), upgraded))
+        let res = Response::from_parts(rhead, incoming);
+        let res = relay(self.clone(), upstream, res, sender, bytes_in);
+        Ok((res, upgraded))
     }
 
     fn finished(&self, at: Instant) {

@@ -212,11 +212,9 @@ pub async fn run(
         stop_rx,
         tasks.clone(),
     );
-    shared
-        .telemetry
-        .connections
-        .set_workers(worker_count(config.workers));
-    let workers = crate::workers::start(&listener, worker_count(config.workers), &acceptor)?;
+    let count = worker_count(config.workers);
+    shared.telemetry.connections.set_workers(count);
+    let workers = crate::workers::start(&listener, count, &acceptor)?;
     acceptor.accept(&listener, shutdown).await;
 
     tracing::info!(

@@ -3,8 +3,6 @@
 //! gRPC services need it; HTTP/2 clients get it by default
 //! (`SITIO_TARGET_PROTOCOL`).
 
-use std::sync::Mutex;
-
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
@@ -16,31 +14,19 @@ use crate::error::{ErrorKind, ProxyError};
 /// hyper's handle on one HTTP/2 connection; clones share it.
 type H2Sender = http2::SendRequest<RequestBody>;
 
-/// The live HTTP/2 connection of each worker.
+/// The live HTTP/2 connection of each worker. The lock is async and held
+/// while dialling, so streams that start together share one new connection
+/// instead of each dialling its own.
 pub(super) struct H2Pool {
-    shards: Vec<Mutex<Option<H2Sender>>>,
+    shards: Vec<tokio::sync::Mutex<Option<H2Sender>>>,
 }
 
 impl H2Pool {
     pub(super) fn new(shards: usize) -> Self {
         H2Pool {
-            shards: (0..shards.max(1)).map(|_| Mutex::new(None)).collect(),
-        }
-    }
-
-    fn shard(&self) -> &Mutex<Option<H2Sender>> {
-        &self.shards[pool::shard_of_thread(self.shards.len())]
-    }
-
-    /// This worker's connection, if it is still open.
-    fn live(&self) -> Option<H2Sender> {
-        let shard = self.shard().lock().ok()?;
-        shard.as_ref().filter(|s| !s.is_closed()).cloned()
-    }
-
-    fn keep(&self, sender: &H2Sender) {
-        if let Ok(mut shard) = self.shard().lock() {
-            *shard = Some(sender.clone());
+            shards: (0..shards.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
         }
     }
 }
@@ -52,12 +38,16 @@ impl Upstream {
         &self,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let mut sender = match self.h2.live() {
-            Some(s) => s,
-            None => {
-                let s = self.connect_h2().await?;
-                self.h2.keep(&s);
-                s
+        let mut sender = {
+            let shard = &self.h2.shards[pool::shard_of_thread(self.h2.shards.len()).0];
+            let mut live = shard.lock().await;
+            match live.as_ref().filter(|s| !s.is_closed()) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = self.connect_h2().await?;
+                    *live = Some(s.clone());
+                    s
+                }
             }
         };
         // Waits while the connection has no stream free (the service's

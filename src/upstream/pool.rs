@@ -54,12 +54,13 @@ pub(crate) fn pin_worker(index: usize) {
     WORKER.with(|w| w.set(Some(index)));
 }
 
-/// The calling thread's shard among `n` (its worker's, when pinned).
-pub(super) fn shard_of_thread(n: usize) -> usize {
-    WORKER
-        .with(std::cell::Cell::get)
-        .unwrap_or_else(|| THREAD_INDEX.with(|i| *i))
-        % n.max(1)
+/// The calling thread's shard among `n` (its worker's, when pinned), and
+/// whether it is a pinned worker.
+pub(super) fn shard_of_thread(n: usize) -> (usize, bool) {
+    match WORKER.with(std::cell::Cell::get) {
+        Some(worker) => (worker % n.max(1), true),
+        None => (THREAD_INDEX.with(|i| *i % n.max(1)), false),
+    }
 }
 
 impl Pool {
@@ -74,10 +75,7 @@ impl Pool {
 
     /// This thread's shard, and whether it is a pinned worker's.
     fn own(&self) -> (usize, bool) {
-        match WORKER.with(std::cell::Cell::get) {
-            Some(worker) => (worker % self.shards.len(), true),
-            None => (THREAD_INDEX.with(|i| *i % self.shards.len()), false),
-        }
+        shard_of_thread(self.shards.len())
     }
 
     /// The most recently used live connection, if any, with how long it sat idle.

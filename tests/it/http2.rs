@@ -6,6 +6,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
@@ -21,12 +23,15 @@ use crate::common::*;
 
 /// An HTTP/2 (h2c) service: `/echo` answers with what it received (version,
 /// path, client address as forwarded) and a `grpc-status` trailer; other
-/// paths 404.
-async fn h2_service() -> SocketAddr {
+/// paths 404. Also returns how many connections it accepted.
+async fn h2_service() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
             let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
                 type Body = StreamBody<
                     futures_util::stream::Iter<
@@ -61,7 +66,7 @@ async fn h2_service() -> SocketAddr {
             );
         }
     });
-    addr
+    (addr, accepted)
 }
 
 type Client = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
@@ -106,13 +111,27 @@ async fn stats(sitio: &Sitio) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_clients_are_decorated_end_to_end_over_http2() {
-    let service = h2_service().await;
+    let (service, service_connections) = h2_service().await;
     let pages = ErrorPages::new().not_found("<h1>Look elsewhere</h1>\n");
     let sitio = Sitio::start(
         config_for(service.port()),
         Decorators::builder().with(pages).build(),
     )
     .await;
+    // 20 streams at once, the first ones, share the worker's HTTP/2 connection to the
+    // service (one per worker thread at most), not one dial each.
+    let client = h2_connect(sitio.addr).await;
+    let streams = (0..20).map(|_| {
+        let (mut client, addr) = (client.clone(), sitio.addr);
+        tokio::spawn(async move { h2_send(&mut client, addr, "/echo").await.0 })
+    });
+    for status in futures_util::future::join_all(streams).await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dialled = service_connections.load(Ordering::Relaxed);
+    assert!(dialled <= workers, "{dialled} connections to the service");
+
     // HTTP/2 all the way (SITIO_TARGET_PROTOCOL=auto): the service sees
     // HTTP/2 and the forwarding header; its trailers reach the client.
     let (status, body, trailers) = h2_get(sitio.addr, "/echo").await;
@@ -146,9 +165,9 @@ async fn h2c_clients_are_decorated_end_to_end_over_http2() {
             .find(|e| e["route"] == route)
             .map(|e| e["hits"].as_u64().unwrap())
     };
-    assert_eq!(hits("/echo"), Some(1), "{doc}");
+    assert_eq!(hits("/echo"), Some(21), "{doc}");
     assert_eq!(hits("/photos/{id}"), Some(1), "{doc}");
-    assert_eq!(doc["connections_total"]["h2c"], 2, "{doc}");
+    assert_eq!(doc["connections_total"]["h2c"], 3, "{doc}");
     assert!(
         doc["tunnels"].get("h2c").is_none(),
         "served, not tunnelled: {doc}"
@@ -189,7 +208,7 @@ async fn the_target_protocol_picks_http1_or_http2_to_the_service() {
     sitio.stop().await;
 
     // HTTP/1.1 clients, an HTTP/2 service (SITIO_TARGET_PROTOCOL=h2c).
-    let service = h2_service().await;
+    let (service, _) = h2_service().await;
     let config = sitio::config::Config {
         target_protocol: TargetProtocol::H2c,
         ..config_for(service.port())
@@ -242,6 +261,21 @@ async fn request_bodies_stream_through() {
     assert_eq!(res.status(), 200);
     let got = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(got.len(), body.len());
+    assert_eq!(backend.connections(), 1);
+
+    // A GET with a body is isolated by the guard, as over HTTP/1: a
+    // service connection of its own, never a pooled one.
+    let req = Request::get(format!("http://{}/echo", sitio.addr))
+        .body(Full::new(Bytes::from_static(b"odd")))
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.into_body().collect().await.unwrap();
+    assert_eq!(
+        backend.connections(),
+        2,
+        "the isolated request reused a pooled connection"
+    );
     sitio.stop().await;
 }
 
