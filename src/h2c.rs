@@ -165,12 +165,17 @@ impl Leg for H2Conn {
         (h2, reusable): (bool, bool),
     ) -> Result<(Response<Body>, bool), ProxyError> {
         let bytes_in = req.body().state();
+        // A gRPC call's deadline holds for the whole call: the response head
+        // and then its body (a stream past it ends DEADLINE_EXCEEDED).
+        let call_timeout = crate::grpc::timeout_of(req.headers());
+        let ends_at = call_timeout.map(|t| (tokio::time::Instant::now() + t, t));
         let target = &self.shared.upstreams[upstream];
-        let (res, sender) = target.send(req, reusable, h2).await?;
-        Ok((
-            crate::proxy::relay(self.clone(), upstream, res, sender, bytes_in),
-            false,
-        ))
+        let (res, sender) = target.send(req, reusable, h2, call_timeout).await?;
+        let mut res = crate::proxy::relay(self.clone(), upstream, res, sender, bytes_in);
+        if let Some((at, timeout)) = ends_at {
+            res = res.map(|body| crate::grpc::CallDeadline::wrap(body, at, timeout));
+        }
+        Ok((res, false))
     }
 
     fn finished(&self, _at: Instant) {}

@@ -86,6 +86,8 @@
 //!   sitio's own requests (webhooks, key sets) over http or https.
 //! - `log`: log output ([`init_logging`]): `tracing` for every line, and a direct writer
 //!   that formats the access line as `tracing` would, at a fraction of its cost.
+//! - [`grpc`]: gRPC status codes (names, HTTP equivalents), `grpc-status` of answers, the
+//!   `grpc-timeout` deadline held for the whole call.
 //! - `fuzzing` (tests and the `fuzzing` feature): drives one connection in memory for `fuzz/`.
 
 pub mod auth;
@@ -96,6 +98,7 @@ pub mod decorator;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod grpc;
 pub mod resilience;
 pub mod response;
 pub mod server;

@@ -218,7 +218,7 @@ impl Leg for ConnCtx {
         // Both futures are pinned where they are made and raced by reference:
         // `select!` would move the send future (kilobytes) into its own
         // state and again into the poll closure, a memcpy each request.
-        let mut send = std::pin::pin!(target.send(req, forward.reusable, forward.h2));
+        let mut send = std::pin::pin!(target.send(req, forward.reusable, forward.h2, None));
         let mut overflow = std::pin::pin!(self.phase.interim.overflowed());
         let sent = std::future::poll_fn(|cx| {
             // The answer first (no RNG draw per request, as `biased`).

@@ -27,6 +27,8 @@ pub struct Exchange {
     pub(crate) finished: Option<Instant>,
     pub(crate) status: Option<StatusCode>,
     pub(crate) service_status: Option<StatusCode>,
+    /// The `grpc-status` the client got (gRPC calls only).
+    pub(crate) grpc_status: Option<u16>,
     pub(crate) bytes_out: u64,
     pub(crate) bytes_in: u64,
     pub(crate) error: Option<ErrorKind>,
@@ -65,6 +67,7 @@ impl Exchange {
             finished: None,
             status: None,
             service_status: None,
+            grpc_status: None,
             bytes_out: 0,
             bytes_in: 0,
             error: None,
@@ -128,6 +131,27 @@ impl Exchange {
     /// response (`None` when it never answered).
     pub fn service_status(&self) -> Option<StatusCode> {
         self.service_status
+    }
+
+    /// For a gRPC call, the `grpc-status` the client got: from the trailers
+    /// (final in `on_complete`), or from the head of a trailers-only answer
+    /// (sitio's own failures are those). [`crate::grpc::code_name`] names it.
+    pub fn grpc_status(&self) -> Option<u16> {
+        self.grpc_status
+    }
+
+    /// True when the service failed this exchange, whatever decorators made
+    /// of its answer: it could not be reached or did not answer in time, it
+    /// answered with a 5xx, or (gRPC) its call ended with a status whose
+    /// HTTP equivalent is a 5xx (UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED…,
+    /// see [`crate::grpc::is_server_error`]). What the circuit breaker, the
+    /// A/B guard and crash notifications judge by (in `on_complete`).
+    pub fn service_failed(&self) -> bool {
+        self.error
+            .is_some_and(|e| e.blame() == crate::error::Blame::Upstream)
+            || self.service_status.is_some_and(|s| {
+                s.is_server_error() || self.grpc_status.is_some_and(crate::grpc::is_server_error)
+            })
     }
 
     /// Response body bytes sent to the client.

@@ -42,6 +42,10 @@ impl<L: Leg> Tracked<L> {
         exchange.status = Some(res.status());
         exchange.response_started = Some(crate::clock::now());
         let (mut head, inner) = res.into_parts();
+        if exchange.is_grpc() {
+            // A trailers-only answer (sitio's own failures are) has it here.
+            exchange.grpc_status = crate::grpc::status_of(&head.headers);
+        }
         if exchange.response_filters.change_length() {
             // Framing follows: chunked to HTTP/1.1 clients, close-delimited
             // to HTTP/1.0 ones, never a stale length.
@@ -110,6 +114,11 @@ impl<L: Leg> Tracked<L> {
         };
         if let Some(data) = frame.data_ref() {
             self.exchange.bytes_out += data.len() as u64;
+        } else if let Some(trailers) = frame.trailers_ref()
+            && self.exchange.is_grpc()
+        {
+            self.exchange.grpc_status =
+                crate::grpc::status_of(trailers).or(self.exchange.grpc_status);
         }
         if self.is_end_stream() {
             self.finish(None);

@@ -12,7 +12,7 @@ use compact_str::CompactString;
 use http::request;
 
 use crate::decorator::{Action, Decorator, Exchange};
-use crate::error::{Blame, ErrorKind, ProxyError};
+use crate::error::{ErrorKind, ProxyError};
 use crate::telemetry::Report;
 use crate::telemetry::prometheus::family;
 
@@ -242,8 +242,7 @@ impl Decorator for CircuitBreaker {
         let c = b.circuit(upstream);
         // The service's own answer: a 5xx masked later (stale copy, error
         // page) is still a failure of the service.
-        let failed = ex.error().is_some_and(|e| e.blame() == Blame::Upstream)
-            || ex.service_status().is_some_and(|s| s.is_server_error());
+        let failed = ex.service_failed();
         if failed {
             if turn.probe {
                 b.open(c, upstream, "the probe failed");

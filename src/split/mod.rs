@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 pub use settings::{SplitSettings, Sticky, Variant, Variants};
 
 use crate::decorator::{Action, Decorator, Exchange, Target};
-use crate::error::Blame;
 use crate::resilience::Notifier;
 use crate::telemetry::Report;
 use crate::telemetry::prometheus::family;
@@ -277,9 +276,7 @@ impl Decorator for Split {
         if self.0.guard.is_none() || !ex.request_hook_ran() {
             return;
         }
-        let failed = ex.error().is_some_and(|k| k.blame() == Blame::Upstream)
-            || ex.service_status().is_some_and(|s| s.is_server_error());
-        self.0.judge(turn.side, failed);
+        self.0.judge(turn.side, ex.service_failed());
     }
 }
 

@@ -94,6 +94,23 @@ pub fn render(t: &Telemetry) -> String {
                 );
             }
         }
+        if rows.iter().any(|(_, e)| !e.grpc.is_empty()) {
+            family(
+                &mut out,
+                "sitio_grpc_requests_total",
+                "counter",
+                "Completed gRPC calls by method, route (the gRPC method) and grpc-status, by name.",
+            );
+            for (labels, e) in &rows {
+                for (code, n) in &e.grpc {
+                    let code = crate::grpc::code_name(*code);
+                    let _ = writeln!(
+                        out,
+                        "sitio_grpc_requests_total{{{labels},grpc_code=\"{code}\"}} {n}"
+                    );
+                }
+            }
+        }
         family(
             &mut out,
             "sitio_request_duration_seconds",

@@ -36,7 +36,7 @@ fn endpoint_json(method: &str, route: &str, e: &Endpoint) -> Value {
         // The exact mean, from the exact sum.
         latency["mean"] = json!(ms(mean));
     }
-    json!({
+    let mut doc = json!({
         "method": method,
         "route": route,
         "hits": e.hits,
@@ -47,7 +47,17 @@ fn endpoint_json(method: &str, route: &str, e: &Endpoint) -> Value {
         "bytes_in": e.bytes_in,
         "bytes_out": e.bytes_out,
         "in_flight": e.in_flight.max(0),
-    })
+    });
+    if !e.grpc.is_empty() {
+        // By name, as gRPC tooling shows them: {"OK": 10, "UNAVAILABLE": 2}.
+        let grpc: serde_json::Map<String, Value> = e
+            .grpc
+            .iter()
+            .map(|(code, n)| (crate::grpc::code_name(*code).to_owned(), json!(n)))
+            .collect();
+        doc["grpc"] = Value::Object(grpc);
+    }
+    doc
 }
 
 /// One upstream's figures: what it answered (its own statuses, whatever

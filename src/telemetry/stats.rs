@@ -36,6 +36,8 @@ pub struct Endpoint {
     pub hits: u64,
     /// Completed exchanges by status code.
     pub status: BTreeMap<u16, u64>,
+    /// Completed gRPC calls by `grpc-status` (empty for other exchanges).
+    pub grpc: BTreeMap<u16, u64>,
     /// Request head to last response byte, in µs.
     pub latency: Histogram<u32>,
     /// Request head to response head, in µs.
@@ -61,6 +63,7 @@ impl Endpoint {
         Endpoint {
             hits: 0,
             status: BTreeMap::new(),
+            grpc: BTreeMap::new(),
             latency: new_histogram(),
             ttfb: new_histogram(),
             latency_sum_us: 0,
@@ -76,6 +79,9 @@ impl Endpoint {
         if let Some(status) = status {
             *self.status.entry(status.as_u16()).or_default() += 1;
         }
+        if let Some(code) = ex.grpc_status {
+            *self.grpc.entry(code).or_default() += 1;
+        }
         self.latency.saturating_record(latency);
         self.ttfb.saturating_record(ttfb);
         self.latency_sum_us += latency;
@@ -88,6 +94,9 @@ impl Endpoint {
         for (code, n) in &other.status {
             *self.status.entry(*code).or_default() += n;
         }
+        for (code, n) in &other.grpc {
+            *self.grpc.entry(*code).or_default() += n;
+        }
         let _ = self.latency.add(&other.latency);
         let _ = self.ttfb.add(&other.ttfb);
         self.latency_sum_us += other.latency_sum_us;
@@ -96,9 +105,17 @@ impl Endpoint {
         self.in_flight += other.in_flight;
     }
 
-    /// Exchanges answered with a 5xx status.
+    /// Exchanges answered with a 5xx status, and gRPC calls that ended with
+    /// a status whose HTTP equivalent is one (see [`crate::grpc::is_server_error`]).
     pub fn server_errors(&self) -> u64 {
-        self.status.range(500..600).map(|(_, n)| n).sum()
+        let http: u64 = self.status.range(500..600).map(|(_, n)| n).sum();
+        let grpc: u64 = self
+            .grpc
+            .iter()
+            .filter(|(code, _)| crate::grpc::is_server_error(**code))
+            .map(|(_, n)| n)
+            .sum();
+        http + grpc
     }
 }
 

@@ -161,7 +161,9 @@ impl Upstream {
     /// the retry budget.
     ///
     /// With `h2`, the request (an HTTP/2 head, see `headers::for_h2`) goes
-    /// over this worker's multiplexed HTTP/2 connection instead.
+    /// over this worker's multiplexed HTTP/2 connection instead. A gRPC
+    /// call's `grpc-timeout` (`call_timeout`) shortens the wait when it is
+    /// the sooner.
     ///
     /// Returns the response and, when the connection may be reused after the
     /// body, its sender (see [`PooledSender`]).
@@ -170,10 +172,14 @@ impl Upstream {
         req: Request<RequestBody>,
         reusable: bool,
         h2: bool,
+        call_timeout: Option<Duration>,
     ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
         let mut sent = std::pin::pin!(self.send_inner(req, reusable, h2));
-        let Some(limit) = self.response_timeout else {
-            return sent.await;
+        let (limit, source) = match (self.response_timeout, call_timeout) {
+            (Some(setting), Some(call)) if setting <= call => (setting, "SITIO_UPSTREAM_TIMEOUT"),
+            (_, Some(call)) => (call, "the call's grpc-timeout"),
+            (Some(setting), None) => (setting, "SITIO_UPSTREAM_TIMEOUT"),
+            (None, None) => return sent.await,
         };
         // Raced by reference rather than `timeout(limit, sent)`, which moves
         // the send future (kilobytes) into itself: a memcpy each request.
@@ -185,7 +191,7 @@ impl Upstream {
             expired.as_mut().poll(cx).map(|()| {
                 Err(ProxyError::new(
                     ErrorKind::UpstreamTimeout,
-                    format!("no response head within {limit:?} (SITIO_UPSTREAM_TIMEOUT)"),
+                    format!("no response head within {limit:?} ({source})"),
                 ))
             })
         })

@@ -5,11 +5,16 @@ tests, and its client.
 Usage: grpc_echo.py serve          prints "PORT <n>", serves demo.Echo:
          Say (unary: b"echo:" + request), Fail (unary: NOT_FOUND),
          Stream (server streaming: 5 parts), Collect (client streaming:
-         the parts joined), Chat (bidirectional: each part echoed).
+         the parts joined), Chat (bidirectional: each part echoed), Crash
+         (unary: INTERNAL), Slow (unary: answers after 3 s), Drip (server
+         streaming: a part every 100 ms for 5 s; prints "DRIP CANCELLED"
+         when the call is cancelled before its end).
        grpc_echo.py call ADDR      calls each method once through ADDR and
          prints one line per result ("Say b'echo:hi'", "Fail NOT_FOUND ...").
        grpc_echo.py once ADDR      calls Say once: its answer, or its status
          code and message.
+       grpc_echo.py calls ADDR M...  calls each unary method M in turn and
+         prints "M answer" or "M CODE details" for each.
 """
 import sys
 import time
@@ -36,7 +41,25 @@ def serve():
         for r in reqs:
             yield b"re:" + r
 
+    def crash(req, ctx):
+        ctx.abort(grpc.StatusCode.INTERNAL, "boom")
+
+    def slow(req, ctx):
+        time.sleep(3)
+        return b"late"
+
+    def drip(req, ctx):
+        for i in range(50):
+            if not ctx.is_active():
+                print("DRIP CANCELLED", flush=True)
+                return
+            yield b"drop%d" % i
+            time.sleep(0.1)
+
     handler = grpc.method_handlers_generic_handler("demo.Echo", {
+        "Crash": grpc.unary_unary_rpc_method_handler(crash),
+        "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "Drip": grpc.unary_stream_rpc_method_handler(drip),
         "Say": grpc.unary_unary_rpc_method_handler(say),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
         "Stream": grpc.unary_stream_rpc_method_handler(stream),
@@ -74,5 +97,15 @@ def once(addr):
         print("Say", e.code().name, e.details(), flush=True)
 
 
+def calls(addr, methods):
+    ch = grpc.insecure_channel(addr)
+    for m in methods:
+        try:
+            print(m, ch.unary_unary("/demo.Echo/" + m)(b"hi", timeout=10), flush=True)
+        except grpc.RpcError as e:
+            print(m, e.code().name, e.details(), flush=True)
+
+
 if __name__ == "__main__":
-    {"serve": lambda: serve(), "call": lambda: call(sys.argv[2]), "once": lambda: once(sys.argv[2])}[sys.argv[1]]()
+    {"serve": lambda: serve(), "call": lambda: call(sys.argv[2]), "once": lambda: once(sys.argv[2]),
+     "calls": lambda: calls(sys.argv[2], sys.argv[3:])}[sys.argv[1]]()

@@ -13,6 +13,7 @@ mod deploy;
 mod driver;
 mod errors;
 mod examples;
+mod grpc;
 mod hardening;
 mod http2;
 mod https_hooks;

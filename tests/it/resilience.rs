@@ -182,7 +182,7 @@ async fn the_circuit_opens_after_failures_and_a_probe_closes_it() {
 }
 
 /// A webhook receiver recording every JSON body posted to it.
-async fn webhook() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+pub(crate) async fn webhook() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
     use http_body_util::BodyExt;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -215,7 +215,7 @@ async fn webhook() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
     (url, got)
 }
 
-async fn wait_for_events(
+pub(crate) async fn wait_for_events(
     got: &std::sync::Mutex<Vec<serde_json::Value>>,
     n: usize,
     within: Duration,
