@@ -39,11 +39,14 @@ pub(crate) enum Refusal {
     BodyNotAllowed,
     /// A request body that could not be read to its end (bad chunk, short body).
     MalformedBody,
+    /// An HTTP/2 connection closed for abuse: floods of resets (rapid reset),
+    /// CONTINUATION or control frames, or of streams reset once started.
+    Http2Abuse,
 }
 
 impl Refusal {
     /// Every kind, in the order `/stats` and `/metrics` list them.
-    pub(crate) const ALL: [Refusal; 10] = [
+    pub(crate) const ALL: [Refusal; 11] = [
         Refusal::Malformed,
         Refusal::HeadTooLarge,
         Refusal::HeaderTimeout,
@@ -54,6 +57,7 @@ impl Refusal {
         Refusal::Method,
         Refusal::BodyNotAllowed,
         Refusal::MalformedBody,
+        Refusal::Http2Abuse,
     ];
 
     /// The status a client gets for it.
@@ -80,6 +84,7 @@ impl Refusal {
             Refusal::Method => "method",
             Refusal::BodyNotAllowed => "body-not-allowed",
             Refusal::MalformedBody => "malformed-body",
+            Refusal::Http2Abuse => "http2-abuse",
         }
     }
 }

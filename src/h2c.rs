@@ -7,12 +7,14 @@
 //!
 //! Protection is hyper's and the h2 crate's, with limits set here: streams
 //! per connection, header list size, and the caps on resets that defeat
-//! rapid reset (CVE-2023-44487) and CONTINUATION floods.
+//! rapid reset (CVE-2023-44487) and CONTINUATION floods; plus sitio's own
+//! rule against rapid reset paced to slip under those caps ([`RESET_FLOOR`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,14 @@ use crate::upstream::{PoolHome, RequestBody, RequestBodyState, Source, Upstream}
 /// Streams one client may have open at once (Envoy's and nginx's default is 100 and 128).
 const MAX_STREAMS: u32 = 100;
 
+/// Rapid reset that paces itself past the h2 crate's cap (which counts only
+/// streams reset before they were taken up): streams opened, taken up, each
+/// sent to the service, then reset. A connection that has opened at least
+/// this many streams and reset half of them before their answer is closed
+/// (Envoy's premature-reset rule, with a lower floor: each such stream cost
+/// the service a request).
+const RESET_FLOOR: u64 = 200;
+
 /// What the streams of one HTTP/2 client connection share.
 pub(crate) struct H2Conn {
     shared: Arc<Shared>,
@@ -44,6 +54,37 @@ pub(crate) struct H2Conn {
     forwarded_for: http::HeaderValue,
     /// To the service over HTTP/2 too.
     h2_upstream: bool,
+    /// Streams taken up, and those the client reset before their answer.
+    streams: AtomicU64,
+    reset_early: AtomicU64,
+    /// Told when the client resets too many streams (see [`RESET_FLOOR`]).
+    abuse: tokio::sync::Notify,
+}
+
+impl H2Conn {
+    /// One stream ended; `answered` is false when the client reset it first.
+    fn stream_ended(&self, answered: bool) {
+        if answered {
+            return;
+        }
+        let reset = self.reset_early.fetch_add(1, Ordering::Relaxed) + 1;
+        let streams = self.streams.load(Ordering::Relaxed);
+        if streams >= RESET_FLOOR && reset * 2 >= streams {
+            self.abuse.notify_one();
+        }
+    }
+}
+
+/// Notes, when dropped, whether its stream got its answer.
+struct StreamWatch {
+    conn: Arc<H2Conn>,
+    answered: bool,
+}
+
+impl Drop for StreamWatch {
+    fn drop(&mut self) {
+        self.conn.stream_ended(self.answered);
+    }
 }
 
 impl PoolHome for H2Conn {
@@ -71,12 +112,23 @@ pub(crate) async fn serve<S>(
         forwarded_for: headers::ip_header_value(peer.ip()),
         shared,
         peer,
+        streams: AtomicU64::new(0),
+        reset_early: AtomicU64::new(0),
+        abuse: tokio::sync::Notify::new(),
     });
+    let watched = conn.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let conn = conn.clone();
+        conn.streams.fetch_add(1, Ordering::Relaxed);
         async move {
+            // hyper drops this future when the client resets the stream.
+            let mut watch = StreamWatch {
+                conn: conn.clone(),
+                answered: false,
+            };
             let res: Result<Response<Tracked<H2Conn>>, Infallible> =
                 crate::engine::exchange(conn, req).await;
+            watch.answered = true;
             res
         }
     });
@@ -98,13 +150,41 @@ pub(crate) async fn serve<S>(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        () = watched.abuse.notified() => {
+            let reset = watched.reset_early.load(Ordering::Relaxed);
+            let streams = watched.streams.load(Ordering::Relaxed);
+            tracing::warn!(client = %peer, streams, reset,
+                "HTTP/2 client closed: it reset most streams once sitio had taken them up (rapid reset)");
+            connections.refused(Refusal::Http2Abuse);
+            return; // Dropping the connection closes it.
+        }
     };
     if let Err(e) = result {
-        if e.is_parse() || e.is_user() {
-            connections.refused(Refusal::Malformed);
+        if let Some(why) = refusal_of(&e) {
+            connections.refused(why);
         }
         tracing::debug!(client = %peer, error = %e, "HTTP/2 client connection ended with an error");
     }
+}
+
+/// What a connection error says of the client: abuse when the h2 crate
+/// called it out (ENHANCE_YOUR_CALM: too many resets, CONTINUATION frames,
+/// or pending control frames), malformed when it broke the protocol, nothing
+/// when it merely went away.
+fn refusal_of(e: &hyper::Error) -> Option<Refusal> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return match h2.reason() {
+                Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(Refusal::Http2Abuse),
+                Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL) | None => None,
+                Some(_) if h2.is_io() || h2.is_remote() => None,
+                Some(_) => Some(Refusal::Malformed),
+            };
+        }
+        source = err.source();
+    }
+    (e.is_parse() || e.is_user()).then_some(Refusal::Malformed)
 }
 
 impl Leg for H2Conn {

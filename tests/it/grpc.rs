@@ -241,7 +241,12 @@ async fn grpc_statuses_reach_stats_metrics_the_dashboard_the_breaker_and_notific
     .unwrap();
     assert_eq!(codes, "gRPC: INTERNAL 4 · UNAVAILABLE 1");
     let statuses = statuses.as_str().unwrap();
-    for shown in ["200: 8", "gRPC INTERNAL: 4", "gRPC NOT_FOUND: 2", "gRPC OK: 1"] {
+    for shown in [
+        "200: 8",
+        "gRPC INTERNAL: 4",
+        "gRPC NOT_FOUND: 2",
+        "gRPC OK: 1",
+    ] {
         assert!(statuses.contains(shown), "{shown} not in {statuses:?}");
     }
     assert_eq!(failed_colour, "var(--red)");

@@ -69,10 +69,10 @@ async fn h2_service() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
-type Client = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+pub(crate) type Client = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
 /// hyper's HTTP/2 client on a new connection (prior knowledge).
-async fn h2_connect(addr: SocketAddr) -> Client {
+pub(crate) async fn h2_connect(addr: SocketAddr) -> Client {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -83,7 +83,7 @@ async fn h2_connect(addr: SocketAddr) -> Client {
 }
 
 /// One request on `client`: status, body, trailers.
-async fn h2_send(
+pub(crate) async fn h2_send(
     client: &mut Client,
     addr: SocketAddr,
     path: &str,

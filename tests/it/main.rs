@@ -14,6 +14,7 @@ mod driver;
 mod errors;
 mod examples;
 mod grpc;
+mod h2_attacks;
 mod hardening;
 mod http2;
 mod https_hooks;

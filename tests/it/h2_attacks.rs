@@ -1,0 +1,224 @@
+//! HTTP/2 attacks on the sitio binary (`tests/backends/h2_attack.py`, frame
+//! by frame with the h2 library): rapid reset in both its forms
+//! (CVE-2023-44487), the CONTINUATION flood, PING and SETTINGS floods. Each
+//! test attacks while a normal HTTP/2 client keeps asking, and shows the
+//! normal client served, sitio's memory bounded (against its own figure
+//! before the attack, in the same test), the attack stopped and, for reset
+//! floods, the service spared the requests the attacker opened.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::common::backend::Backend;
+use crate::common::*;
+use crate::http2::{h2_connect, h2_send};
+
+/// What one attack came to.
+struct Outcome {
+    /// The attack script's lines (SENT n, GOAWAY reason, CLOSED or OPEN).
+    printed: Vec<String>,
+    /// Frames or streams the attacker got written.
+    sent: usize,
+    normal_ok: usize,
+    normal_failed: usize,
+    /// sitio's resident memory growth during the attack, in bytes.
+    grown: i64,
+    /// Requests the service got from the attack (its count minus the normal client's).
+    reached_service: usize,
+    /// sitio's `http2-abuse` refusals.
+    abuse_refusals: u64,
+}
+
+fn rss_of(pid: u32) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Runs `mode` with `n` against a fresh sitio binary in front of an HTTP/1
+/// service while a normal HTTP/2 client keeps asking on its own connection.
+async fn under_attack(mode: &str, n: usize) -> Outcome {
+    let backend = Backend::start().await;
+    let (child, port, admin, _) =
+        start_binary(backend.port(), &[("SITIO_TARGET_PROTOCOL", "http1")]).await;
+    let pid = child.id().unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // Warm up (pools, buffers, the first stream) before the baseline.
+    let mut warm = h2_connect(addr).await;
+    for _ in 0..20 {
+        assert_eq!(h2_send(&mut warm, addr, "/status/200").await.0, 200);
+    }
+    let before = rss_of(pid);
+    let served_before = backend.requests();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let normal = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        tokio::spawn(async move {
+            let mut client = h2_connect(addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                let asked = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    h2_send(&mut client, addr, "/status/200"),
+                );
+                match asked.await {
+                    Ok((200, _, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/backends/h2_attack.py");
+    let out = tokio::process::Command::new("python3")
+        .args([script, mode, "127.0.0.1", &port.to_string(), &n.to_string()])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grown = rss_of(pid) - before;
+    // A short attack leaves the normal client few turns: it goes on until
+    // it has had five answers since the attack began (or fails trying).
+    let since = std::time::Instant::now();
+    while ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < 5
+        && since.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    normal.await.unwrap();
+    let printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let sent = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("SENT "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{printed:?}"));
+    let (normal_ok, normal_failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (_, stats) = curl(&[&format!("http://127.0.0.1:{admin}/stats")]).await;
+    let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
+    drop(child);
+    eprintln!(
+        "{mode}: {printed:?}, normal client {normal_ok} ok / {normal_failed} failed, \
+         sitio grew {} KiB",
+        grown >> 10
+    );
+    Outcome {
+        printed,
+        sent,
+        normal_ok,
+        normal_failed,
+        grown,
+        reached_service: (backend.requests() - served_before).saturating_sub(normal_ok),
+        abuse_refusals: stats["refused"]["http2-abuse"].as_u64().unwrap(),
+    }
+}
+
+/// What every attack must leave intact: the normal client served all along,
+/// and sitio's memory within 16 MiB of what it was before (what 10,000
+/// idle HTTP/1 clients would cost is the scale: this is one connection).
+fn assert_contained(mode: &str, o: &Outcome) {
+    assert!(
+        o.normal_failed == 0 && o.normal_ok >= 5,
+        "{mode}: the normal client got {} answers and {} failures",
+        o.normal_ok,
+        o.normal_failed
+    );
+    assert!(
+        o.grown < 16 << 20,
+        "{mode}: sitio grew by {} KiB",
+        o.grown >> 10
+    );
+}
+
+/// Classic rapid reset (each stream's HEADERS and RST_STREAM written
+/// together): the h2 crate's cap on streams reset before they are taken up
+/// ends the connection with GOAWAY ENHANCE_YOUR_CALM within a few hundred
+/// streams; the service sees next to none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_is_cut_off_with_enhance_your_calm() {
+    let o = under_attack("rapid-reset", 20_000).await;
+    assert_contained("rapid-reset", &o);
+    assert!(
+        o.printed
+            .iter()
+            .any(|l| l.starts_with("GOAWAY ENHANCE_YOUR_CALM")),
+        "{:?}",
+        o.printed
+    );
+    assert!(o.printed.contains(&"CLOSED".to_owned()), "{:?}", o.printed);
+    assert!(o.sent <= 1_000, "{} of 20,000 streams went out", o.sent);
+    assert!(
+        o.reached_service <= 300,
+        "{} reached the service",
+        o.reached_service
+    );
+    assert_eq!(o.abuse_refusals, 1);
+}
+
+/// Rapid reset paced to slip under that cap (100 streams opened, taken up
+/// and sent to the service, then reset, round after round): sitio closes
+/// the connection once half of at least 200 streams were reset before their
+/// answer, so 20,000 offered streams cost the service a few hundred requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_rapid_reset_is_cut_off_once_most_streams_are_reset() {
+    let o = under_attack("reset-after-accept", 20_000).await;
+    assert_contained("reset-after-accept", &o);
+    assert!(o.printed.contains(&"CLOSED".to_owned()), "{:?}", o.printed);
+    assert!(o.sent <= 600, "{} of 20,000 streams went out", o.sent);
+    assert!(
+        o.reached_service <= 600,
+        "{} reached the service",
+        o.reached_service
+    );
+    assert_eq!(o.abuse_refusals, 1);
+}
+
+/// A header block that never ends (CONTINUATION frames, 16 KiB each, up to
+/// 64 MiB): refused once past the header list limit and the connection
+/// closed, long before the attacker's 4,096 frames went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_flood_is_cut_off_at_the_header_limit() {
+    let o = under_attack("continuation", 64).await;
+    assert_contained("continuation", &o);
+    assert!(o.printed.contains(&"CLOSED".to_owned()), "{:?}", o.printed);
+    // What went out before the close sat mostly in socket buffers.
+    assert!(
+        o.sent < 1_024,
+        "{} CONTINUATION frames (16 KiB) went out",
+        o.sent
+    );
+    assert_eq!(o.reached_service, 0);
+}
+
+/// PINGs and SETTINGS written without reading sitio's answers: the answers
+/// wait in the socket, sitio stops reading the attacker once they fill it,
+/// and its memory stays flat whatever the attacker writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_settings_floods_leave_memory_flat() {
+    for mode in ["ping-flood", "settings-flood"] {
+        let o = under_attack(mode, 500_000).await;
+        assert_contained(mode, &o);
+        assert!(
+            o.grown < 4 << 20,
+            "{mode}: {} frames, sitio grew by {} KiB",
+            o.sent,
+            o.grown >> 10
+        );
+    }
+}
