@@ -15,9 +15,10 @@ scripts/install-missing.sh curl:curl python3:python3 prometheus:prometheus \
 # offline), h11 and gunicorn as second and third origins for smuggling tests,
 # PyJWT and cryptography for the identity provider of the auth tests (keys and
 # tokens made by another implementation than sitio's), aiosmtpd as the mail server,
-# grpcio as a real gRPC service and client.
-PY_PACKAGES="kubernetes-validate h11 gunicorn pyjwt cryptography aiosmtpd grpcio"
-if ! python3 -c 'import kubernetes_validate, h11, gunicorn, jwt, cryptography, aiosmtpd, grpc' >/dev/null 2>&1; then
+# grpcio as a real gRPC service and client, h2 (with hyperframe) to write
+# HTTP/2 attacks frame by frame.
+PY_PACKAGES="kubernetes-validate h11 gunicorn pyjwt cryptography aiosmtpd grpcio h2"
+if ! python3 -c 'import kubernetes_validate, h11, gunicorn, jwt, cryptography, aiosmtpd, grpc, h2, hyperframe' >/dev/null 2>&1; then
   python3 -m pip install -q $PY_PACKAGES 2>/dev/null ||
     python3 -m pip install -q --break-system-packages $PY_PACKAGES
 fi
