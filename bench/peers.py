@@ -238,9 +238,17 @@ def start_pingora(backend, workdir, cpus):
     return spawn("pingora", [str(PINGORA), "-c", str(PINGORA_CONF)], port, workdir, cpus, env)
 
 
-def start_envoy(backend, workdir, cpus):
+def start_envoy(backend, workdir, cpus, h2=False):
+    """Envoy with one worker; with `h2`, HTTP/2 on both sides (h2c clients by
+    the preface, HTTP/2 to the service), as bench/h2.py compares."""
     port = free_port()
-    conf = workdir / "envoy.yaml"
+    conf = workdir / ("envoy-h2.yaml" if h2 else "envoy.yaml")
+    upstream_h2 = """
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}""" if h2 else ""
     conf.write_text(
         f"""
 static_resources:
@@ -253,7 +261,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
-          codec_type: HTTP1
+          codec_type: {"AUTO" if h2 else "HTTP1"}
           route_config:
             virtual_hosts:
             - name: all
@@ -268,7 +276,7 @@ static_resources:
   clusters:
   - name: service
     connect_timeout: 1s
-    type: STATIC
+    type: STATIC{upstream_h2}
     load_assignment:
       cluster_name: service
       endpoints:

@@ -34,19 +34,7 @@ fn method<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 
 /// Runs the gRPC client script (`call` or `once`) against `addr`.
 async fn grpc_client(mode: &str, addr: SocketAddr) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/backends/grpc_echo.py");
-    let out = tokio::process::Command::new("python3")
-        .args([script, mode, &addr.to_string()])
-        .output()
-        .await
-        .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{printed}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    printed
+    run_script("grpc_echo.py", [mode, &addr.to_string()]).await
 }
 
 /// A real gRPC service and client (grpcio) through sitio with its defaults:
@@ -105,19 +93,11 @@ async fn grpc_calls_of_every_kind_pass_and_are_counted_per_method() {
 
 /// Unary calls in turn (`grpc_echo.py calls`): one printed line each.
 async fn grpc_calls(addr: SocketAddr, methods: &[&str]) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/backends/grpc_echo.py");
-    let out = tokio::process::Command::new("python3")
-        .args([script, "calls", &addr.to_string()])
-        .args(methods)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let addr = addr.to_string();
+    let args = ["calls", addr.as_str()]
+        .into_iter()
+        .chain(methods.iter().copied());
+    run_script("grpc_echo.py", args).await
 }
 
 /// A failing gRPC method is seen for what it is although every answer is an

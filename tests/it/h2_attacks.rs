@@ -77,18 +77,8 @@ async fn under_attack(mode: &str, n: usize) -> Outcome {
             }
         })
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/backends/h2_attack.py");
-    let out = tokio::process::Command::new("python3")
-        .args([script, mode, "127.0.0.1", &port.to_string(), &n.to_string()])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (port_arg, n_arg) = (port.to_string(), n.to_string());
+    let out = run_script("h2_attack.py", [mode, "127.0.0.1", &port_arg, &n_arg]).await;
     let grown = rss_of(pid) - before;
     // A short attack leaves the normal client few turns: it goes on until
     // it has had five answers since the attack began (or fails trying).
@@ -100,10 +90,7 @@ async fn under_attack(mode: &str, n: usize) -> Outcome {
     }
     stop.store(true, Ordering::Relaxed);
     normal.await.unwrap();
-    let printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let printed: Vec<String> = out.lines().map(str::to_owned).collect();
     let sent = printed
         .iter()
         .find_map(|l| l.strip_prefix("SENT "))
@@ -221,4 +208,115 @@ async fn ping_and_settings_floods_leave_memory_flat() {
             o.grown >> 10
         );
     }
+}
+
+/// An HTTP/2 service for the long streams: `/big` sends 256 MiB in 64 KiB
+/// chunks; `/hold` waits 2 s before it reads the request body, then answers
+/// its length.
+async fn streaming_service() -> SocketAddr {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
+    use hyper::body::Frame;
+    type Body = BoxBody<Bytes, std::convert::Infallible>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let body: Body = if req.uri().path() == "/big" {
+                        let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+                        let frames = (0..4096).map(move |_| Ok(Frame::data(chunk.clone())));
+                        BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+                    } else {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        let n = req.into_body().collect().await.unwrap().to_bytes().len();
+                        BodyExt::boxed(http_body_util::Full::new(Bytes::from(n.to_string())))
+                    };
+                    Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+/// Long streams through sitio (HTTP/2 on both sides) hold bounded memory
+/// whichever end is slow: 256 MiB from the service to a client that stops
+/// reading, and 128 MiB from a client to a service that does not read yet.
+/// HTTP/2 flow control stops each sender; sitio holds at most the windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_streams_hold_bounded_memory_both_ways() {
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    let service = streaming_service().await;
+    let (child, port, _, _) = start_binary(service.port(), &[]).await;
+    let pid = child.id().unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut client = h2_connect(addr).await;
+    assert_eq!(h2_send(&mut client, addr, "/hold").await.0, 200);
+    let before = rss_of(pid);
+
+    // The client reads the head, then nothing for a second.
+    let req = http::Request::get(format!("http://{addr}/big"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let res = client.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stalled = rss_of(pid) - before;
+    let mut body = res.into_body();
+    let mut got = 0usize;
+    let mut peak = stalled;
+    while let Some(frame) = body.frame().await {
+        got += frame.unwrap().data_ref().map_or(0, |d| d.len());
+        if got.is_multiple_of(16 << 20) {
+            peak = peak.max(rss_of(pid) - before);
+        }
+    }
+    assert_eq!(got, 256 << 20);
+    assert!(
+        stalled < 8 << 20 && peak < 16 << 20,
+        "sitio grew {} KiB while the client stalled, {} KiB at most while it read",
+        stalled >> 10,
+        peak >> 10
+    );
+
+    // 128 MiB up, to a service that reads nothing for 2 s.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut upload, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let chunk = Bytes::from(vec![b'y'; 64 << 10]);
+    let frames = (0..2048)
+        .map(move |_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone())));
+    let req = http::Request::post(format!("http://{addr}/hold"))
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+        .unwrap();
+    let sent = tokio::spawn(async move {
+        let res = upload.send_request(req).await.unwrap();
+        res.into_body().collect().await.unwrap().to_bytes()
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let held = rss_of(pid) - before;
+    assert_eq!(
+        &sent.await.unwrap()[..],
+        (128usize << 20).to_string().as_bytes()
+    );
+    assert!(
+        held < 8 << 20,
+        "sitio grew {} KiB while the service did not read",
+        held >> 10
+    );
+    drop(child);
 }

@@ -15,6 +15,7 @@ mod errors;
 mod examples;
 mod grpc;
 mod h2_attacks;
+mod h2_conformance;
 mod hardening;
 mod http2;
 mod https_hooks;

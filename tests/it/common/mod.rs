@@ -415,6 +415,30 @@ pub fn rss_bytes() -> u64 {
     kb * 1024
 }
 
+/// Runs `tests/backends/SCRIPT ARGS...` to its end (a client, an attack);
+/// returns what it printed, failing the test if the script failed.
+pub async fn run_script<I, S>(script: &str, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let path = format!("{}/tests/backends/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("python3 is installed (the README's test command installs it)");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script}: {printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    printed
+}
+
 /// A test process from `tests/backends/` (`python3 -u SCRIPT ARGS...`) that
 /// prints `PORT <n>` first; every later line it prints is kept in `lines`.
 pub struct Script {
