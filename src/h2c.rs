@@ -57,21 +57,49 @@ pub(crate) struct H2Conn {
     /// Streams taken up, and those the client reset before their answer.
     streams: AtomicU64,
     reset_early: AtomicU64,
+    /// Streams over: answered to their end, or reset before their answer.
+    ended: AtomicU64,
+    /// When the last open stream ended (`io::clock` nanoseconds).
+    idle_since: AtomicU64,
     /// Told when the client resets too many streams (see [`RESET_FLOOR`]).
     abuse: tokio::sync::Notify,
+    /// Told when the connection cap needs this idle connection's room.
+    evict: tokio::sync::Notify,
 }
 
 impl H2Conn {
+    /// A stream is over (for the idle registry).
+    fn ended_one(&self, at: Instant) {
+        self.idle_since
+            .store(crate::io::clock(at), Ordering::Relaxed);
+        self.ended.fetch_add(1, Ordering::Release);
+    }
+
     /// One stream ended; `answered` is false when the client reset it first.
     fn stream_ended(&self, answered: bool) {
         if answered {
-            return;
+            return; // Over once its body is (`Leg::finished`).
         }
+        self.ended_one(Instant::now());
         let reset = self.reset_early.fetch_add(1, Ordering::Relaxed) + 1;
         let streams = self.streams.load(Ordering::Relaxed);
         if streams >= RESET_FLOOR && reset * 2 >= streams {
             self.abuse.notify_one();
         }
+    }
+}
+
+impl crate::idle::Evictable for H2Conn {
+    /// Idle once it has served a stream and has none open.
+    fn idle_since(&self) -> Option<u64> {
+        let ended = self.ended.load(Ordering::Acquire);
+        let idle = ended > 0 && ended == self.streams.load(Ordering::Relaxed);
+        idle.then(|| self.idle_since.load(Ordering::Relaxed))
+    }
+
+    /// Ends the connection with a GOAWAY (no stream is cut short).
+    fn evict(&self) {
+        self.evict.notify_one();
     }
 }
 
@@ -114,8 +142,12 @@ pub(crate) async fn serve<S>(
         peer,
         streams: AtomicU64::new(0),
         reset_early: AtomicU64::new(0),
+        ended: AtomicU64::new(0),
+        idle_since: AtomicU64::new(0),
         abuse: tokio::sync::Notify::new(),
+        evict: tokio::sync::Notify::new(),
     });
+    let _listed = conn.shared.connections.list(conn.clone());
     let watched = conn.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let conn = conn.clone();
@@ -147,6 +179,11 @@ pub(crate) async fn serve<S>(
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = watched.evict.notified() => {
+            tracing::debug!(client = %peer, "idle HTTP/2 connection closed to admit a new client");
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -191,6 +228,7 @@ impl Leg for H2Conn {
     type In = Incoming;
     /// (over HTTP/2, reusable HTTP/1 connection).
     type Forward = (bool, bool);
+    const COMPLETE_BODILESS_AT_HEAD: bool = true;
 
     fn decorators(&self) -> &Decorators {
         &self.shared.decorators
@@ -258,7 +296,9 @@ impl Leg for H2Conn {
         Ok((res, false))
     }
 
-    fn finished(&self, _at: Instant) {}
+    fn finished(&self, at: Instant) {
+        self.ended_one(at);
+    }
 
     /// HTTP/2 flow control already bounds what runs ahead of the client.
     fn written(&self) -> u64 {

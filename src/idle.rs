@@ -1,4 +1,4 @@
-//! The HTTP/1 client connections of one instance, so that at
+//! The client connections of one instance (HTTP/1 and HTTP/2), so that at
 //! `SITIO_MAX_CONNECTIONS` the longest-idle keep-alive connection can be
 //! closed to admit a new client (nginx does the same) instead of idle clients
 //! locking new ones out.
@@ -10,12 +10,26 @@ use std::sync::{Arc, Mutex};
 
 use slab::Slab;
 
-use crate::io::ConnPhase;
+/// A connection the registry may close when it is idle.
+pub(crate) trait Evictable: Send + Sync {
+    /// When it became idle (`io::clock` nanoseconds): a keep-alive
+    /// connection between exchanges, an HTTP/2 one with no stream open;
+    /// `None` while it serves or reads a request.
+    fn idle_since(&self) -> Option<u64>;
+    /// Asks it to close once idle (at once if it is now).
+    fn evict(&self);
+}
 
 /// The connections being served.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Registry {
-    conns: Mutex<Slab<Arc<ConnPhase>>>,
+    conns: Mutex<Slab<Arc<dyn Evictable>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 /// Keeps a connection listed until dropped.
@@ -25,9 +39,9 @@ pub(crate) struct Listed {
 }
 
 impl Registry {
-    /// Lists `phase` until the returned guard drops.
-    pub(crate) fn list(self: &Arc<Self>, phase: Arc<ConnPhase>) -> Option<Listed> {
-        let key = self.conns.lock().ok()?.insert(phase);
+    /// Lists `conn` until the returned guard drops.
+    pub(crate) fn list(self: &Arc<Self>, conn: Arc<dyn Evictable>) -> Option<Listed> {
+        let key = self.conns.lock().ok()?.insert(conn);
         Some(Listed {
             registry: self.clone(),
             key,
@@ -42,11 +56,11 @@ impl Registry {
         };
         let oldest = conns
             .iter()
-            .filter_map(|(_, phase)| phase.idle_since().map(|since| (since, phase)))
+            .filter_map(|(_, conn)| conn.idle_since().map(|since| (since, conn)))
             .min_by_key(|(since, _)| *since);
         match oldest {
-            Some((_, phase)) => {
-                phase.evict();
+            Some((_, conn)) => {
+                conn.evict();
                 true
             }
             None => false,

@@ -118,23 +118,6 @@ impl ConnPhase {
         self.body_pending.store(pending, Ordering::Relaxed);
     }
 
-    /// Since when (in [`clock`] nanoseconds) the connection has been an idle
-    /// keep-alive connection: served at least once, no exchange running, no
-    /// byte of a next request; `None` otherwise.
-    pub(crate) fn idle_since(&self) -> Option<u64> {
-        let idle = self.get() == AWAITING_HEAD
-            && self.exchanges() > 0
-            && !self.head_started.load(Ordering::Relaxed)
-            && !self.evicted.load(Ordering::Relaxed);
-        idle.then(|| self.idle_since.load(Ordering::Relaxed))
-    }
-
-    /// Asks the connection to close once idle (at once if it is now).
-    pub(crate) fn evict(&self) {
-        self.evicted.store(true, Ordering::Release);
-        self.evict_waker.wake();
-    }
-
     /// Resolves when [`ConnPhase::evict`] was called.
     /// An atomic load per poll: the connection polls this with every wake-up,
     /// so it must cost less than a `Notify`.
@@ -493,5 +476,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+impl crate::idle::Evictable for ConnPhase {
+    /// Since when (in [`clock`] nanoseconds) the connection has been an idle
+    /// keep-alive connection: served at least once, no exchange running, no
+    /// byte of a next request; `None` otherwise.
+    fn idle_since(&self) -> Option<u64> {
+        let idle = self.get() == AWAITING_HEAD
+            && self.exchanges() > 0
+            && !self.head_started.load(Ordering::Relaxed)
+            && !self.evicted.load(Ordering::Relaxed);
+        idle.then(|| self.idle_since.load(Ordering::Relaxed))
+    }
+
+    /// Asks the connection to close once idle (at once if it is now).
+    fn evict(&self) {
+        self.evicted.store(true, Ordering::Release);
+        self.evict_waker.wake();
     }
 }

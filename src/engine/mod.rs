@@ -43,6 +43,15 @@ pub(crate) trait Leg: Send + Sync + Sized + 'static {
     type In: Send + 'static;
     /// What forwarding edits leave for the send (e.g. an upgrade handle).
     type Forward: Send;
+    /// Complete an exchange whose response has no body when its head is
+    /// handed over, not when the protocol drops the body. HTTP/2 streams run
+    /// as tasks of their own, so on a multi-threaded runtime the head may
+    /// reach the client (and its next call reach sitio) before the stream's
+    /// task drops the body: the breaker would judge the next call without
+    /// this one. HTTP/1 does not need it (the connection's next request is
+    /// read only after the body is dropped), and must not: completing there
+    /// marks the connection idle while its head is still being written.
+    const COMPLETE_BODILESS_AT_HEAD: bool = false;
 
     fn decorators(&self) -> &Decorators;
     fn client_addr(&self) -> SocketAddr;

@@ -52,7 +52,7 @@ impl<L: Leg> Tracked<L> {
             head.headers.remove(CONTENT_LENGTH);
         }
         let written_at_start = leg.written();
-        let body = Tracked {
+        let mut body = Tracked {
             inner,
             exchange,
             states,
@@ -61,6 +61,9 @@ impl<L: Leg> Tracked<L> {
             done: false,
             written_at_start,
         };
+        if L::COMPLETE_BODILESS_AT_HEAD && (body.is_end_stream() || body.bodiless()) {
+            body.finish(None);
+        }
         Response::from_parts(head, body)
     }
 

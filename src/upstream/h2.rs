@@ -34,26 +34,46 @@ impl H2Pool {
 impl Upstream {
     /// Sends `req` (an HTTP/2 head, see `headers::for_h2`) over this worker's
     /// HTTP/2 connection, dialling one if there is none.
+    ///
+    /// A request the connection never took (it closed after the liveness
+    /// check: the service restarted, or sent GOAWAY) goes once more over a
+    /// fresh connection: it never reached the service, so any method may.
     pub(super) async fn send_h2_inner(
         &self,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let mut sender = {
-            let shard = &self.h2.shards[pool::shard_of_thread(self.h2.shards.len()).0];
-            let mut live = shard.lock().await;
-            match live.as_ref().filter(|s| !s.is_closed()) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = self.connect_h2().await?;
-                    *live = Some(s.clone());
-                    s
-                }
-            }
-        };
+        let mut sender = self.live_h2().await?;
         // Waits while the connection has no stream free (the service's
-        // SETTINGS_MAX_CONCURRENT_STREAMS).
+        // SETTINGS_MAX_CONCURRENT_STREAMS); fails only once it closed.
+        let unsent = match sender.ready().await {
+            Err(_) => req,
+            Ok(()) => match sender.try_send_request(req).await {
+                Ok(res) => return Ok(res),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => unsent,
+                    None => return Err(super::send_error(e.into_error())),
+                },
+            },
+        };
+        tracing::debug!(
+            "the service's HTTP/2 connection closed before the request left; sending again"
+        );
+        let mut sender = self.live_h2().await?;
         sender.ready().await.map_err(super::send_error)?;
-        sender.send_request(req).await.map_err(super::send_error)
+        sender.send_request(unsent).await.map_err(super::send_error)
+    }
+
+    /// This worker's HTTP/2 connection to the service, dialled if it has
+    /// none or the last one closed.
+    async fn live_h2(&self) -> Result<H2Sender, ProxyError> {
+        let shard = &self.h2.shards[pool::shard_of_thread(self.h2.shards.len()).0];
+        let mut live = shard.lock().await;
+        if let Some(s) = live.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let s = self.connect_h2().await?;
+        *live = Some(s.clone());
+        Ok(s)
     }
 
     async fn connect_h2(&self) -> Result<H2Sender, ProxyError> {

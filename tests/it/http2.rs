@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
@@ -234,7 +235,7 @@ async fn an_http2_client_whose_service_is_down_gets_a_502_at_once() {
     let started = std::time::Instant::now();
     let (status, _, _) = h2_get(sitio.addr, "/echo").await;
     assert_eq!(status, 502);
-    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(2));
     sitio.stop().await;
 }
 
@@ -275,6 +276,50 @@ async fn request_bodies_stream_through() {
         backend.connections(),
         2,
         "the isolated request reused a pooled connection"
+    );
+    sitio.stop().await;
+}
+
+/// At `SITIO_MAX_CONNECTIONS`, an HTTP/2 client with no stream open makes
+/// room for a newcomer like an idle HTTP/1 keep-alive client (it gets a
+/// GOAWAY), while one with a stream still running is never cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_clients_make_room_at_the_connection_cap() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.max_connections = 2;
+    config.target_protocol = TargetProtocol::Http1;
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let addr = sitio.addr;
+
+    // A busy HTTP/2 client (a stream running) and an idle one fill the cap.
+    let mut busy = h2_connect(addr).await;
+    let running = tokio::spawn(async move { h2_send(&mut busy, addr, "/slow/1500").await.0 });
+    let mut idle = h2_connect(addr).await;
+    assert_eq!(h2_send(&mut idle, addr, "/status/200").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    let res = raw_request(addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "the newcomer waited {:?}: the idle HTTP/2 client did not make room",
+        started.elapsed()
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        while !idle.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle HTTP/2 client was sent away");
+    assert_eq!(
+        running.await.unwrap(),
+        200,
+        "the busy HTTP/2 client was not cut"
     );
     sitio.stop().await;
 }
