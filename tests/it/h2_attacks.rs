@@ -199,7 +199,7 @@ async fn a_continuation_flood_is_cut_off_at_the_header_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_and_settings_floods_leave_memory_flat() {
     for mode in ["ping-flood", "settings-flood"] {
-        let o = under_attack(mode, 500_000).await;
+        let o = under_attack(mode, 200_000).await;
         assert_contained(mode, &o);
         assert!(
             o.grown < 4 << 20,
@@ -210,7 +210,7 @@ async fn ping_and_settings_floods_leave_memory_flat() {
     }
 }
 
-/// An HTTP/2 service for the long streams: `/big` sends 256 MiB in 64 KiB
+/// An HTTP/2 service for the long streams: `/big` sends 64 MiB in 64 KiB
 /// chunks; `/hold` waits 2 s before it reads the request body, then answers
 /// its length.
 async fn streaming_service() -> SocketAddr {
@@ -226,7 +226,7 @@ async fn streaming_service() -> SocketAddr {
                 |req: http::Request<hyper::body::Incoming>| async move {
                     let body: Body = if req.uri().path() == "/big" {
                         let chunk = Bytes::from(vec![b'x'; 64 << 10]);
-                        let frames = (0..4096).map(move |_| Ok(Frame::data(chunk.clone())));
+                        let frames = (0..1024).map(move |_| Ok(Frame::data(chunk.clone())));
                         BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
                     } else {
                         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -246,8 +246,8 @@ async fn streaming_service() -> SocketAddr {
 }
 
 /// Long streams through sitio (HTTP/2 on both sides) hold bounded memory
-/// whichever end is slow: 256 MiB from the service to a client that stops
-/// reading, and 128 MiB from a client to a service that does not read yet.
+/// whichever end is slow: 64 MiB from the service to a client that stops
+/// reading, and 32 MiB from a client to a service that does not read yet.
 /// HTTP/2 flow control stops each sender; sitio holds at most the windows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_streams_hold_bounded_memory_both_ways() {
@@ -274,11 +274,11 @@ async fn long_streams_hold_bounded_memory_both_ways() {
     let mut peak = stalled;
     while let Some(frame) = body.frame().await {
         got += frame.unwrap().data_ref().map_or(0, |d| d.len());
-        if got.is_multiple_of(16 << 20) {
+        if got.is_multiple_of(8 << 20) {
             peak = peak.max(rss_of(pid) - before);
         }
     }
-    assert_eq!(got, 256 << 20);
+    assert_eq!(got, 64 << 20);
     assert!(
         stalled < 8 << 20 && peak < 16 << 20,
         "sitio grew {} KiB while the client stalled, {} KiB at most while it read",
@@ -286,7 +286,7 @@ async fn long_streams_hold_bounded_memory_both_ways() {
         peak >> 10
     );
 
-    // 128 MiB up, to a service that reads nothing for 2 s.
+    // 32 MiB up, to a service that reads nothing for 2 s.
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut upload, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -296,7 +296,7 @@ async fn long_streams_hold_bounded_memory_both_ways() {
     .unwrap();
     tokio::spawn(conn);
     let chunk = Bytes::from(vec![b'y'; 64 << 10]);
-    let frames = (0..2048)
+    let frames = (0..512)
         .map(move |_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone())));
     let req = http::Request::post(format!("http://{addr}/hold"))
         .body(http_body_util::StreamBody::new(futures_util::stream::iter(
@@ -311,7 +311,7 @@ async fn long_streams_hold_bounded_memory_both_ways() {
     let held = rss_of(pid) - before;
     assert_eq!(
         &sent.await.unwrap()[..],
-        (128usize << 20).to_string().as_bytes()
+        (32usize << 20).to_string().as_bytes()
     );
     assert!(
         held < 8 << 20,
