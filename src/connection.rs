@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,12 +157,25 @@ pub(crate) async fn serve_connection<S>(
         return;
     };
     connections.classified(protocol);
+    // Boxed: their state (an HTTP/2 connection, a tunnel's buffers) would
+    // otherwise size every connection's task, parked ones included.
     if protocol == Protocol::Http2PriorKnowledge {
-        return crate::h2c::serve(stream, first, shared, &config, peer, stop).await;
+        return Box::pin(crate::h2c::serve(
+            stream, first, shared, &config, peer, stop,
+        ))
+        .await;
     }
     if protocol != Protocol::Http1 {
         let (upstream, label) = (&shared.upstreams[0], protocol.label());
-        return tunnel::opaque(stream, first, upstream, peer, label, &connections).await;
+        return Box::pin(tunnel::opaque(
+            stream,
+            first,
+            upstream,
+            peer,
+            label,
+            &connections,
+        ))
+        .await;
     }
 
     let phase = Arc::new(ConnPhase::default());
@@ -173,7 +187,7 @@ pub(crate) async fn serve_connection<S>(
         forwarded_for: crate::headers::ip_header_value(peer.ip()),
         interim_hook: crate::proxy::interim_hook(&phase),
     });
-    let io = ClientIo::new(
+    let mut io = ClientIo::new(
         stream,
         first,
         phase.clone(),
@@ -186,14 +200,54 @@ pub(crate) async fn serve_connection<S>(
         },
         ctx.clone(),
     );
-    let service = ProxyService(ctx);
-    let conn = http
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(conn);
+    loop {
+        // Boxed, so that a parked connection's task holds none of it.
+        let mut conn = Box::pin(
+            http.serve_connection(TokioIo::new(io), ProxyService(ctx.clone()))
+                .with_upgrades(),
+        );
+        let result = serve_http1(conn.as_mut(), &phase, &mut stop, peer).await;
+        if let Err(e) = result {
+            log_connection_error(peer, &e, &connections);
+            return;
+        }
+        // hyper is done: the client closed, the connection was upgraded (the
+        // tunnel has it), or it was parked (`io::PARK_AFTER`).
+        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            return;
+        };
+        io = parts.io.into_inner();
+        if !io.is_parked() || !parts.read_buf.is_empty() {
+            return;
+        }
+        drop(parts.read_buf);
+        let _parked = connections.parked();
+        tokio::select! {
+            biased;
+            woke = io.wait_parked() => if !woke { return },
+            () = phase.evicted() => return,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// hyper's HTTP/1 connection over a client's stream.
+type Http1Conn<S> = http1::UpgradeableConnection<TokioIo<ClientIo<S>>, ProxyService>;
+
+/// Runs one hyper connection until it ends, closing it gracefully when the
+/// connection cap evicts it or the drain begins.
+async fn serve_http1<S>(
+    mut conn: Pin<&mut Http1Conn<S>>,
+    phase: &ConnPhase,
+    stop: &mut watch::Receiver<bool>,
+    peer: SocketAddr,
+) -> hyper::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // `biased`: polled on every wake-up of the connection, so no random
     // branch order (a thread-local RNG draw each time); the connection first.
-    let result = tokio::select! {
+    tokio::select! {
         biased;
         r = conn.as_mut() => r,
         () = phase.evicted() => {
@@ -223,9 +277,6 @@ pub(crate) async fn serve_connection<S>(
                 }
             }
         }
-    };
-    if let Err(e) = result {
-        log_connection_error(peer, &e, &connections);
     }
 }
 

@@ -222,7 +222,25 @@ pub(crate) struct ClientIo<S> {
     send_stall: Stall,
     /// Answers a head that did not arrive in time.
     early: Arc<dyn EarlyAnswer>,
+    /// When the keep-alive idle timeout ends the current wait for a head.
+    idle_due: Instant,
+    /// Handed to hyper as a clean end so that it lets go of the connection
+    /// (see [`PARK_AFTER`]); the socket stays open.
+    parked: bool,
+    /// `exchanges` when bytes beyond a request arrived during its exchange
+    /// (pipelining): hyper may hold part of the next head, so this idle
+    /// wait must not park.
+    pipelined_at: Option<u32>,
 }
+
+/// A keep-alive connection idle this long is parked: hyper lets go of it
+/// (freeing its read and write buffers, 16 KiB), and the connection waits
+/// for its next request holding only the socket and a few hundred bytes;
+/// a new hyper connection takes the next request. Long enough that a client
+/// with steady traffic never pays for the new connection (a few
+/// microseconds), short enough that idle clients cost little (nginx frees
+/// its buffers at once).
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// The connection's timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -257,7 +275,28 @@ impl<S> ClientIo<S> {
             body_stall: Stall::new(timeouts.body),
             send_stall: Stall::new(timeouts.send),
             early,
+            idle_due: head_deadline,
+            parked: false,
+            pipelined_at: None,
         }
+    }
+
+    /// True when it ended hyper's connection to park (see [`PARK_AFTER`]).
+    pub(crate) fn is_parked(&self) -> bool {
+        self.parked
+    }
+
+    /// The first bytes of the next request arrived while parked: they are
+    /// replayed to the next hyper connection, whose head is held to the
+    /// header timeout from now.
+    fn unpark(&mut self, first: Bytes) {
+        self.parked = false;
+        self.prefix = first;
+        self.scan.reset();
+        self.phase.head_started.store(true, Ordering::Relaxed);
+        self.armed_at_exchange = self.phase.exchanges();
+        let head = self.header_timeout;
+        self.arm(Armed::Head, head);
     }
 
     fn arm(&mut self, armed: Armed, after: Duration) {
@@ -292,7 +331,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             this.armed = Armed::Off;
             if this.phase.get() == TUNNEL || !this.phase.body_pending.load(Ordering::Relaxed) {
                 this.body_stall.stop();
-                return Pin::new(&mut this.stream).poll_read(cx, buf);
+                let before = buf.filled().len();
+                let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+                if buf.filled().len() > before {
+                    this.pipelined_at = Some(this.phase.exchanges());
+                }
+                return polled;
             }
             // A request body is still expected: every byte restarts its clock.
             this.body_stall.start();
@@ -321,7 +365,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             this.armed_at_exchange = this.phase.exchanges();
             this.scan.reset();
             let idle = this.idle_timeout;
-            this.arm(Armed::Idle, idle);
+            this.idle_due = Instant::now() + idle;
+            this.arm(Armed::Idle, idle.min(PARK_AFTER));
         } else if this.armed == Armed::Dispatched {
             // hyper wants more of a head the scan saw end: hold it to the
             // header timeout as any partial head.
@@ -354,6 +399,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 ready!(this.deadline.poll_expired(cx));
+                if this.armed == Armed::Idle && Instant::now() < this.idle_due {
+                    if this.pipelined_at != Some(this.phase.exchanges()) {
+                        // Nothing of a next head anywhere: hyper may go.
+                        this.parked = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Part of a pipelined head may sit in hyper's buffer:
+                    // wait out the idle timeout as before.
+                    this.deadline.set(this.idle_due);
+                    ready!(this.deadline.poll_expired(cx));
+                }
                 match this.armed {
                     // A quiet keep-alive connection: end it like a clean EOF.
                     Armed::Idle | Armed::Off | Armed::Dispatched => Poll::Ready(Ok(())),
@@ -371,6 +427,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                     }
                 }
             }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> ClientIo<S> {
+    /// Parked: waits for the next request's first bytes until the idle
+    /// timeout; true when they came (hand it to a new hyper connection),
+    /// false when the client closed or stayed silent (close it).
+    pub(crate) async fn wait_parked(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        // Small on purpose: it is part of every parked connection's task;
+        // hyper reads the rest of the head.
+        let mut first = [0u8; 128];
+        let read = tokio::time::timeout_at(self.idle_due, self.stream.read(&mut first)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => {
+                self.unpark(Bytes::copy_from_slice(&first[..n]));
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -475,7 +551,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.parked {
+            // hyper ends its side of a parked connection; the socket stays.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 

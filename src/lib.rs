@@ -44,7 +44,7 @@
 //!   pause and advance time instead of sleeping).
 //! - `detect`: tells HTTP/1 from other protocols by the first bytes, whatever their split.
 //! - `io`: the client connection as hyper sees it (replayed bytes, header, idle, body and
-//!   send timeouts); `deadline`: the timers behind them; `send_window`: keeps a response
+//!   send timeouts, the parking of idle keep-alive connections without hyper's buffers); `deadline`: the timers behind them; `send_window`: keeps a response
 //!   body from running ahead of its client's socket; `interim`: relays `103 Early Hints`.
 //! - `engine`: the exchange driver, the one owner of the phase order (guard, request
 //!   hooks, upstream choice, forwarding, send, error path, response hooks, body,

@@ -2,6 +2,7 @@
 //! (in every thread's arena) for reuse, so after 1,000 slow clients had come
 //! and gone sitio's RSS stayed at its peak (226 MiB, measured). Trimming on
 //! every free would cost the hot path; instead, once the open connections
+//! (busy: open and not parked, see `io::PARK_AFTER`)
 //! have fallen to half of their recent peak, the free pages are returned with
 //! `malloc_trim(3)`, off the request path: the once-a-second telemetry task
 //! decides, and a blocking-pool thread trims (it can take milliseconds on a

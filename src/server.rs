@@ -264,7 +264,10 @@ fn spawn_background(
         loop {
             tick.tick().await;
             t.process.refresh();
-            if trimmer.tick(t.connections.open_now()) {
+            // Parked connections hold no buffers: what is busy is the rest.
+            let busy =
+                t.connections.open_now() - t.connections.parked_now().min(t.connections.open_now());
+            if trimmer.tick(busy) {
                 tokio::task::spawn_blocking(crate::memory::release_free_memory);
             }
         }

@@ -225,7 +225,8 @@ fn sidecar(
         json!({"name": "SITIO_DRAIN_SECONDS", "value": "30"}),
         json!({"name": "SITIO_READY_REQUIRES_SERVICE", "value": "on"}),
         json!({"name": "SITIO_LOG_FORMAT", "value": "json"}),
-        // 3,000 idle clients: 53.4 MiB with two workers (bench/idle_clients.py), within the 64Mi below.
+        // 3,000 clients: 23.1 MiB once idle (parked), a burst of 3,000 at once peaks near 54 MiB
+        // (bench/idle_clients.py, two workers), within the 64Mi below.
         json!({"name": "SITIO_MAX_CONNECTIONS", "value": "3000"}),
     ];
     let mut mounts = Vec::new();

@@ -24,6 +24,8 @@ pub use tap::TapHub;
 #[derive(Debug, Default)]
 pub struct Connections {
     open: AtomicU64,
+    /// Idle keep-alive connections parked without hyper's buffers.
+    parked: AtomicU64,
     http1: AtomicU64,
     opaque: AtomicU64,
     h2c: AtomicU64,
@@ -90,6 +92,17 @@ impl Connections {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// Counts a connection as parked (idle, no buffers) until the guard drops.
+    pub(crate) fn parked(self: &Arc<Self>) -> ParkedConnection {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        ParkedConnection(self.clone())
+    }
+
+    /// Idle keep-alive connections parked now (included in [`Connections::open_now`]).
+    pub fn parked_now(&self) -> u64 {
+        self.parked.load(Ordering::Relaxed)
+    }
+
     /// Connections accepted so far, by protocol label.
     pub fn totals(&self) -> [(&'static str, u64); 4] {
         [
@@ -140,6 +153,15 @@ pub(crate) struct OpenConnection(Arc<Connections>);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Keeps a connection counted as parked while it lives.
+pub(crate) struct ParkedConnection(Arc<Connections>);
+
+impl Drop for ParkedConnection {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

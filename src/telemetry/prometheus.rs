@@ -190,6 +190,17 @@ pub fn render(t: &Telemetry) -> String {
         "Client connections open now.",
     );
     let _ = writeln!(out, "sitio_connections_open {}", t.connections.open_now());
+    family(
+        &mut out,
+        "sitio_connections_parked",
+        "gauge",
+        "Idle keep-alive connections parked without buffers (among the open ones).",
+    );
+    let _ = writeln!(
+        out,
+        "sitio_connections_parked {}",
+        t.connections.parked_now()
+    );
     let c = &t.connections;
     labelled(
         &mut out,

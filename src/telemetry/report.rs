@@ -137,6 +137,7 @@ pub fn stats_json(t: &Telemetry) -> Value {
         "uptime_s": (t.uptime_secs() * 10.0).round() / 10.0,
         "requests_total": requests,
         "connections_open": t.connections.open_now(),
+        "connections_parked": t.connections.parked_now(),
         "connections_total": counts(c.totals()),
         "connections_by_worker": c.per_worker(),
         "tunnel_bytes": {"in": tin, "out": tout},

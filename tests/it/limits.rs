@@ -323,3 +323,79 @@ async fn a_client_that_stops_reading_is_cut_off() {
     );
     sitio.stop().await;
 }
+
+/// Waits until `/stats` reports `parked` parked connections.
+async fn parked_becomes(sitio: &Sitio, parked: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let (_, body) = curl(&[&format!("http://{}/stats", sitio.admin)]).await;
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if doc["connections_parked"] == parked {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "connections_parked stayed {} (expected {parked})",
+            doc["connections_parked"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An idle keep-alive connection is parked (hyper lets go of it and its
+/// buffers; the socket stays open), and behaves as before: its next request
+/// is served even when its head comes in pieces, a head that stalls after
+/// the park still gets 408 at the header timeout, and the idle timeout
+/// still closes it quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_parked_and_serve_their_next_request() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.header_timeout = Duration::from_millis(500);
+    config.idle_timeout = Duration::from_secs(2);
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(send_on(&mut s, &mut buf, GET_200).await.status, 200);
+    parked_becomes(&sitio, 1).await;
+
+    // The next head in two pieces: the first wakes the connection, hyper
+    // reads the rest.
+    s.write_all(b"GET /status/200 HT").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        send_on(&mut s, &mut buf, b"TP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .status,
+        200
+    );
+    parked_becomes(&sitio, 1).await;
+
+    // A head that stops halfway after the park: 408 at the header timeout.
+    let mut slow = TcpStream::connect(sitio.addr).await.unwrap();
+    let mut slow_buf = Vec::new();
+    assert_eq!(send_on(&mut slow, &mut slow_buf, GET_200).await.status, 200);
+    parked_becomes(&sitio, 2).await;
+    slow.write_all(b"GET /status/200 HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let timed_out = read_response(&mut slow, &mut slow_buf, false).await;
+    assert_eq!(timed_out.map(|r| r.status), Some(408));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Parked and silent: closed at the idle timeout, with no bytes.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the idle timeout closed the parked connection"
+    );
+    assert!(rest.is_empty(), "{rest:?}");
+    parked_becomes(&sitio, 0).await;
+    sitio.stop().await;
+}
