@@ -11,7 +11,10 @@ target="$(rustc -vV | sed -n 's/^host: //p')"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/image}"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target" --bin sitio
 mkdir -p "$(dirname "$out")"
-cp "$CARGO_TARGET_DIR/$target/release/sitio" "$out"
+# Copied then renamed: another build reading $out (two image builds at once)
+# sees the old binary or the new one, never half of one.
+cp "$CARGO_TARGET_DIR/$target/release/sitio" "$out.tmp.$$"
+mv -f "$out.tmp.$$" "$out"
 # A static binary has no interpreter: it runs in a FROM scratch image.
 if LC_ALL=C ldd "$out" 2>&1 | grep -q '=>'; then
   echo "$out is not static" >&2
