@@ -327,31 +327,12 @@ fn log_connection_error(peer: SocketAddr, e: &hyper::Error, connections: &Connec
     } else if e.is_parse() || e.is_parse_version_h2() {
         connections.refused(Refusal::Malformed);
         tracing::warn!(client = %peer, error = %e, status = 400, "refused malformed request");
-    } else if io_cause::<HeaderTimeout>(e).is_some() {
+    } else if crate::error::cause::<HeaderTimeout>(e).is_some() {
         connections.refused(Refusal::HeaderTimeout);
         tracing::info!(client = %peer, status = 408, "request head too slow; connection closed");
-    } else if let Some(why) = io_cause::<Stalled>(e) {
+    } else if let Some(why) = crate::error::cause::<Stalled>(e) {
         tracing::info!(client = %peer, "{why}; connection closed");
     } else {
         tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
     }
-}
-
-/// The `T` that caused `e`: hyper wraps IO errors, which wrap sitio's own.
-fn io_cause<T: std::error::Error + 'static>(e: &hyper::Error) -> Option<&T> {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        if let Some(found) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<T>())
-        {
-            return Some(found);
-        }
-        source = err.source();
-    }
-    None
 }

@@ -230,3 +230,25 @@ impl fmt::Display for StartError {
 }
 
 impl std::error::Error for StartError {}
+
+/// The `T` somewhere in `e`'s source chain, looking inside IO errors too:
+/// hyper wraps IO errors (and the h2 crate's), which wrap sitio's own.
+pub(crate) fn cause<'e, T: std::error::Error + 'static>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
+    let mut source = e.source();
+    while let Some(err) = source {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(found) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<T>())
+        {
+            return Some(found);
+        }
+        source = err.source();
+    }
+    None
+}

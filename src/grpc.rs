@@ -13,47 +13,85 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
 
-/// `DEADLINE_EXCEEDED`: the call ran past its `grpc-timeout`.
+// The codes sitio answers with itself (see `rescue`).
+pub(crate) const INVALID_ARGUMENT: u16 = 3;
 pub(crate) const DEADLINE_EXCEEDED: u16 = 4;
+pub(crate) const PERMISSION_DENIED: u16 = 7;
+pub(crate) const RESOURCE_EXHAUSTED: u16 = 8;
+pub(crate) const UNIMPLEMENTED: u16 = 12;
+pub(crate) const INTERNAL: u16 = 13;
+pub(crate) const UNAVAILABLE: u16 = 14;
+pub(crate) const UNAUTHENTICATED: u16 = 16;
 
-/// The names of gRPC's status codes, by code (google.rpc.Code).
-const NAMES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
+/// Every code gRPC defines, by code (google.rpc.Code): its name, the HTTP
+/// status it stands for (CANCELLED is nginx's 499, "client closed
+/// request"), and its crash-notification kind.
+const CODES: [(&str, u16, &str); 17] = [
+    ("OK", 200, "grpc-ok"),
+    ("CANCELLED", 499, "grpc-cancelled"),
+    ("UNKNOWN", 500, "grpc-unknown"),
+    ("INVALID_ARGUMENT", 400, "grpc-invalid-argument"),
+    ("DEADLINE_EXCEEDED", 504, "grpc-deadline-exceeded"),
+    ("NOT_FOUND", 404, "grpc-not-found"),
+    ("ALREADY_EXISTS", 409, "grpc-already-exists"),
+    ("PERMISSION_DENIED", 403, "grpc-permission-denied"),
+    ("RESOURCE_EXHAUSTED", 429, "grpc-resource-exhausted"),
+    ("FAILED_PRECONDITION", 400, "grpc-failed-precondition"),
+    ("ABORTED", 409, "grpc-aborted"),
+    ("OUT_OF_RANGE", 400, "grpc-out-of-range"),
+    ("UNIMPLEMENTED", 501, "grpc-unimplemented"),
+    ("INTERNAL", 500, "grpc-internal"),
+    ("UNAVAILABLE", 503, "grpc-unavailable"),
+    ("DATA_LOSS", 500, "grpc-data-loss"),
+    ("UNAUTHENTICATED", 401, "grpc-unauthenticated"),
 ];
 
-/// The HTTP status each code stands for, as google.rpc.Code documents them
-/// (CANCELLED is nginx's 499, "client closed request").
-const HTTP: [u16; 17] = [
-    200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401,
-];
+/// Codes gRPC does not define read as UNKNOWN, as its spec tells clients.
+fn entry(code: u16) -> (&'static str, u16, &'static str) {
+    CODES.get(usize::from(code)).copied().unwrap_or(CODES[2])
+}
 
 /// The name of gRPC status `code` (`OK`, `UNAVAILABLE`…); codes gRPC does not
-/// define are `UNKNOWN`, as its spec tells clients to read them.
+/// define are `UNKNOWN`.
 pub fn code_name(code: u16) -> &'static str {
-    NAMES.get(usize::from(code)).copied().unwrap_or("UNKNOWN")
+    entry(code).0
 }
 
 /// True when gRPC status `code` is the server's failure: its HTTP equivalent
 /// is a 5xx (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
 /// UNAVAILABLE, DATA_LOSS, and codes gRPC does not define).
 pub fn is_server_error(code: u16) -> bool {
-    HTTP.get(usize::from(code)).copied().unwrap_or(500) >= 500
+    entry(code).1 >= 500
+}
+
+/// The kind of a crash notification for a call that ended with `code`
+/// (`grpc-unavailable`…).
+pub(crate) fn event_kind(code: u16) -> &'static str {
+    entry(code).2
+}
+
+/// gRPC's percent-encoding of grpc-message: everything outside printable
+/// ASCII, and `%` itself.
+const MESSAGE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// A status sitio gives itself, as the fields that carry it (in a
+/// trailers-only head or in trailers): `grpc-status`, `grpc-message`
+/// percent-encoded as the spec asks, and `sitio-error` naming the cause.
+pub(crate) fn status_fields(
+    headers: &mut HeaderMap,
+    code: u16,
+    message: &str,
+    cause: &'static str,
+) {
+    headers.insert("grpc-status", HeaderValue::from(code));
+    let encoded = percent_encoding::utf8_percent_encode(message, MESSAGE_ESCAPES).to_string();
+    if let Ok(message) = HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", message);
+    }
+    headers.insert(
+        http::HeaderName::from_static("sitio-error"),
+        HeaderValue::from_static(cause),
+    );
 }
 
 /// The `grpc-status` in `headers` (the trailers, or the head of a
@@ -65,7 +103,7 @@ pub(crate) fn status_of(headers: &HeaderMap) -> Option<u16> {
         std::str::from_utf8(value.as_bytes())
             .ok()
             .and_then(|s| s.parse().ok())
-            .filter(|code| usize::from(*code) < NAMES.len())
+            .filter(|code| usize::from(*code) < CODES.len())
             .unwrap_or(2),
     )
 }
@@ -113,18 +151,15 @@ impl CallDeadline {
 
     fn expired_trailers(&self) -> HeaderMap {
         let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from(DEADLINE_EXCEEDED));
         let message = format!(
             "deadline exceeded: the call's grpc-timeout ({:?}) passed",
             self.timeout
         );
-        // Printable ASCII: a valid grpc-message as it stands.
-        if let Ok(v) = HeaderValue::from_str(&message) {
-            trailers.insert("grpc-message", v);
-        }
-        trailers.insert(
-            http::HeaderName::from_static("sitio-error"),
-            HeaderValue::from_static("upstream-timeout"),
+        status_fields(
+            &mut trailers,
+            DEADLINE_EXCEEDED,
+            &message,
+            "upstream-timeout",
         );
         trailers
     }

@@ -209,19 +209,15 @@ pub(crate) async fn serve<S>(
 /// or pending control frames), malformed when it broke the protocol, nothing
 /// when it merely went away.
 fn refusal_of(e: &hyper::Error) -> Option<Refusal> {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return match h2.reason() {
-                Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(Refusal::Http2Abuse),
-                Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL) | None => None,
-                Some(_) if h2.is_io() || h2.is_remote() => None,
-                Some(_) => Some(Refusal::Malformed),
-            };
-        }
-        source = err.source();
+    let Some(h2) = crate::error::cause::<h2::Error>(e) else {
+        return (e.is_parse() || e.is_user()).then_some(Refusal::Malformed);
+    };
+    match h2.reason() {
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(Refusal::Http2Abuse),
+        Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL) | None => None,
+        Some(_) if h2.is_io() || h2.is_remote() => None,
+        Some(_) => Some(Refusal::Malformed),
     }
-    (e.is_parse() || e.is_user()).then_some(Refusal::Malformed)
 }
 
 impl Leg for H2Conn {

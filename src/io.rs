@@ -364,9 +364,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
         if this.armed == Armed::Off || this.armed_at_exchange != this.phase.exchanges() {
             this.armed_at_exchange = this.phase.exchanges();
             this.scan.reset();
-            let idle = this.idle_timeout;
-            this.idle_due = Instant::now() + idle;
-            this.arm(Armed::Idle, idle.min(PARK_AFTER));
+            // One clock read per keep-alive request: the idle timeout, and
+            // the earlier park that usually comes first.
+            let now = Instant::now();
+            this.idle_due = now + this.idle_timeout;
+            this.armed = Armed::Idle;
+            this.deadline.set(now + this.idle_timeout.min(PARK_AFTER));
         } else if this.armed == Armed::Dispatched {
             // hyper wants more of a head the scan saw end: hold it to the
             // header timeout as any partial head.

@@ -70,36 +70,21 @@ fn grpc_failure(err: &ProxyError) -> Response<Body> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert("grpc-status", HeaderValue::from(code));
-    // The detail, percent-encoded as the gRPC spec asks of grpc-message.
-    let encoded =
-        percent_encoding::utf8_percent_encode(public_detail(err), GRPC_MESSAGE_ESCAPES).to_string();
-    if let Ok(message) = HeaderValue::from_str(&encoded) {
-        headers.insert("grpc-message", message);
-    }
-    headers.insert(SITIO_ERROR.clone(), HeaderValue::from_static(err.cause()));
+    crate::grpc::status_fields(headers, code, public_detail(err), err.cause());
     if let Some(secs) = err.retry_after() {
         headers.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     res
 }
 
-/// gRPC's percent-encoding of grpc-message: everything outside printable
-/// ASCII, and `%` itself.
-const GRPC_MESSAGE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
-
 /// The gRPC status for a failure (gRPC's own table where it has one: an
 /// unreachable service is UNAVAILABLE, a timeout DEADLINE_EXCEEDED, a rate
 /// limit RESOURCE_EXHAUSTED).
 fn grpc_code(err: &ProxyError) -> u16 {
-    const INVALID_ARGUMENT: u16 = 3;
-    const DEADLINE_EXCEEDED: u16 = 4;
-    const PERMISSION_DENIED: u16 = 7;
-    const RESOURCE_EXHAUSTED: u16 = 8;
-    const UNIMPLEMENTED: u16 = 12;
-    const INTERNAL: u16 = 13;
-    const UNAVAILABLE: u16 = 14;
-    const UNAUTHENTICATED: u16 = 16;
+    use crate::grpc::{
+        DEADLINE_EXCEEDED, INTERNAL, INVALID_ARGUMENT, PERMISSION_DENIED, RESOURCE_EXHAUSTED,
+        UNAUTHENTICATED, UNAVAILABLE, UNIMPLEMENTED,
+    };
     match err.kind() {
         ErrorKind::UpstreamTimeout => DEADLINE_EXCEEDED,
         ErrorKind::BadRequest => INVALID_ARGUMENT,

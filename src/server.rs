@@ -265,8 +265,10 @@ fn spawn_background(
             tick.tick().await;
             t.process.refresh();
             // Parked connections hold no buffers: what is busy is the rest.
-            let busy =
-                t.connections.open_now() - t.connections.parked_now().min(t.connections.open_now());
+            let busy = t
+                .connections
+                .open_now()
+                .saturating_sub(t.connections.parked_now());
             if trimmer.tick(busy) {
                 tokio::task::spawn_blocking(crate::memory::release_free_memory);
             }

@@ -17,11 +17,6 @@ use tokio::net::TcpStream;
 use crate::common::*;
 use crate::resilience::{wait_for_events, webhook};
 
-async fn stats(sitio: &Sitio) -> serde_json::Value {
-    let (_, body) = curl(&[&format!("http://{}/stats", sitio.admin)]).await;
-    serde_json::from_slice(&body).unwrap()
-}
-
 /// The `/stats` entry of one gRPC method.
 fn method<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     doc["endpoints"]
@@ -60,7 +55,7 @@ async fn grpc_calls_of_every_kind_pass_and_are_counted_per_method() {
          Collect b'a+b+c'\n\
          Chat [b're:x', b're:y']\n"
     );
-    let doc = stats(&sitio).await;
+    let doc = sitio.stats().await;
     let mut methods: Vec<&str> = doc["endpoints"]
         .as_array()
         .unwrap()
@@ -136,7 +131,7 @@ async fn grpc_statuses_reach_stats_metrics_the_dashboard_the_breaker_and_notific
         "NOT_FOUND did not count as a failure; three INTERNAL in a row opened the breaker"
     );
 
-    let doc = stats(&sitio).await;
+    let doc = sitio.stats().await;
     let crash = method(&doc, "Crash");
     assert_eq!(crash["status"], serde_json::json!({"200": 5}), "{crash}");
     assert_eq!(
@@ -318,7 +313,7 @@ async fn a_grpc_timeout_bounds_the_whole_call() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let doc = stats(&sitio).await;
+    let doc = sitio.stats().await;
     for name in ["Slow", "Drip"] {
         assert_eq!(
             method(&doc, name)["grpc"],

@@ -105,11 +105,6 @@ async fn h2_get(addr: SocketAddr, path: &str) -> (u16, String, Option<HeaderMap>
     h2_send(&mut h2_connect(addr).await, addr, path).await
 }
 
-async fn stats(sitio: &Sitio) -> serde_json::Value {
-    let (_, body) = curl(&[&format!("http://{}/stats", sitio.admin)]).await;
-    serde_json::from_slice(&body).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_clients_are_decorated_end_to_end_over_http2() {
     let (service, service_connections) = h2_service().await;
@@ -157,7 +152,7 @@ async fn h2c_clients_are_decorated_end_to_end_over_http2() {
     );
 
     // Counted like HTTP/1: per route, and the connections by protocol.
-    let doc = stats(&sitio).await;
+    let doc = sitio.stats().await;
     let hits = |route: &str| {
         doc["endpoints"]
             .as_array()

@@ -328,8 +328,7 @@ async fn a_client_that_stops_reading_is_cut_off() {
 async fn parked_becomes(sitio: &Sitio, parked: u64) {
     let started = std::time::Instant::now();
     loop {
-        let (_, body) = curl(&[&format!("http://{}/stats", sitio.admin)]).await;
-        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let doc = sitio.stats().await;
         if doc["connections_parked"] == parked {
             return;
         }

@@ -411,7 +411,7 @@ impl Decorator for NotifyOnCrash {
                 .filter(|c| crate::grpc::is_server_error(*c))
             {
                 // A gRPC failure travels in an HTTP 200: the code says it all.
-                let mut e = event("service_error", grpc_kind(code));
+                let mut e = event("service_error", crate::grpc::event_kind(code));
                 e.status = None;
                 n.enqueue(e);
             } else if n.down.load(Ordering::Relaxed) && n.down.swap(false, Ordering::Relaxed) {
@@ -461,33 +461,6 @@ impl Report for Notifier {
     ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
         Some(Box::pin(self.run()))
     }
-}
-
-/// The kind of a failed gRPC call (`grpc-unavailable`…).
-fn grpc_kind(code: u16) -> &'static str {
-    const KINDS: [&str; 17] = [
-        "grpc-ok",
-        "grpc-cancelled",
-        "grpc-unknown",
-        "grpc-invalid-argument",
-        "grpc-deadline-exceeded",
-        "grpc-not-found",
-        "grpc-already-exists",
-        "grpc-permission-denied",
-        "grpc-resource-exhausted",
-        "grpc-failed-precondition",
-        "grpc-aborted",
-        "grpc-out-of-range",
-        "grpc-unimplemented",
-        "grpc-internal",
-        "grpc-unavailable",
-        "grpc-data-loss",
-        "grpc-unauthenticated",
-    ];
-    KINDS
-        .get(usize::from(code))
-        .copied()
-        .unwrap_or("grpc-unknown")
 }
 
 fn status_kind(status: u16) -> &'static str {

@@ -126,6 +126,12 @@ impl Sitio {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Its `/stats` document.
+    pub async fn stats(&self) -> serde_json::Value {
+        let (_, body) = curl(&[&format!("http://{}/stats", self.admin)]).await;
+        serde_json::from_slice(&body).unwrap()
+    }
+
     /// Signals shutdown and waits for the drain to end.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
