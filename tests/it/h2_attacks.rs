@@ -100,9 +100,10 @@ async fn under_attack(mode: &str, n: usize) -> Outcome {
     let (_, stats) = curl(&[&format!("http://127.0.0.1:{admin}/stats")]).await;
     let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
     drop(child);
+    let reached_service = (backend.requests() - served_before).saturating_sub(normal_ok);
     eprintln!(
         "{mode}: {printed:?}, normal client {normal_ok} ok / {normal_failed} failed, \
-         sitio grew {} KiB",
+         sitio grew {} KiB, {reached_service} attack requests reached the service",
         grown >> 10
     );
     Outcome {
@@ -111,7 +112,7 @@ async fn under_attack(mode: &str, n: usize) -> Outcome {
         normal_ok,
         normal_failed,
         grown,
-        reached_service: (backend.requests() - served_before).saturating_sub(normal_ok),
+        reached_service,
         abuse_refusals: stats["refused"]["http2-abuse"].as_u64().unwrap(),
     }
 }
