@@ -185,7 +185,6 @@ pub(crate) async fn serve_connection<S>(
         phase: phase.clone(),
         peer,
         forwarded_for: crate::headers::ip_header_value(peer.ip()),
-        interim_hook: crate::proxy::interim_hook(&phase),
     });
     let mut io = ClientIo::new(
         stream,

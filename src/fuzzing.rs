@@ -111,3 +111,35 @@ mod tests {
         let _ = serve_bytes(b"\x00\x01\x02 not http at all");
     }
 }
+
+/// The service connection's HTTP/1 codec reading `input` as a response
+/// delivered in reads of at most `piece` bytes, then the end of the stream:
+/// what it decoded (status, fields, body, trailers, reuse) or why it refused,
+/// as text, so that two ways of splitting the same bytes can be compared.
+pub fn decode_response(input: &[u8], piece: usize, head_request: bool) -> String {
+    format!(
+        "{:?}",
+        crate::upstream::h1::replay::replay(input, piece, head_request)
+    )
+}
+
+/// The service connection's codec step by step, for `benches/codec.rs`.
+pub mod codec {
+    use bytes::BytesMut;
+
+    /// Reads one response from `input` as a keep-alive exchange does: the
+    /// bytes land in the connection's buffer (a copy, as a read would
+    /// make), the head is parsed into the response's parts, the body framed
+    /// and split off. Returns the body's length; panics on a bad response.
+    pub fn read_response(buf: &mut BytesMut, input: &[u8]) -> usize {
+        use crate::upstream::h1::replay::read_once;
+        buf.extend_from_slice(input);
+        read_once(buf)
+    }
+
+    /// Encodes `head` (and an empty body) as the request the service gets.
+    /// Returns the encoded length.
+    pub fn write_request(head: http::request::Parts) -> usize {
+        crate::upstream::h1::replay::encode_once(head)
+    }
+}

@@ -284,8 +284,8 @@ impl Leg for H2Conn {
         let call_timeout = crate::grpc::timeout_of(req.headers());
         let ends_at = call_timeout.map(|t| (tokio::time::Instant::now() + t, t));
         let target = &self.shared.upstreams[upstream];
-        let (res, sender) = target.send(req, reusable, h2, call_timeout).await?;
-        let mut res = crate::proxy::relay(self.clone(), upstream, res, sender, bytes_in);
+        let res = target.send(req, reusable, h2, call_timeout, None).await?;
+        let mut res = crate::proxy::relay(self.clone(), upstream, res, reusable, bytes_in);
         if let Some((at, timeout)) = ends_at {
             res = res.map(|body| crate::grpc::CallDeadline::wrap(body, at, timeout));
         }

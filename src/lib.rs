@@ -60,7 +60,9 @@
 //!   `head_scan` notes the raw framing headers before hyper normalises them.
 //! - `headers`: hop-by-hop removal, canonical lengths, forwarding headers.
 //! - `upstream`: connections to the service and named upstreams: connect timeout, sharded pool (a connection
-//!   is reused only once both directions of its exchange ended), retries, bodies.
+//!   is reused only once both directions of its exchange ended), retries, bodies;
+//!   `upstream::h1` is sitio's own HTTP/1 client (on `httparse`), driven inline in the
+//!   exchange's task: request head encoded in one buffer, response head parsed into one.
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
 //! - [`decorator`]: the decorator API (hooks, [`Action`], typed state, [`Exchange`]),
 //!   the chain and how one hook is called (state found, panic caught), named upstreams

@@ -25,7 +25,7 @@ use crate::interim::MAX_INTERIM;
 use crate::io::ConnPhase;
 use crate::telemetry::{Routes, Telemetry};
 use crate::upstream::{
-    PoolHome, PooledSender, RequestBody, RequestBodyState, Source, Upstream, UpstreamBody,
+    PoolHome, RequestBody, RequestBodyState, Source, Upstream, UpstreamBody, Wire,
 };
 use crate::{headers, tunnel};
 
@@ -61,9 +61,6 @@ pub(crate) struct ConnCtx {
     pub(crate) peer: SocketAddr,
     /// `peer`'s address as an `X-Forwarded-For` value, built once.
     pub(crate) forwarded_for: http::HeaderValue,
-    /// The service's 1xx responses go to this connection's relay; built once
-    /// and cloned into each request (see [`interim_hook`]).
-    pub(crate) interim_hook: http::Extensions,
 }
 
 impl crate::io::EarlyAnswer for ConnCtx {
@@ -82,20 +79,6 @@ impl PoolHome for ConnCtx {
     fn upstream(&self, index: usize) -> &Upstream {
         &self.shared.upstreams[index]
     }
-}
-
-/// The request extension through which hyper hands the service's 1xx
-/// responses to `phase`'s interim relay. hyper's `on_informational` allocates a
-/// callback per request; built once per connection, each request clones it
-/// (a reference count). The callback holds the connection's phase, which
-/// holds no callback: no cycle.
-pub(crate) fn interim_hook(phase: &Arc<ConnPhase>) -> http::Extensions {
-    let phase = phase.clone();
-    let mut template = http::Request::new(());
-    hyper::ext::on_informational(&mut template, move |interim| {
-        phase.interim.received(interim.status(), interim.headers());
-    });
-    std::mem::take(template.extensions_mut())
 }
 
 /// The hyper service for one client connection.
@@ -117,22 +100,20 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 }
 
 /// The service's response as the client gets it: head normalised, body
-/// read through `UpstreamBody` (which counts `bytes_in` and returns the
-/// connection to `home`'s pool once both directions ended, if its framing
-/// left it reusable).
+/// read through `UpstreamBody` (which counts `bytes_in` and, when `reusable`
+/// and its framing left it so, returns the connection to `home`'s pool once
+/// both directions ended).
 pub(crate) fn relay(
     home: Arc<dyn PoolHome>,
     upstream: usize,
-    res: Response<Incoming>,
-    sender: Option<crate::upstream::Sender>,
+    res: Response<Wire>,
+    reusable: bool,
     bytes_in: Option<Arc<RequestBodyState>>,
 ) -> Response<Body> {
-    let (mut rhead, incoming) = res.into_parts();
+    let (mut rhead, wire) = res.into_parts();
     let framing_clear = headers::to_client(&mut rhead);
-    let sender = sender
-        .filter(|_| framing_clear)
-        .map(|s| PooledSender::new(s, home, upstream));
-    let body = Body::upstream(UpstreamBody::new(incoming, sender, bytes_in));
+    let home = (reusable && framing_clear).then_some((home, upstream));
+    let body = Body::upstream(UpstreamBody::new(wire, home, bytes_in));
     Response::from_parts(rhead, body)
 }
 
@@ -208,17 +189,22 @@ impl Leg for ConnCtx {
     async fn send(
         self: &Arc<Self>,
         upstream: usize,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
         forward: Forward,
     ) -> Result<(Response<Body>, bool), ProxyError> {
-        req.extensions_mut().extend(self.interim_hook.clone());
         let bytes_in = req.body().state();
         self.phase.interim.begin(forward.relay_early_hints);
         let target = &self.shared.upstreams[upstream];
         // Both futures are pinned where they are made and raced by reference:
         // `select!` would move the send future (kilobytes) into its own
         // state and again into the poll closure, a memcpy each request.
-        let mut send = std::pin::pin!(target.send(req, forward.reusable, forward.h2, None));
+        let mut send = std::pin::pin!(target.send(
+            req,
+            forward.reusable,
+            forward.h2,
+            None,
+            Some(&self.phase.interim),
+        ));
         let mut overflow = std::pin::pin!(self.phase.interim.overflowed());
         let sent = std::future::poll_fn(|cx| {
             // The answer first (no RNG draw per request, as `biased`).
@@ -234,12 +220,11 @@ impl Leg for ConnCtx {
         })
         .await;
         self.phase.interim.end();
-        let (res, sender) = sent?;
-        let (mut rhead, incoming) = res.into_parts();
+        let (rhead, mut wire) = sent?.into_parts();
         let mut upgraded = false;
         if rhead.status == StatusCode::SWITCHING_PROTOCOLS {
-            let upstream_upgrade = rhead.extensions.remove::<OnUpgrade>();
-            let (Some(client), Some(service)) = (forward.client_upgrade, upstream_upgrade) else {
+            let (Some(client), Some(service)) = (forward.client_upgrade, wire.take_upgraded())
+            else {
                 return Err(ProxyError::new(
                     ErrorKind::UpstreamProtocol,
                     "101 Switching Protocols to a request that asked for no upgrade",
@@ -249,8 +234,8 @@ impl Leg for ConnCtx {
             self.phase.tunnel();
             tunnel::spawn_upgraded(&self.shared.tasks, client, service, self.peer);
         }
-        let res = Response::from_parts(rhead, incoming);
-        let res = relay(self.clone(), upstream, res, sender, bytes_in);
+        let res = Response::from_parts(rhead, wire);
+        let res = relay(self.clone(), upstream, res, forward.reusable, bytes_in);
         Ok((res, upgraded))
     }
 

@@ -12,23 +12,27 @@ use tokio_util::task::TaskTracker;
 use crate::telemetry::Connections;
 use crate::upstream::Upstream;
 
-/// Joins client and service once both sides of an upgrade have switched.
+/// Joins client and service once the client's side of an upgrade has
+/// switched; `early` holds what the service sent right after its `101`.
 pub(crate) fn spawn_upgraded(
     tasks: &TaskTracker,
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    (mut upstream, early): (tokio::net::TcpStream, Bytes),
     peer: SocketAddr,
 ) {
     tasks.spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
+        let client = match client.await {
+            Ok(client) => client,
             Err(e) => {
                 tracing::debug!(client = %peer, error = %e, "upgrade did not complete");
                 return;
             }
         };
         let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
+        if let Err(e) = client.write_all(&early).await {
+            tracing::debug!(client = %peer, error = %e, "upgraded tunnel failed");
+            return;
+        }
         match copy_bidirectional(&mut client, &mut upstream).await {
             Ok((up, down)) => tracing::info!(
                 target: "sitio::access",

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
-use super::PooledSender;
+use super::PoolHome;
 use crate::error::BoxError;
 use crate::filter::{Filters, Step};
 use crate::io::ConnPhase;
@@ -75,8 +75,7 @@ impl Source {
 /// The client's request body on its way to the service, counting its bytes
 /// and running the request body filters decorators installed.
 pub(crate) struct RequestBody {
-    /// `None` for a request sitio sends again, which never has a body.
-    inner: Option<Source>,
+    inner: Source,
     state: Option<Arc<RequestBodyState>>,
     /// Told when the body is over, so the body timeout stops applying.
     phase: Option<Arc<ConnPhase>>,
@@ -105,7 +104,7 @@ impl RequestBody {
         };
         (
             RequestBody {
-                inner: Some(inner),
+                inner,
                 state: state.clone(),
                 phase,
                 filters,
@@ -125,21 +124,11 @@ impl RequestBody {
         }
     }
 
-    /// No body.
-    pub(crate) fn empty() -> Self {
-        RequestBody {
-            inner: None,
-            state: None,
-            phase: None,
-            filters: Filters::default(),
-        }
-    }
-
     /// Counts what the client sent and notes how the body ended.
     fn observe(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>) {
         let over = match polled {
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
-            Poll::Ready(Some(Ok(_))) => self.inner.as_ref().is_none_or(Source::is_end_stream),
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
             Poll::Pending => false,
         };
         if over {
@@ -176,17 +165,14 @@ impl HttpBody for RequestBody {
             return Poll::Ready(step_frame(step));
         }
         loop {
-            let Some(inner) = this.inner.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let polled = inner.poll_frame(cx);
+            let polled = this.inner.poll_frame(cx);
             this.observe(&polled);
             let frame = match polled {
                 Poll::Ready(Some(Ok(frame))) => Some(frame),
                 Poll::Ready(None) => None,
                 other => return other, // pending, or the client's error
             };
-            let last = this.inner.as_ref().is_none_or(Source::is_end_stream);
+            let last = this.inner.is_end_stream();
             match this.filters.step(frame, last) {
                 Step::Held => continue,
                 step => return Poll::Ready(step_frame(step)),
@@ -195,16 +181,14 @@ impl HttpBody for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Source::is_end_stream) && self.filters.drained()
+        self.inner.is_end_stream() && self.filters.drained()
     }
 
     fn size_hint(&self) -> SizeHint {
         if self.filters.change_length() {
             return SizeHint::default();
         }
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Source::size_hint)
+        self.inner.size_hint()
     }
 }
 
@@ -221,10 +205,42 @@ impl Drop for RequestBody {
     }
 }
 
+/// The service's response as it comes off the wire.
+pub(crate) enum Wire {
+    /// sitio's own HTTP/1 client (`h1`).
+    H1(super::h1::ResponseBody),
+    /// hyper's HTTP/2 client.
+    H2(Incoming),
+}
+
+impl Wire {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Wire::H1(b) => b.is_end_stream(),
+            Wire::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    /// After a `101`: the service's socket and the bytes already read past
+    /// the head (HTTP/1 only; the body is empty afterwards).
+    pub(crate) fn take_upgraded(&mut self) -> Option<(tokio::net::TcpStream, Bytes)> {
+        match self {
+            Wire::H1(b) => b.take_upgraded(),
+            Wire::H2(_) => None,
+        }
+    }
+}
+
+/// Where a finished HTTP/1 service connection goes back to: the exchange's
+/// per-connection context (so holding it bumps that connection's reference
+/// count, not one every core's requests would share) and the upstream's index.
+pub(crate) type Home = (Arc<dyn PoolHome>, usize);
+
 /// The service's response body.
 pub(crate) struct UpstreamBody {
-    inner: Incoming,
-    sender: Option<PooledSender>,
+    inner: Wire,
+    /// Set when the connection may be pooled once the body ends.
+    home: Option<Home>,
     /// The request body of the same exchange, when it had one.
     request_body: Option<Arc<RequestBodyState>>,
 }
@@ -235,13 +251,13 @@ const DRAIN_LIMIT_TIME: Duration = Duration::from_secs(5);
 
 impl UpstreamBody {
     pub(crate) fn new(
-        inner: Incoming,
-        sender: Option<PooledSender>,
+        inner: Wire,
+        home: Option<Home>,
         request_body: Option<Arc<RequestBodyState>>,
     ) -> Self {
         let mut body = UpstreamBody {
             inner,
-            sender,
+            home,
             request_body,
         };
         if body.inner.is_end_stream() {
@@ -255,23 +271,28 @@ impl UpstreamBody {
     /// read the request body (many do); pooled then, the connection would
     /// make the next client's request wait behind a body that may never come.
     fn release(&mut self) {
-        let Some(sender) = self.sender.take() else {
+        let Some((home, upstream)) = self.home.take() else {
             return;
         };
-        match &self.request_body {
-            Some(body) if !body.complete() => {
-                tracing::debug!(
-                    "answered before its request body ended; service connection not reused"
-                );
-            }
-            _ => sender.checkin(),
+        if let Some(body) = &self.request_body
+            && !body.complete()
+        {
+            tracing::debug!(
+                "answered before its request body ended; service connection not reused"
+            );
+            return;
+        }
+        if let Wire::H1(body) = &mut self.inner
+            && let Some(conn) = body.take_reusable()
+        {
+            home.upstream(upstream).checkin(conn);
         }
     }
 
     /// Reads and drops the rest of the body off the request path, so that the
     /// connection returns to the pool; gives up (closing it) on large or slow bodies.
     pub(crate) fn drain_in_background(mut self) {
-        if self.sender.is_none() {
+        if self.home.is_none() {
             return; // Not reusable anyway: dropping closes it.
         }
         tokio::spawn(async move {
@@ -293,17 +314,20 @@ impl UpstreamBody {
 
 impl HttpBody for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = match &mut self.inner {
+            Wire::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Wire::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        };
         match &polled {
             Poll::Ready(None) => self.release(),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.sender = None,
+            Poll::Ready(Some(Err(_))) => self.home = None,
             _ => {}
         }
         polled
@@ -314,6 +338,9 @@ impl HttpBody for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Wire::H1(b) => b.size_hint(),
+            Wire::H2(b) => b.size_hint(),
+        }
     }
 }

@@ -2,11 +2,12 @@
 //! of keep-alive connections, and sending a request with one safe retry.
 
 mod body;
+pub(crate) mod h1;
 mod h2;
 mod pool;
 mod retry;
 
-pub(crate) use body::{RequestBody, RequestBodyState, Source, UpstreamBody};
+pub(crate) use body::{RequestBody, RequestBodyState, Source, UpstreamBody, Wire};
 pub(crate) use pool::pin_worker;
 
 use std::io;
@@ -15,21 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::error::{ErrorKind, ProxyError};
+use crate::interim::InterimRelay;
 
 /// The most a service connection reads at once, hence the largest body chunk
 /// one exchange holds for a client that does not read, and the largest
 /// response head accepted (nginx's default: 4 or 8 KiB). With 64 KiB, 1,000
 /// slow readers held 227 MiB; see docs/reliability.md.
 pub(crate) const UPSTREAM_BUFFER: usize = 16 * 1024;
-
-/// A pooled sender: hyper's handle for one upstream HTTP/1 connection.
-pub(crate) type Sender = http1::SendRequest<RequestBody>;
 
 /// What one upstream is made of (the server builds it from the settings).
 #[derive(Clone)]
@@ -133,48 +129,31 @@ impl Upstream {
         Ok(stream)
     }
 
-    async fn connect_http(&self) -> Result<Sender, ProxyError> {
-        let stream = self.connect_tcp().await?;
-        // A request head (and a small body) goes out flattened with one
-        // send(2), cheaper in the kernel than writev(2); see `io::ClientIo`.
-        let (sender, conn) = http1::Builder::new()
-            .writev(false)
-            .max_buf_size(UPSTREAM_BUFFER)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ProxyError::new(ErrorKind::ConnectFailed, e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
-    }
-
     /// Sends `req`, reusing an idle connection when one is free, and waits
     /// for the response head at most the upstream timeout (then 504).
     ///
-    /// Two kinds of resend, both on a fresh connection: a request that never
-    /// left because the pooled connection was already closed (always safe),
-    /// and a safe body-less request whose pooled connection, idle for a while,
-    /// died before any response byte (the service closed it meanwhile), within
-    /// the retry budget.
+    /// A pooled connection the service closed while it was idle is found
+    /// at checkout and never used. One the service closes as the request
+    /// goes (idle for a while, dead before any response byte) has a safe
+    /// body-less request sent again on a fresh connection, within the retry
+    /// budget. The service's 1xx responses go to `interim`.
     ///
     /// With `h2`, the request (an HTTP/2 head, see `headers::for_h2`) goes
     /// over this worker's multiplexed HTTP/2 connection instead. A gRPC
     /// call's `grpc-timeout` (`call_timeout`) shortens the wait when it is
     /// the sooner.
     ///
-    /// Returns the response and, when the connection may be reused after the
-    /// body, its sender (see [`PooledSender`]).
+    /// An HTTP/1 response body owns its connection; whether it may be pooled
+    /// after it is decided with the body (see [`UpstreamBody`]).
     pub(crate) async fn send(
         &self,
         req: Request<RequestBody>,
         reusable: bool,
         h2: bool,
         call_timeout: Option<Duration>,
-    ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
-        let mut sent = std::pin::pin!(self.send_inner(req, reusable, h2));
+        interim: Option<&InterimRelay>,
+    ) -> Result<Response<Wire>, ProxyError> {
+        let mut sent = std::pin::pin!(self.send_inner(req, reusable, h2, interim));
         let (limit, source) = match (self.response_timeout, call_timeout) {
             (Some(setting), Some(call)) if setting <= call => (setting, "SITIO_UPSTREAM_TIMEOUT"),
             (_, Some(call)) => (call, "the call's grpc-timeout"),
@@ -200,81 +179,54 @@ impl Upstream {
 
     async fn send_inner(
         &self,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
         reusable: bool,
         h2: bool,
-    ) -> Result<(Response<Incoming>, Option<Sender>), ProxyError> {
+        interim: Option<&InterimRelay>,
+    ) -> Result<Response<Wire>, ProxyError> {
         if h2 {
             // Multiplexed: nothing goes back to a pool. Boxed so that its
             // (larger) state does not grow every HTTP/1 send's future.
-            return Ok((Box::pin(self.send_h2_inner(req)).await?, None));
+            return Ok(Box::pin(self.send_h2_inner(req)).await?.map(Wire::H2));
         }
         retry::note_request();
-        if reusable {
-            while let Some((mut sender, idle_for)) = self.pool.checkout() {
-                if !sender.is_ready() && sender.ready().await.is_err() {
-                    continue;
-                }
-                // The copy costs a header clone, so only when it may be used.
-                let copy = if self.retries && idle_for >= retry::STALE_AFTER {
-                    retry::resendable_copy(&req)
-                } else {
-                    None
-                };
-                match sender.try_send_request(req).await {
-                    Ok(res) => return Ok((res, Some(sender))),
-                    Err(mut e) => match e.take_message() {
-                        Some(unsent) => req = unsent,
-                        None => {
-                            let err = e.into_error();
-                            match copy {
-                                Some(copy)
-                                    if retry::closed_before_response(&err) && retry::take() =>
-                                {
-                                    tracing::debug!(error = %err, "stale pooled connection; sending again");
-                                    req = copy;
-                                    break;
-                                }
-                                _ => return Err(send_error(err)),
-                            }
-                        }
-                    },
+        let (head, body) = req.into_parts();
+        let mut msg = h1::Message::new(head, body);
+        if reusable && let Some((conn, idle_for)) = self.pool.checkout() {
+            match h1::send(conn, &mut msg, interim, true).await {
+                Ok(res) => return Ok(res.map(Wire::H1)),
+                Err(failed) => {
+                    // Died while idle, before any response byte: a safe,
+                    // body-less request may go again on a fresh connection.
+                    let resend = failed.closed_before_response
+                        && msg.resendable
+                        && self.retries
+                        && idle_for >= retry::STALE_AFTER
+                        && retry::take();
+                    if !resend {
+                        return Err(failed.error);
+                    }
+                    tracing::debug!(error = %failed.error, "stale pooled connection; sending again");
                 }
             }
         }
-        let mut sender = self.connect_http().await?;
-        let res = sender.send_request(req).await.map_err(send_error)?;
-        Ok((res, reusable.then_some(sender)))
-    }
-}
-
-/// Where a pooled sender finds its pool again: the exchange's per-connection
-/// context, so that holding on to it bumps that connection's reference
-/// count, not one that every core's requests would share.
-pub(crate) trait PoolHome: Send + Sync + 'static {
-    /// Upstream `index` (0: the service).
-    fn upstream(&self, index: usize) -> &Upstream;
-}
-
-/// A sender that goes back to its pool once its response body is fully read.
-pub(crate) struct PooledSender {
-    sender: Sender,
-    home: Arc<dyn PoolHome>,
-    upstream: usize,
-}
-
-impl PooledSender {
-    pub(crate) fn new(sender: Sender, home: Arc<dyn PoolHome>, upstream: usize) -> Self {
-        PooledSender {
-            sender,
-            home,
-            upstream,
+        let conn = h1::Conn::new(self.connect_tcp().await?);
+        match h1::send(conn, &mut msg, interim, reusable).await {
+            Ok(res) => Ok(res.map(Wire::H1)),
+            Err(failed) => Err(failed.error),
         }
     }
 
-    pub(crate) fn checkin(self) {
-        self.home.upstream(self.upstream).pool.checkin(self.sender);
+    /// Keeps a service connection whose exchange ended for the next one.
+    pub(crate) fn checkin(&self, conn: h1::Conn) {
+        self.pool.checkin(conn);
     }
+}
+
+/// Where a finished service connection finds its pool again (see [`Home`]).
+pub(crate) trait PoolHome: Send + Sync + 'static {
+    /// Upstream `index` (0: the service).
+    fn upstream(&self, index: usize) -> &Upstream;
 }
 
 fn connect_error(host: &str, port: u16, e: io::Error) -> ProxyError {

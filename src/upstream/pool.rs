@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::Sender;
+use super::h1::Conn;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -24,7 +24,7 @@ pub(crate) struct Limits {
 }
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -79,7 +79,7 @@ impl Pool {
     }
 
     /// The most recently used live connection, if any, with how long it sat idle.
-    pub(crate) fn checkout(&self) -> Option<(Sender, Duration)> {
+    pub(crate) fn checkout(&self) -> Option<(Conn, Duration)> {
         let (own, pinned) = self.own();
         let n = self.shards.len();
         let now = Instant::now();
@@ -95,22 +95,19 @@ impl Pool {
             let Some(mut shard) = shard else { continue };
             while let Some(conn) = shard.pop_back() {
                 let idle_for = now.duration_since(conn.since);
-                if !conn.sender.is_closed() && idle_for < self.limits.idle_timeout {
-                    return Some((conn.sender, idle_for));
+                if idle_for < self.limits.idle_timeout && conn.conn.is_open() {
+                    return Some((conn.conn, idle_for));
                 }
             }
         }
         None
     }
 
-    /// Keeps `sender` for reuse. Connections idle past the timeout are
+    /// Keeps `conn` for reuse. Connections idle past the timeout are
     /// dropped (closed) from the old end; when the shard is full the oldest
     /// goes, as it is the likeliest to be closed by the service. Closed
     /// connections elsewhere in the shard are skipped at checkout.
-    pub(crate) fn checkin(&self, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    pub(crate) fn checkin(&self, conn: Conn) {
         let Ok(mut shard) = self.shards[self.own().0].lock() else {
             return;
         };
@@ -124,23 +121,23 @@ impl Pool {
         if shard.len() >= self.limits.max_idle {
             shard.pop_front();
         }
-        shard.push_back(Idle { sender, since: now });
+        shard.push_back(Idle { conn, since: now });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper_util::rt::TokioIo;
+    use tokio::net::{TcpListener, TcpStream};
 
-    /// A live sender over an in-memory pipe; `peer` keeps it open.
-    async fn sender() -> (Sender, tokio::io::DuplexStream) {
-        let (ours, peer) = tokio::io::duplex(1024);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(ours))
+    /// A live connection over loopback; `peer` keeps it open.
+    async fn sender() -> (Conn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        tokio::spawn(conn);
-        (sender, peer)
+        let (peer, _) = listener.accept().await.unwrap();
+        (Conn::new(ours), peer)
     }
 
     fn idle_count(pool: &Pool) -> usize {

@@ -4,11 +4,6 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use http::{Method, Request};
-use hyper::body::Body as _;
-
-use super::RequestBody;
-
 /// Retries always allowed per window, however little traffic there is.
 const MIN_PER_WINDOW: u32 = 10;
 /// Beyond that, retries may add this share of the window's requests.
@@ -46,41 +41,6 @@ pub(crate) fn take() -> bool {
         b.set((Some(start), requests, retries + u32::from(ok)));
         ok
     })
-}
-
-/// A copy of `req` to send again, if resending it is safe: a method without
-/// side effects and no body (so nothing of it can have been consumed).
-pub(crate) fn resendable_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe || !req.body().is_end_stream() {
-        return None;
-    }
-    let mut copy = Request::new(RequestBody::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
-}
-
-/// True when hyper's error means the connection died before any response byte.
-pub(crate) fn closed_before_response(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_closed() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionAborted
-            );
-        }
-        source = err.source();
-    }
-    false
 }
 
 #[cfg(test)]

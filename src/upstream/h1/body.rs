@@ -1,0 +1,158 @@
+//! The service's response body, read straight from its connection, which it
+//! owns until the last byte (then the pool may have it back).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::StatusCode;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::net::TcpStream;
+
+use super::Conn;
+use super::decode::{BodyDecoder, Framing};
+use super::encode::Writer;
+
+/// A response body on an HTTP/1 service connection.
+pub(crate) struct ResponseBody {
+    /// `None` once handed back to the pool or taken by an upgrade.
+    conn: Option<Conn>,
+    decoder: BodyDecoder,
+    /// The rest of a request body the service answered before reading
+    /// (rare: boxed, so that every response body does not carry its size).
+    writer: Option<Box<Writer>>,
+    /// The connection may carry another exchange once both directions end.
+    keep: bool,
+    status: StatusCode,
+    /// A failure found, reported at the next poll (see [`ResponseBody::fail`]).
+    failed: Option<io::Error>,
+}
+
+impl ResponseBody {
+    pub(super) fn new(
+        conn: Conn,
+        framing: Framing,
+        writer: Option<Box<Writer>>,
+        keep: bool,
+        status: StatusCode,
+    ) -> Self {
+        ResponseBody {
+            conn: Some(conn),
+            decoder: BodyDecoder::new(framing),
+            writer,
+            keep,
+            status,
+            failed: None,
+        }
+    }
+
+    /// The connection, if it may serve another exchange: the response read
+    /// to its end, the request written to its end, keep-alive on both sides,
+    /// and no byte from the service beyond this response.
+    pub(crate) fn take_reusable(&mut self) -> Option<Conn> {
+        let reusable = self.decoder.is_done()
+            && self.keep
+            && self.writer.is_none()
+            && self.conn.as_ref().is_some_and(|c| c.buf.is_empty());
+        if reusable { self.conn.take() } else { None }
+    }
+
+    /// After a `101 Switching Protocols`: the service's socket and the bytes
+    /// it sent after the head, which belong to the new protocol. The body
+    /// is empty from then on.
+    pub(crate) fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
+        if self.status != StatusCode::SWITCHING_PROTOCOLS {
+            return None;
+        }
+        self.decoder = BodyDecoder::new(Framing::Empty);
+        self.writer = None;
+        let conn = self.conn.take()?;
+        Some((conn.io, conn.buf.freeze()))
+    }
+
+    /// The body cannot go on (the service closed early, or broke the
+    /// framing). The error is held for one turn: hyper's server drops what
+    /// it buffered for the client when a body fails, so the bytes read
+    /// before the failure go out first (it flushes when the body is
+    /// pending) and the client sees a cut-short response, not none.
+    fn fail(
+        &mut self,
+        e: io::Error,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.keep = false;
+        self.conn = None;
+        self.writer = None;
+        self.failed = Some(e);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Moves a request body the service answered early further along; a
+    /// failure there only costs the connection's reuse.
+    fn push_request(&mut self, cx: &mut Context<'_>) {
+        let (Some(writer), Some(conn)) = (self.writer.as_mut(), self.conn.as_mut()) else {
+            return;
+        };
+        match writer.poll_write(&mut conn.io, cx) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(())) => self.writer = None,
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "request body not sent to its end");
+                self.writer = None;
+                self.keep = false;
+            }
+        }
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if let Some(e) = this.failed.take() {
+            this.decoder = BodyDecoder::new(Framing::Empty);
+            return Poll::Ready(Some(Err(e)));
+        }
+        this.push_request(cx);
+        loop {
+            if this.decoder.is_done() {
+                return Poll::Ready(None);
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.next(&mut conn.buf) {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) if this.decoder.is_done() => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => return this.fail(io::Error::new(io::ErrorKind::InvalidData, e), cx),
+            }
+            match std::task::ready!(conn.poll_fill(cx)) {
+                Ok(0) => match this.decoder.at_eof() {
+                    Ok(()) => {
+                        this.keep = false;
+                        return Poll::Ready(None);
+                    }
+                    Err(cut) => return this.fail(cut, cx),
+                },
+                Ok(_) => {}
+                Err(e) => return this.fail(e, cx),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.decoder.size_hint()
+    }
+}

@@ -1,0 +1,442 @@
+//! Reading the service's HTTP/1 response: the head (parsed by `httparse`, the
+//! parser hyper and Pingora use, its header values kept as slices of the one
+//! buffer the head arrived in) and the body's framing (RFC 9112 §6.3),
+//! including the chunked decoder with its trailer section.
+
+use std::fmt;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header, response};
+use hyper::body::Frame;
+
+/// The most header fields a response head may have (hyper's limit too).
+pub(crate) const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line (with its extensions) and trailer section
+/// accepted; both are framing sitio drops, so their size buys nothing.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Why the service's bytes are not a valid HTTP/1 response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Malformed {
+    /// `httparse` refused the head (its reason).
+    Head(httparse::Error),
+    /// The head is larger than the read limit.
+    HeadTooLarge(usize),
+    /// An HTTP version other than 1.0 or 1.1.
+    Version,
+    /// `Content-Length` values that are not one decimal number.
+    ContentLength,
+    /// A bad chunk-size line, or one longer than the limit.
+    ChunkSize,
+    /// Chunk data not followed by CRLF.
+    ChunkEnd,
+    /// A trailer section that does not parse or is too large.
+    Trailers,
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Malformed::Head(e) => write!(f, "malformed response head: {e}"),
+            Malformed::HeadTooLarge(n) => write!(f, "response head larger than {n} bytes"),
+            Malformed::Version => f.write_str("response is not HTTP/1.0 or HTTP/1.1"),
+            Malformed::ContentLength => f.write_str("invalid Content-Length in the response"),
+            Malformed::ChunkSize => f.write_str("invalid chunk size line in the response body"),
+            Malformed::ChunkEnd => f.write_str("chunk data not followed by CRLF"),
+            Malformed::Trailers => f.write_str("invalid trailer section in the response"),
+        }
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the service closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) parts: response::Parts,
+    pub(crate) framing: Framing,
+    /// The connection may carry another exchange after this one.
+    pub(crate) keep_alive: bool,
+}
+
+/// Where one header's name and value sit in the head's bytes. Offsets are
+/// `u16` (heads are at most 64 KiB) so that the array of them, zeroed for
+/// every head, stays small (800 bytes).
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (u16, u16),
+    value: (u16, u16),
+}
+
+impl Span {
+    fn name(self) -> std::ops::Range<usize> {
+        usize::from(self.name.0)..usize::from(self.name.1)
+    }
+
+    fn value(self) -> std::ops::Range<usize> {
+        usize::from(self.value.0)..usize::from(self.value.1)
+    }
+}
+
+/// Parses the response head at the start of `buf` and takes its bytes out
+/// of it: `Ok(None)` while it is incomplete (up to `max_head` bytes).
+/// `head_request`: the response to a HEAD, which has no body whatever its
+/// headers say.
+pub(crate) fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    max_head: usize,
+) -> Result<Option<Head>, Malformed> {
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let (len, version, code, count, reason) = {
+        let mut headers = [std::mem::MaybeUninit::uninit(); MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) if len > max_head.min(usize::from(u16::MAX)) => {
+                return Err(Malformed::HeadTooLarge(max_head.min(usize::from(u16::MAX))));
+            }
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() >= max_head => {
+                return Err(Malformed::HeadTooLarge(max_head));
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(Malformed::Head(e)),
+        };
+        let base = buf.as_ptr() as usize;
+        // Every field lies within the head's `len` bytes, so each offset fits.
+        let at = |p: *const u8, n: usize| {
+            let start = p as usize - base;
+            (start as u16, (start + n) as u16)
+        };
+        for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+            *span = Span {
+                name: at(h.name.as_ptr(), h.name.len()),
+                value: at(h.value.as_ptr(), h.value.len()),
+            };
+        }
+        // hyper's server writes a reason phrase found in this extension,
+        // so a service's own wording reaches the client as it did via hyper.
+        let canonical = res
+            .code
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .and_then(|s| s.canonical_reason());
+        let reason = match res.reason {
+            Some(r) if !r.is_empty() && Some(r) != canonical => {
+                hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok()
+            }
+            _ => None,
+        };
+        (len, res.version, res.code, res.headers.len(), reason)
+    };
+    let version = match version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Err(Malformed::Version),
+    };
+    let status = code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Malformed::Head(httparse::Error::Status))?;
+    let bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for span in &spans[..count] {
+        let name = HeaderName::from_bytes(&bytes[span.name()])
+            .map_err(|_| Malformed::Head(httparse::Error::HeaderName))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
+            .map_err(|_| Malformed::Head(httparse::Error::HeaderValue))?;
+        headers.append(name, value);
+    }
+    let (framing, keep_alive) = framing(&headers, status, version, head_request)?;
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    if let Some(reason) = reason {
+        parts.extensions.insert(reason);
+    }
+    Ok(Some(Head {
+        parts,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The body's framing (RFC 9112 §6.3) and whether the connection stays open.
+fn framing(
+    headers: &HeaderMap,
+    status: StatusCode,
+    version: Version,
+    head_request: bool,
+) -> Result<(Framing, bool), Malformed> {
+    let mut close = false;
+    let mut keep_alive_token = false;
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
+    let no_body = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if no_body {
+        return Ok((Framing::Empty, keep_alive));
+    }
+    let mut coded = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if coded.peek().is_some() {
+        let last = coded.last().map(|v| v.as_bytes()).unwrap_or_default();
+        let last = last.rsplit(|b| *b == b',').next().unwrap_or_default();
+        let chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        // A length next to a transfer coding is a desync risk (RFC 9112
+        // §6.1): the coding wins and the connection is not reused.
+        keep_alive &= !headers.contains_key(header::CONTENT_LENGTH);
+        return Ok(if chunked && version == Version::HTTP_11 {
+            (Framing::Chunked, keep_alive)
+        } else {
+            (Framing::Close, false)
+        });
+    }
+    match content_length(headers)? {
+        Some(0) => Ok((Framing::Empty, keep_alive)),
+        Some(n) => Ok((Framing::Length(n), keep_alive)),
+        None => Ok((Framing::Close, false)),
+    }
+}
+
+/// The one length all `Content-Length` values (and their list elements)
+/// agree on, if any field is there.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Malformed> {
+    let mut found = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|b| *b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                return Err(Malformed::ContentLength);
+            }
+            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if found.is_some_and(|f| f != n) {
+                return Err(Malformed::ContentLength);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+/// Where a response body is: what is left of it by its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyDecoder {
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the service closes.
+    Close,
+    Done,
+}
+
+impl BodyDecoder {
+    pub(crate) fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => BodyDecoder::Done,
+            Framing::Length(n) => BodyDecoder::Length(n),
+            Framing::Chunked => BodyDecoder::Chunked(Chunked::Size),
+            Framing::Close => BodyDecoder::Close,
+        }
+    }
+
+    /// The whole body was read.
+    pub(crate) fn is_done(&self) -> bool {
+        *self == BodyDecoder::Done
+    }
+
+    pub(crate) fn size_hint(&self) -> hyper::body::SizeHint {
+        match *self {
+            BodyDecoder::Done => hyper::body::SizeHint::with_exact(0),
+            BodyDecoder::Length(n) => hyper::body::SizeHint::with_exact(n),
+            _ => hyper::body::SizeHint::default(),
+        }
+    }
+
+    /// The next frame `buf` holds, taken out of it: `Ok(None)` when more
+    /// bytes are needed or the body is over ([`BodyDecoder::is_done`]).
+    /// Data frames share `buf`'s memory: no copy.
+    pub(crate) fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>, Malformed> {
+        match self {
+            BodyDecoder::Done => Ok(None),
+            BodyDecoder::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+                *left -= n as u64;
+                if *left == 0 {
+                    *self = BodyDecoder::Done;
+                }
+                Ok(Some(Frame::data(buf.split_to(n).freeze())))
+            }
+            BodyDecoder::Close => Ok((!buf.is_empty()).then(|| Frame::data(buf.split().freeze()))),
+            BodyDecoder::Chunked(chunked) => match chunked.decode(buf)? {
+                Decoded::Data(data) => Ok(Some(Frame::data(data))),
+                Decoded::Trailers(trailers) => Ok(Some(Frame::trailers(trailers))),
+                Decoded::End => {
+                    *self = BodyDecoder::Done;
+                    Ok(None)
+                }
+                Decoded::More => Ok(None),
+            },
+        }
+    }
+
+    /// The service closed the connection: the end of a body delimited by
+    /// the close, a cut-short body otherwise.
+    pub(crate) fn at_eof(&mut self) -> std::io::Result<()> {
+        match *self {
+            BodyDecoder::Close | BodyDecoder::Done => {
+                *self = BodyDecoder::Done;
+                Ok(())
+            }
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the service closed the connection before the end of the response body",
+            )),
+        }
+    }
+}
+
+/// What the chunked decoder found next.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Decoded {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The body is over.
+    End,
+    /// More bytes are needed.
+    More,
+}
+
+/// The chunked decoder's place in the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunked {
+    /// At a chunk-size line.
+    Size,
+    /// Inside a chunk, this many data bytes to go.
+    Data(u64),
+    /// After a chunk's data, at its CRLF.
+    DataEnd,
+    /// After the last chunk, at the trailer section.
+    Trailers,
+    Done,
+}
+
+impl Chunked {
+    /// Decodes what `buf` holds, taking the bytes it used out of it.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Malformed> {
+        loop {
+            match *self {
+                Chunked::Done => return Ok(Decoded::End),
+                Chunked::Size => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, _))) if used > MAX_CHUNK_LINE => {
+                        return Err(Malformed::ChunkSize);
+                    }
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        *self = if size == 0 {
+                            Chunked::Trailers
+                        } else {
+                            Chunked::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                        return Err(Malformed::ChunkSize);
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(Decoded::More),
+                    Err(_) => return Err(Malformed::ChunkSize),
+                },
+                Chunked::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                    let left = left - n as u64;
+                    *self = if left == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left)
+                    };
+                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
+                }
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Malformed::ChunkEnd);
+                    }
+                    buf.advance(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers => return self.trailers(buf),
+            }
+        }
+    }
+
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, Malformed> {
+        if buf.starts_with(b"\r\n") {
+            buf.advance(2);
+            *self = Chunked::Done;
+            return Ok(Decoded::End);
+        }
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        match httparse::parse_headers(buf, &mut fields) {
+            // httparse takes a bare LF for a line end; hyper's trailer
+            // parser does not, and neither does this one (RFC 9112 §2.2).
+            Ok(httparse::Status::Complete((used, _))) if bare_lf(&buf[..used]) => {
+                Err(Malformed::Trailers)
+            }
+            Ok(httparse::Status::Complete((used, fields))) => {
+                let mut trailers = HeaderMap::with_capacity(fields.len());
+                for f in fields.iter() {
+                    let name = HeaderName::from_bytes(f.name.as_bytes())
+                        .map_err(|_| Malformed::Trailers)?;
+                    let value =
+                        HeaderValue::from_bytes(f.value).map_err(|_| Malformed::Trailers)?;
+                    trailers.append(name, value);
+                }
+                buf.advance(used);
+                *self = Chunked::Done;
+                Ok(Decoded::Trailers(trailers))
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => Err(Malformed::Trailers),
+            Ok(httparse::Status::Partial) => Ok(Decoded::More),
+            Err(_) => Err(Malformed::Trailers),
+        }
+    }
+}
+
+/// A line feed not preceded by a carriage return.
+fn bare_lf(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+}

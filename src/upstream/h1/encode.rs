@@ -1,0 +1,307 @@
+//! Writing the request to the service: the head as one buffer of bytes and
+//! the body with the framing its headers promise (a length, or chunks).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, HeaderValue, Method, header, request};
+use hyper::body::Body as _;
+use tokio::io::AsyncWrite;
+
+use crate::error::BoxError;
+use crate::upstream::RequestBody;
+
+/// How the request body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Out {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes to go.
+    Length(u64),
+    Chunked,
+}
+
+/// A request ready to go: its head as bytes, its body still to stream.
+pub(crate) struct Message {
+    pub(super) head: Bytes,
+    pub(super) head_request: bool,
+    /// A method without side effects and no body: safe to send again.
+    pub(crate) resendable: bool,
+    pub(super) body: Option<RequestBody>,
+    pub(super) out: Out,
+}
+
+impl Message {
+    /// Encodes `head` (already edited for the service: origin-form target,
+    /// hop-by-hop fields gone) with the framing `body` needs.
+    pub(crate) fn new(mut head: request::Parts, body: RequestBody) -> Self {
+        let out = framing(&mut head.headers, &body);
+        let mut bytes = Vec::with_capacity(head_len(&head));
+        write_head(&head, &mut bytes);
+        let resendable = out == Out::Empty
+            && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        Message {
+            head: Bytes::from(bytes),
+            head_request: head.method == Method::HEAD,
+            resendable,
+            body: (out != Out::Empty).then_some(body),
+            out,
+        }
+    }
+}
+
+/// The framing of the body, made explicit in `headers`: a `Content-Length`
+/// already there is kept (hyper's rule: the sender's length wins), a known
+/// size becomes one, anything else is chunked.
+fn framing(headers: &mut HeaderMap, body: &RequestBody) -> Out {
+    if body.is_end_stream() {
+        headers.remove(header::TRANSFER_ENCODING);
+        return Out::Empty;
+    }
+    if let Some(n) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        headers.remove(header::TRANSFER_ENCODING);
+        return Out::Length(n);
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    if let Some(n) = body.size_hint().exact() {
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        return Out::Length(n);
+    }
+    headers.insert(
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
+    Out::Chunked
+}
+
+fn head_len(head: &request::Parts) -> usize {
+    let fields: usize = head
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    head.method.as_str().len()
+        + head.uri.path().len()
+        + head.uri.query().map_or(0, |q| q.len() + 1)
+        + fields
+        + 16
+}
+
+/// `METHOD target HTTP/1.1`, the fields, the empty line. The target is in
+/// origin form (`headers::to_upstream` made it so); CONNECT's authority form
+/// and `*` are written as they are.
+fn write_head(head: &request::Parts, out: &mut Vec<u8>) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    match head.uri.path_and_query() {
+        Some(pq) if head.uri.authority().is_none() || head.method != Method::CONNECT => {
+            out.extend_from_slice(pq.as_str().as_bytes());
+        }
+        _ => out.extend_from_slice(head.uri.to_string().as_bytes()),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Why the request could not be written.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// The client's body failed (a bad chunk, a reset): the client's doing.
+    Body(BoxError),
+    /// The body did not match its `Content-Length`.
+    Length,
+    /// The service's socket failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Body(e) => write!(f, "request body: {e}"),
+            WriteError::Length => f.write_str("request body does not match its Content-Length"),
+            WriteError::Io(e) => write!(f, "writing the request: {e}"),
+        }
+    }
+}
+
+/// Buffers queued before they are written (a chunk is three).
+const MAX_QUEUED: usize = 8;
+
+/// The request on its way out: queued bytes first, then the body's frames
+/// as the client sends them.
+pub(crate) struct Writer {
+    queue: VecDeque<Bytes>,
+    body: Option<RequestBody>,
+    out: Out,
+    /// `true` once the body's end (and its terminator) is queued.
+    ended: bool,
+}
+
+impl Writer {
+    pub(crate) fn new(head: Bytes, body: Option<RequestBody>, out: Out) -> Self {
+        let mut queue = VecDeque::with_capacity(if body.is_some() { 4 } else { 1 });
+        queue.push_back(head);
+        Writer {
+            ended: body.is_none(),
+            queue,
+            body,
+            out,
+        }
+    }
+
+    /// Whether the whole request was written.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.ended && self.queue.is_empty()
+    }
+
+    /// Writes what it can; `Ready(Ok)` once the whole request is out.
+    /// Frames the body has ready go out with what is queued (the head, for
+    /// a small body) in one `writev(2)`.
+    pub(crate) fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), WriteError>> {
+        loop {
+            let mut waiting = false;
+            while !self.ended && self.queue.len() < MAX_QUEUED {
+                let Some(body) = self.body.as_mut() else {
+                    self.ended = true;
+                    break;
+                };
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Pending => {
+                        waiting = true;
+                        break;
+                    }
+                    Poll::Ready(None) => self.end()?,
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(WriteError::Body(e))),
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => self.data(data)?,
+                        Err(frame) => {
+                            if let Ok(trailers) = frame.into_trailers() {
+                                self.trailers(&trailers)?;
+                            }
+                        }
+                    },
+                }
+            }
+            ready!(self.poll_flush(io, cx)).map_err(WriteError::Io)?;
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            if waiting {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn data(&mut self, data: Bytes) -> Result<(), WriteError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.out {
+            Out::Length(left) => {
+                let n = data.len() as u64;
+                if n > *left {
+                    return Err(WriteError::Length);
+                }
+                *left -= n;
+                self.queue.push_back(data);
+            }
+            Out::Chunked => {
+                self.queue
+                    .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                self.queue.push_back(data);
+                self.queue.push_back(Bytes::from_static(b"\r\n"));
+            }
+            Out::Empty => return Err(WriteError::Length),
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<(), WriteError> {
+        self.ended = true;
+        self.body = None;
+        match self.out {
+            Out::Length(0) | Out::Empty => Ok(()),
+            Out::Length(_) => Err(WriteError::Length),
+            Out::Chunked => {
+                self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Trailers end a chunked body; other framings have no place for them.
+    fn trailers(&mut self, trailers: &HeaderMap) -> Result<(), WriteError> {
+        if self.out != Out::Chunked {
+            return self.end();
+        }
+        let mut last = b"0\r\n".to_vec();
+        for (name, value) in trailers {
+            last.extend_from_slice(name.as_str().as_bytes());
+            last.extend_from_slice(b": ");
+            last.extend_from_slice(value.as_bytes());
+            last.extend_from_slice(b"\r\n");
+        }
+        last.extend_from_slice(b"\r\n");
+        self.queue.push_back(Bytes::from(last));
+        self.ended = true;
+        self.body = None;
+        Ok(())
+    }
+
+    /// Writes the queue out, several buffers per `writev(2)` when there are.
+    fn poll_flush<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while !self.queue.is_empty() {
+            let n = if self.queue.len() == 1 {
+                ready!(Pin::new(&mut *io).poll_write(cx, &self.queue[0]))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_QUEUED + 2];
+                let count = self.queue.len().min(slices.len());
+                for (slice, buf) in slices.iter_mut().zip(self.queue.iter()) {
+                    *slice = IoSlice::new(buf);
+                }
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.queue.pop_front();
+        }
+    }
+}
