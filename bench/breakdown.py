@@ -71,12 +71,10 @@ def run_under(tool, target, backend, workdir, requests):
             except ProcessLookupError:
                 pass
         try:
-            running.proc.wait(timeout=120)
+            running.proc.wait(timeout=120)  # the tools write their figures at exit
         except subprocess.TimeoutExpired:
-            running.proc.kill()
-            running.proc.wait()
-        if running.log:
-            running.log.close()
+            pass
+        running.stop()
     return sorted(workdir.glob(out.name + "*"))
 
 
