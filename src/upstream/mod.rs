@@ -193,17 +193,14 @@ impl Upstream {
         let (head, body) = req.into_parts();
         let mut msg = h1::Message::new(head, body);
         if reusable && let Some((conn, idle_for)) = self.pool.checkout() {
-            match h1::send(conn, &mut msg, interim, true).await {
+            // Died while idle, before any response byte: a safe, body-less
+            // request may go again on a fresh connection (its head is kept
+            // for that only when it may).
+            let may_resend = msg.resendable && self.retries && idle_for >= retry::STALE_AFTER;
+            match h1::send(conn, &mut msg, interim, true, may_resend).await {
                 Ok(res) => return Ok(res.map(Wire::H1)),
                 Err(failed) => {
-                    // Died while idle, before any response byte: a safe,
-                    // body-less request may go again on a fresh connection.
-                    let resend = failed.closed_before_response
-                        && msg.resendable
-                        && self.retries
-                        && idle_for >= retry::STALE_AFTER
-                        && retry::take();
-                    if !resend {
+                    if !(may_resend && failed.closed_before_response && retry::take()) {
                         return Err(failed.error);
                     }
                     tracing::debug!(error = %failed.error, "stale pooled connection; sending again");
@@ -211,7 +208,7 @@ impl Upstream {
             }
         }
         let conn = h1::Conn::new(self.connect_tcp().await?);
-        match h1::send(conn, &mut msg, interim, reusable).await {
+        match h1::send(conn, &mut msg, interim, reusable, false).await {
             Ok(res) => Ok(res.map(Wire::H1)),
             Err(failed) => Err(failed.error),
         }

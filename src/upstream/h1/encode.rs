@@ -39,12 +39,11 @@ impl Message {
     /// hop-by-hop fields gone) with the framing `body` needs.
     pub(crate) fn new(mut head: request::Parts, body: RequestBody) -> Self {
         let out = framing(&mut head.headers, &body);
-        let mut bytes = Vec::with_capacity(head_len(&head));
-        write_head(&head, &mut bytes);
+        let bytes = encode_head(&head);
         let resendable = out == Out::Empty
             && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
         Message {
-            head: Bytes::from(bytes),
+            head: bytes,
             head_request: head.method == Method::HEAD,
             resendable,
             body: (out != Out::Empty).then_some(body),
@@ -82,31 +81,29 @@ fn framing(headers: &mut HeaderMap, body: &RequestBody) -> Out {
     Out::Chunked
 }
 
-fn head_len(head: &request::Parts) -> usize {
+/// `METHOD target HTTP/1.1`, the fields, the empty line, in a buffer of
+/// exactly that length (so that it becomes `Bytes` without an allocation of
+/// its own). The target is in origin form (`headers::to_upstream` made it
+/// so); CONNECT's authority form and `*` are written as they are.
+fn encode_head(head: &request::Parts) -> Bytes {
+    let uri;
+    let target = match head.uri.path_and_query() {
+        Some(pq) if head.uri.authority().is_none() || head.method != Method::CONNECT => pq.as_str(),
+        _ => {
+            uri = head.uri.to_string();
+            uri.as_str()
+        }
+    };
     let fields: usize = head
         .headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    head.method.as_str().len()
-        + head.uri.path().len()
-        + head.uri.query().map_or(0, |q| q.len() + 1)
-        + fields
-        + 16
-}
-
-/// `METHOD target HTTP/1.1`, the fields, the empty line. The target is in
-/// origin form (`headers::to_upstream` made it so); CONNECT's authority form
-/// and `*` are written as they are.
-fn write_head(head: &request::Parts, out: &mut Vec<u8>) {
+    let len = head.method.as_str().len() + 1 + target.len() + 11 + fields + 2;
+    let mut out = Vec::with_capacity(len);
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    match head.uri.path_and_query() {
-        Some(pq) if head.uri.authority().is_none() || head.method != Method::CONNECT => {
-            out.extend_from_slice(pq.as_str().as_bytes());
-        }
-        _ => out.extend_from_slice(head.uri.to_string().as_bytes()),
-    }
+    out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &head.headers {
         out.extend_from_slice(name.as_str().as_bytes());
@@ -115,6 +112,8 @@ fn write_head(head: &request::Parts, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    debug_assert_eq!(out.len(), len);
+    Bytes::from(out)
 }
 
 /// Why the request could not be written.
@@ -144,6 +143,9 @@ const MAX_QUEUED: usize = 8;
 /// The request on its way out: queued bytes first, then the body's frames
 /// as the client sends them.
 pub(crate) struct Writer {
+    /// The head, until written (kept out of `queue`, which then allocates
+    /// only for requests with a body).
+    first: Bytes,
     queue: VecDeque<Bytes>,
     body: Option<RequestBody>,
     out: Out,
@@ -153,11 +155,10 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(head: Bytes, body: Option<RequestBody>, out: Out) -> Self {
-        let mut queue = VecDeque::with_capacity(if body.is_some() { 4 } else { 1 });
-        queue.push_back(head);
         Writer {
             ended: body.is_none(),
-            queue,
+            first: head,
+            queue: VecDeque::new(),
             body,
             out,
         }
@@ -165,7 +166,7 @@ impl Writer {
 
     /// Whether the whole request was written.
     pub(crate) fn is_finished(&self) -> bool {
-        self.ended && self.queue.is_empty()
+        self.ended && self.first.is_empty() && self.queue.is_empty()
     }
 
     /// Writes what it can; `Ready(Ok)` once the whole request is out.
@@ -266,20 +267,25 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the queue out, several buffers per `writev(2)` when there are.
+    /// Writes the head and the queue out, several buffers per `writev(2)`
+    /// when there are.
     fn poll_flush<W: AsyncWrite + Unpin>(
         &mut self,
         io: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        while !self.queue.is_empty() {
-            let n = if self.queue.len() == 1 {
-                ready!(Pin::new(&mut *io).poll_write(cx, &self.queue[0]))?
+        while !self.first.is_empty() || !self.queue.is_empty() {
+            let n = if self.queue.is_empty() {
+                ready!(Pin::new(&mut *io).poll_write(cx, &self.first))?
             } else {
-                let mut slices = [IoSlice::new(&[]); MAX_QUEUED + 2];
-                let count = self.queue.len().min(slices.len());
-                for (slice, buf) in slices.iter_mut().zip(self.queue.iter()) {
+                let mut slices = [IoSlice::new(&[]); MAX_QUEUED + 3];
+                let bufs = std::iter::once(&self.first)
+                    .filter(|b| !b.is_empty())
+                    .chain(self.queue.iter());
+                let mut count = 0;
+                for (slice, buf) in slices.iter_mut().zip(bufs) {
                     *slice = IoSlice::new(buf);
+                    count += 1;
                 }
                 ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
             };
@@ -292,6 +298,9 @@ impl Writer {
     }
 
     fn advance(&mut self, mut n: usize) {
+        let first = n.min(self.first.len());
+        self.first.advance(first);
+        n -= first;
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {
                 return;

@@ -92,14 +92,22 @@ impl Failed {
 /// responses to `interim`. The request body streams while the head is
 /// awaited (a service may answer before it has read it all) and after, as
 /// the response body is read. `keep`: the connection may be pooled after
-/// this exchange.
+/// this exchange; `keep_head`: `msg` may be sent again (its head stays).
 pub(crate) async fn send(
     mut conn: Conn,
     msg: &mut Message,
     interim: Option<&InterimRelay>,
     keep: bool,
+    keep_head: bool,
 ) -> Result<Response<ResponseBody>, Failed> {
-    let mut writer = Writer::new(msg.head.clone(), msg.body.take(), msg.out);
+    // A clone of the head's `Bytes` allocates its shared count: only when
+    // the head may be needed again.
+    let head = if keep_head {
+        msg.head.clone()
+    } else {
+        std::mem::take(&mut msg.head)
+    };
+    let mut writer = Writer::new(head, msg.body.take(), msg.out);
     let mut write_failed = None;
     let mut interims = 0u32;
     let head = std::future::poll_fn(|cx| {
