@@ -29,6 +29,7 @@ mod proxying;
 mod rate_limits;
 mod readme;
 mod resilience;
+mod service_connection;
 mod smuggling;
 mod split;
 mod telemetry;

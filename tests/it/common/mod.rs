@@ -368,6 +368,23 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
     }
 }
 
+/// For services written in a test: reads one request head from `s` (bytes
+/// past it stay in `buf`); `None` once the connection ends.
+pub async fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// Sends `raw` on a new connection and reads one response.
 /// Writes `raw` on a kept-alive connection and reads one response; `buf`
 /// keeps whatever arrived beyond it, for the next call.
