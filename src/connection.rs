@@ -212,14 +212,21 @@ pub(crate) async fn serve_connection<S>(
         }
         // hyper is done: the client closed, the connection was upgraded (the
         // tunnel has it), or it was parked (`io::PARK_AFTER`).
-        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+        // Taken apart in one statement, so that nothing of hyper's parts
+        // (its service, its buffer) lives on in the parked task's state.
+        let Some(hyper::server::conn::http1::Parts {
+            io: parked,
+            read_buf,
+            ..
+        }) = Pin::into_inner(conn).into_parts()
+        else {
             return;
         };
-        io = parts.io.into_inner();
-        if !io.is_parked() || !parts.read_buf.is_empty() {
+        io = parked.into_inner();
+        if !io.is_parked() || !read_buf.is_empty() {
             return;
         }
-        drop(parts.read_buf);
+        drop(read_buf);
         let _parked = connections.parked();
         tokio::select! {
             biased;

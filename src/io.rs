@@ -439,18 +439,25 @@ impl<S: AsyncRead + Unpin> ClientIo<S> {
     /// timeout; true when they came (hand it to a new hyper connection),
     /// false when the client closed or stayed silent (close it).
     pub(crate) async fn wait_parked(&mut self) -> bool {
-        use tokio::io::AsyncReadExt;
-        // Small on purpose: it is part of every parked connection's task;
-        // hyper reads the rest of the head.
-        let mut first = [0u8; 128];
-        let read = tokio::time::timeout_at(self.idle_due, self.stream.read(&mut first)).await;
-        match read {
-            Ok(Ok(n)) if n > 0 => {
-                self.unpark(Bytes::copy_from_slice(&first[..n]));
-                true
+        // The connection's own deadline timer, not a second one per parked
+        // connection; and the read buffer lives on each poll's stack, not in
+        // the parked connection's task.
+        self.deadline.set(self.idle_due);
+        std::future::poll_fn(|cx| {
+            let mut first = [0u8; 512];
+            let mut buf = tokio::io::ReadBuf::new(&mut first);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    let first = Bytes::copy_from_slice(buf.filled());
+                    self.unpark(first);
+                    return Poll::Ready(true);
+                }
+                Poll::Ready(_) => return Poll::Ready(false),
+                Poll::Pending => {}
             }
-            _ => false,
-        }
+            self.deadline.poll_expired(cx).map(|()| false)
+        })
+        .await
     }
 }
 
