@@ -113,17 +113,20 @@ def run_mode(mode, cpus, targets, args, workdir):
             order = targets[n % len(targets):] + targets[: n % len(targets)]
             for name in order:
                 sat = measure.saturation(url(name), args.seconds, args.connections, cpus["load"], proxy_pids(name))
-                rate = measure.fixed_rate(url(name), args.seconds, args.rate, args.rate_connections, cpus["load"])
+                rate = measure.fixed_rate(url(name), args.seconds, args.rate, args.rate_connections, cpus["load"],
+                                          proxy_pids(name))
                 rounds[name].append({
                     **sat,
                     "rate_p50_ms": rate["p50_ms"],
                     "rate_p99_ms": rate["p99_ms"],
+                    "rate_cpu_us_per_req": rate["cpu_us_per_req"],
                     "errors": sat["errors"] + rate["errors"],
                 })
                 cpu = sat["cpu_us_per_req"]
                 print(f"  round {n + 1} {name:14} {sat['rps']:>9,.0f} req/s  "
                       f"p99 {sat['p99_ms']:.2f} ms  p99@{args.rate}/s {rate['p99_ms']:.3f} ms  "
-                      + (f"CPU {cpu:.1f} us/req" if cpu else ""), flush=True)
+                      + (f"CPU {cpu:.1f} us/req, {rate['cpu_us_per_req']:.1f} at the rate" if cpu else ""),
+                      flush=True)
         for name in targets:
             rows[name].update(report.summarize(rounds[name]))
             if name != "direct":

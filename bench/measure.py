@@ -89,8 +89,11 @@ def saturation(url, seconds, connections, cpus, pids):
     }
 
 
-def fixed_rate(url, seconds, rate, connections, cpus):
-    """oha at a fixed rate, with latency correction: p50/p99 a user would see."""
+def fixed_rate(url, seconds, rate, connections, cpus, pids=()):
+    """oha at a fixed rate, with latency correction: p50/p99 a user would see,
+    and the CPU per request of `pids` at that rate (most sidecars run well
+    below saturation, where each request wakes the proxy on its own)."""
+    cpu_before = cpu_seconds(pids)
     out = subprocess.run(
         pinned(["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-q", str(rate),
                 "--latency-correction", "-c", str(connections), url], cpus),
@@ -105,7 +108,9 @@ def fixed_rate(url, seconds, rate, connections, cpus):
     # itself ("aborted due to deadline"): not the target's failures.
     failures = {k: n for k, n in report.get("errorDistribution", {}).items() if "deadline" not in k}
     errors = sum(failures.values()) + (total - ok)
-    return {"p50_ms": pct["p50"] * 1e3, "p99_ms": pct["p99"] * 1e3, "errors": errors}
+    cpu = cpu_seconds(pids) - cpu_before
+    cpu_us = cpu * 1e6 / total if pids and total else None
+    return {"p50_ms": pct["p50"] * 1e3, "p99_ms": pct["p99"] * 1e3, "errors": errors, "cpu_us_per_req": cpu_us}
 
 
 def raise_fd_limit():
