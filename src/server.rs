@@ -265,11 +265,9 @@ fn spawn_background(
             tick.tick().await;
             t.process.refresh();
             // Parked connections hold no buffers: what is busy is the rest.
-            let busy = t
-                .connections
-                .open_now()
-                .saturating_sub(t.connections.parked_now());
-            if trimmer.tick(busy) {
+            let open = t.connections.open_now();
+            let busy = open.saturating_sub(t.connections.parked_now());
+            if trimmer.tick(busy, open) {
                 tokio::task::spawn_blocking(crate::memory::release_free_memory);
             }
         }
