@@ -265,9 +265,9 @@ fn spawn_background(
             tick.tick().await;
             t.process.refresh();
             // Parked connections hold no buffers: what is busy is the rest.
-            let open = t.connections.open_now();
-            let busy = open.saturating_sub(t.connections.parked_now());
-            if trimmer.tick(busy, open) {
+            let (open, parked) = (t.connections.open_now(), t.connections.parked_now());
+            let busy = open.saturating_sub(parked);
+            if trimmer.tick(busy, open, parked) {
                 tokio::task::spawn_blocking(crate::memory::release_free_memory);
             }
         }
