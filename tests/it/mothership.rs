@@ -190,9 +190,18 @@ async fn the_workload_view_reads_the_recording_rules_and_drills_down() {
     .unwrap()
     .replace("interval: 30s", "interval: 1s");
     let prometheus = Prometheus::scrape_labelled(&targets, Some(&rules));
+    // Every pod scraped once, not just one per workload: the errors below
+    // must come after member 0's first sample, or its rate stays 0 (a
+    // fresh-clone CI run lost that race once).
     prometheus
         .wait_for("workload:sitio_pods:count", |r| {
-            r.as_array().map(Vec::len) == Some(2)
+            let pods = r.as_array().map_or(0.0, |workloads| {
+                workloads
+                    .iter()
+                    .filter_map(|w| w["value"][1].as_str()?.parse::<f64>().ok())
+                    .sum()
+            });
+            r.as_array().map(Vec::len) == Some(2) && pods == 3.0
         })
         .await;
     get(&members[0], "/status/503", 10).await;
