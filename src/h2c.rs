@@ -278,14 +278,13 @@ impl Leg for H2Conn {
         req: Request<RequestBody>,
         (h2, reusable): (bool, bool),
     ) -> Result<(Response<Body>, bool), ProxyError> {
-        let bytes_in = req.body().state();
         // A gRPC call's deadline holds for the whole call: the response head
         // and then its body (a stream past it ends DEADLINE_EXCEEDED).
         let call_timeout = crate::grpc::timeout_of(req.headers());
         let ends_at = call_timeout.map(|t| (tokio::time::Instant::now() + t, t));
         let target = &self.shared.upstreams[upstream];
         let res = target.send(req, reusable, h2, call_timeout, None).await?;
-        let mut res = crate::proxy::relay(self.clone(), upstream, res, reusable, bytes_in);
+        let mut res = crate::proxy::relay(self.clone(), upstream, res);
         if let Some((at, timeout)) = ends_at {
             res = res.map(|body| crate::grpc::CallDeadline::wrap(body, at, timeout));
         }

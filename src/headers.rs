@@ -11,7 +11,8 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+/// Whether a `Connection` field lists `token` (case-insensitive).
+pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
@@ -249,12 +250,26 @@ pub(crate) fn write_head(out: &mut Vec<u8>, status: http::StatusCode, headers: &
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    write_fields(out, headers);
+}
+
+/// The field lines of `headers` (`name: value` and CRLF each), as a head
+/// or a trailer section carries them.
+pub(crate) fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// The length of [`write_fields`]' output.
+pub(crate) fn fields_len(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 /// The client address as a header value; built once per connection.
@@ -293,19 +308,30 @@ fn canonical_length(h: &mut HeaderMap) {
     if plain {
         return; // The common case: nothing to allocate.
     }
-    let mut length = None;
-    for value in h.get_all(header::CONTENT_LENGTH) {
-        for part in value.to_str().unwrap_or("x").split(',') {
-            let n = part.trim().parse::<u64>().ok();
-            if n.is_none() || (length.is_some() && length != n) {
-                return; // The parser refuses these; leave its judgement be.
-            }
-            length = n;
-        }
-    }
-    if let Some(n) = length {
+    // Values that do not agree are the parser's to refuse: left as they are.
+    if let Ok(Some(n)) = content_length(h) {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
+}
+
+/// The one length every `Content-Length` value (and every element of a
+/// value's list) agrees on, `None` without the field; `Err` when a value is
+/// not plain decimal digits or two disagree.
+pub(crate) fn content_length(h: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut found = None;
+    for value in h.get_all(header::CONTENT_LENGTH) {
+        for item in tokens(value.as_bytes()) {
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if found.is_some_and(|f| f != n) {
+                return Err(());
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
 }
 
 /// Turns the service's response head into the one sent to the client.

@@ -1,22 +1,25 @@
 //! Interim (1xx) responses from the service: `103 Early Hints` are relayed
-//! to HTTP/1.1 clients (RFC 8297), and a service that sends more interim
+//! to HTTP/1.1 clients (RFC 8297). A service that sends more interim
 //! responses than [`MAX_INTERIM`] before its final one gets a 502 instead of
-//! holding the exchange forever.
+//! holding the exchange forever; the service connection, which reads every
+//! interim response, enforces it (`upstream::h1`).
 //!
 //! hyper's server has no way to send a 1xx, so the relay writes the bytes
 //! itself, on the client connection's IO, at a moment when nothing of hyper's
 //! can be interleaved: in `poll_flush`, which hyper calls only once its own
 //! write buffer is empty, while the exchange still waits for its final
-//! response. Bytes a full socket left half-written go out before the next
-//! write of hyper's, which can only be this exchange's final head.
+//! response. The service connection reads a 103 while hyper polls the
+//! exchange, and hyper flushes right after that poll, so a queued 103 goes
+//! out at once with no wake-up of its own. Bytes a full socket left
+//! half-written go out before the next write of hyper's, which can only be
+//! this exchange's final head.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
 use http::{HeaderMap, StatusCode};
 use tokio::io::AsyncWrite;
 
@@ -24,22 +27,11 @@ use tokio::io::AsyncWrite;
 pub(crate) const MAX_INTERIM: u32 = 10;
 
 /// The interim-response relay of one client connection (exchanges on one
-/// connection are sequential, so one relay serves them all in turn).
-///
-/// Every exchange calls [`InterimRelay::begin`] and [`InterimRelay::end`]:
-/// atomics only, no lock; the lock guards the bytes of an actual 103.
+/// connection are sequential, so one relay serves them all in turn). Only
+/// exchanges of HTTP/1.1 clients are given it (RFC 9110 §15.2 forbids 1xx
+/// to 1.0); the lock guards the bytes of an actual 103.
 #[derive(Debug, Default)]
 pub(crate) struct InterimRelay {
-    /// An exchange is waiting for its final response.
-    open: AtomicBool,
-    /// Relay 103s (HTTP/1.1 clients only: RFC 9110 §15.2 forbids 1xx to 1.0).
-    relay: AtomicBool,
-    /// Interim responses the waiting exchange has received.
-    received: AtomicU32,
-    /// The waiting exchange, registered by [`InterimRelay::overflowed`]. It
-    /// runs in the client connection's task, so waking it also has hyper
-    /// flush the connection, which writes a queued 103: one waker serves both.
-    waiter: AtomicWaker,
     /// Bytes wait in `state.bytes`.
     pending: AtomicBool,
     state: Mutex<State>,
@@ -52,54 +44,15 @@ struct State {
 }
 
 impl InterimRelay {
-    /// An exchange starts waiting for the service's response.
-    pub(crate) fn begin(&self, relay_early_hints: bool) {
-        self.relay.store(relay_early_hints, Ordering::Relaxed);
-        self.received.store(0, Ordering::Relaxed);
-        self.open.store(true, Ordering::Release);
-    }
-
-    /// The final response (or an error) arrived: later interim responses
-    /// are ignored; bytes already queued still go out first.
-    pub(crate) fn end(&self) {
-        self.open.store(false, Ordering::Release);
-    }
-
-    /// Resolves once the service has sent the waiting exchange more than
-    /// [`MAX_INTERIM`] interim responses. (A count, not a stored signal: an
-    /// overflow cannot leak into the connection's next exchange.)
-    pub(crate) async fn overflowed(&self) {
-        std::future::poll_fn(|cx| {
-            if self.received.load(Ordering::Acquire) > MAX_INTERIM {
-                return Poll::Ready(());
-            }
-            self.waiter.register(cx.waker());
-            if self.received.load(Ordering::Acquire) > MAX_INTERIM {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-    }
-
-    /// Called by the service connection for every interim response.
+    /// Called by the service connection for every interim response it
+    /// reads while the exchange waits for its final one.
     pub(crate) fn received(&self, status: StatusCode, headers: &HeaderMap) {
-        if !self.open.load(Ordering::Acquire) {
-            return;
-        }
-        if self.received.fetch_add(1, Ordering::AcqRel) + 1 > MAX_INTERIM {
-            self.waiter.wake();
-            return;
-        }
-        if status != StatusCode::EARLY_HINTS || !self.relay.load(Ordering::Relaxed) {
+        if status != StatusCode::EARLY_HINTS {
             return;
         }
         let Ok(mut s) = self.state.lock() else { return };
         write_head(&mut s.bytes, status, headers);
         self.pending.store(true, Ordering::Release);
-        drop(s);
-        self.waiter.wake();
     }
 
     /// Writes queued bytes: from the IO's `poll_flush` while an exchange
@@ -144,7 +97,6 @@ fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::Future;
 
     #[test]
     fn early_hints_are_relayed_with_end_to_end_fields_only() {
@@ -153,44 +105,16 @@ mod tests {
         h.append("link", "</style.css>; rel=preload".parse().unwrap());
         h.append("connection", "x-hop".parse().unwrap());
         h.append("x-hop", "1".parse().unwrap());
-        relay.received(StatusCode::EARLY_HINTS, &h);
-        assert!(!relay.pending.load(Ordering::Relaxed), "no exchange waits");
-        relay.begin(true);
         relay.received(StatusCode::CONTINUE, &HeaderMap::new());
+        assert!(
+            !relay.pending.load(Ordering::Relaxed),
+            "only 103s are relayed"
+        );
         relay.received(StatusCode::EARLY_HINTS, &h);
         let s = relay.state.lock().unwrap();
         assert_eq!(
             String::from_utf8_lossy(&s.bytes),
             "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
         );
-    }
-
-    #[test]
-    fn an_overflow_fails_its_own_exchange_and_not_the_next() {
-        let relay = InterimRelay::default();
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let mut overflowed = |relay: &InterimRelay| {
-            let fut = std::pin::pin!(relay.overflowed());
-            fut.poll(&mut cx).is_ready()
-        };
-        relay.begin(true);
-        for _ in 0..MAX_INTERIM {
-            relay.received(StatusCode::CONTINUE, &HeaderMap::new());
-        }
-        assert!(!overflowed(&relay), "up to the cap is fine");
-        relay.received(StatusCode::CONTINUE, &HeaderMap::new());
-        assert!(overflowed(&relay));
-        relay.end();
-        relay.begin(true);
-        assert!(!overflowed(&relay), "the next exchange starts afresh");
-    }
-
-    #[test]
-    fn http_1_0_clients_get_no_interim_responses() {
-        let relay = InterimRelay::default();
-        relay.begin(false);
-        relay.received(StatusCode::EARLY_HINTS, &HeaderMap::new());
-        assert!(!relay.pending.load(Ordering::Relaxed));
     }
 }

@@ -21,7 +21,6 @@ use crate::decorator::{Decorators, Filters};
 use crate::engine::{Leg, Tracked};
 use crate::error::{ErrorKind, ProxyError};
 use crate::guard::{RawFraming, Refusal};
-use crate::interim::MAX_INTERIM;
 use crate::io::ConnPhase;
 use crate::telemetry::{Routes, Telemetry};
 use crate::upstream::{
@@ -100,20 +99,18 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 }
 
 /// The service's response as the client gets it: head normalised, body
-/// read through `UpstreamBody` (which counts `bytes_in` and, when `reusable`
-/// and its framing left it so, returns the connection to `home`'s pool once
-/// both directions ended).
+/// read through `UpstreamBody`, which returns the connection to `home`'s
+/// pool once both directions ended, if it may serve another exchange (the
+/// service connection decides: keep-alive on both sides, a framing with no
+/// ambiguity, nothing left unsent or unread).
 pub(crate) fn relay(
     home: Arc<dyn PoolHome>,
     upstream: usize,
     res: Response<Wire>,
-    reusable: bool,
-    bytes_in: Option<Arc<RequestBodyState>>,
 ) -> Response<Body> {
     let (mut rhead, wire) = res.into_parts();
-    let framing_clear = headers::to_client(&mut rhead);
-    let home = (reusable && framing_clear).then_some((home, upstream));
-    let body = Body::upstream(UpstreamBody::new(wire, home, bytes_in));
+    headers::to_client(&mut rhead);
+    let body = Body::upstream(UpstreamBody::new(wire, (home, upstream)));
     Response::from_parts(rhead, body)
 }
 
@@ -192,34 +189,11 @@ impl Leg for ConnCtx {
         req: Request<RequestBody>,
         forward: Forward,
     ) -> Result<(Response<Body>, bool), ProxyError> {
-        let bytes_in = req.body().state();
-        self.phase.interim.begin(forward.relay_early_hints);
+        let interim = forward.relay_early_hints.then_some(&self.phase.interim);
         let target = &self.shared.upstreams[upstream];
-        // Both futures are pinned where they are made and raced by reference:
-        // `select!` would move the send future (kilobytes) into its own
-        // state and again into the poll closure, a memcpy each request.
-        let mut send = std::pin::pin!(target.send(
-            req,
-            forward.reusable,
-            forward.h2,
-            None,
-            Some(&self.phase.interim),
-        ));
-        let mut overflow = std::pin::pin!(self.phase.interim.overflowed());
-        let sent = std::future::poll_fn(|cx| {
-            // The answer first (no RNG draw per request, as `biased`).
-            if let Poll::Ready(sent) = send.as_mut().poll(cx) {
-                return Poll::Ready(sent);
-            }
-            overflow.as_mut().poll(cx).map(|()| {
-                Err(ProxyError::new(
-                    ErrorKind::UpstreamProtocol,
-                    format!("more than {MAX_INTERIM} interim (1xx) responses"),
-                ))
-            })
-        })
-        .await;
-        self.phase.interim.end();
+        let sent = target
+            .send(req, forward.reusable, forward.h2, None, interim)
+            .await;
         let (rhead, mut wire) = sent?.into_parts();
         let mut upgraded = false;
         if rhead.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -235,7 +209,7 @@ impl Leg for ConnCtx {
             tunnel::spawn_upgraded(&self.shared.tasks, client, service, self.peer);
         }
         let res = Response::from_parts(rhead, wire);
-        let res = relay(self.clone(), upstream, res, forward.reusable, bytes_in);
+        let res = relay(self.clone(), upstream, res);
         Ok((res, upgraded))
     }
 

@@ -21,7 +21,6 @@ use crate::io::ConnPhase;
 pub(crate) struct RequestBodyState {
     bytes: AtomicU64,
     malformed: AtomicBool,
-    complete: AtomicBool,
 }
 
 impl RequestBodyState {
@@ -34,11 +33,6 @@ impl RequestBodyState {
     /// size, a short body, a reset): a failure of the client, not the service.
     pub(crate) fn malformed(&self) -> bool {
         self.malformed.load(Ordering::Relaxed)
-    }
-
-    /// True once the whole body was read from the client (and handed on).
-    fn complete(&self) -> bool {
-        self.complete.load(Ordering::Relaxed)
     }
 }
 
@@ -113,11 +107,6 @@ impl RequestBody {
         )
     }
 
-    /// What the exchange learns about this body (`None` when it has none).
-    pub(crate) fn state(&self) -> Option<Arc<RequestBodyState>> {
-        self.state.clone()
-    }
-
     fn body_over(&mut self) {
         if let Some(phase) = self.phase.take() {
             phase.body_pending(false);
@@ -140,14 +129,10 @@ impl RequestBody {
                 if let Some(data) = frame.data_ref() {
                     state.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
-                if over {
-                    state.complete.store(true, Ordering::Relaxed);
-                }
             }
-            Poll::Ready(None) => state.complete.store(true, Ordering::Relaxed),
             // A bad chunk size, a short body, a reset: all the client's doing.
             Poll::Ready(Some(Err(_))) => state.malformed.store(true, Ordering::Relaxed),
-            Poll::Pending => {}
+            Poll::Ready(None) | Poll::Pending => {}
         }
     }
 }
@@ -221,8 +206,9 @@ impl Wire {
         }
     }
 
-    /// After a `101`: the service's socket and the bytes already read past
-    /// the head (HTTP/1 only; the body is empty afterwards).
+    /// For the body of a `101` (the caller checks the status): the service's
+    /// socket and the bytes already read past the head (HTTP/1 only; the
+    /// body is empty afterwards).
     pub(crate) fn take_upgraded(&mut self) -> Option<(tokio::net::TcpStream, Bytes)> {
         match self {
             Wire::H1(b) => b.take_upgraded(),
@@ -239,10 +225,9 @@ pub(crate) type Home = (Arc<dyn PoolHome>, usize);
 /// The service's response body.
 pub(crate) struct UpstreamBody {
     inner: Wire,
-    /// Set when the connection may be pooled once the body ends.
+    /// Where the connection goes back to once the body ends (`None` once
+    /// it did, or cannot).
     home: Option<Home>,
-    /// The request body of the same exchange, when it had one.
-    request_body: Option<Arc<RequestBodyState>>,
 }
 
 /// How much of a discarded body is read to save its connection before giving up.
@@ -250,15 +235,10 @@ const DRAIN_LIMIT_BYTES: u64 = 1 << 20;
 const DRAIN_LIMIT_TIME: Duration = Duration::from_secs(5);
 
 impl UpstreamBody {
-    pub(crate) fn new(
-        inner: Wire,
-        home: Option<Home>,
-        request_body: Option<Arc<RequestBodyState>>,
-    ) -> Self {
+    pub(crate) fn new(inner: Wire, home: Home) -> Self {
         let mut body = UpstreamBody {
             inner,
-            home,
-            request_body,
+            home: Some(home),
         };
         if body.inner.is_end_stream() {
             body.release();
@@ -266,22 +246,12 @@ impl UpstreamBody {
         body
     }
 
-    /// The response is over: the connection may serve another exchange, but
-    /// only if the request is over too. A service may answer before it has
-    /// read the request body (many do); pooled then, the connection would
-    /// make the next client's request wait behind a body that may never come.
+    /// The response is over: the connection goes back to the pool if it may
+    /// serve another exchange (see `h1::ResponseBody::take_reusable`).
     fn release(&mut self) {
         let Some((home, upstream)) = self.home.take() else {
             return;
         };
-        if let Some(body) = &self.request_body
-            && !body.complete()
-        {
-            tracing::debug!(
-                "answered before its request body ended; service connection not reused"
-            );
-            return;
-        }
         if let Wire::H1(body) = &mut self.inner
             && let Some(conn) = body.take_reusable()
         {

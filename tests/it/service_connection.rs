@@ -222,3 +222,47 @@ async fn broken_service_responses_are_502_and_harm_nothing_after() {
     }
     sitio.stop().await;
 }
+
+/// A `103 Early Hints` is for the time the service still works on its
+/// answer: it reaches the client at once, not with the final response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_hints_reach_the_client_before_the_final_answer_is_ready() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while read_request_head(&mut s, &mut buf).await.is_some() {
+                    let hint = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n";
+                    if s.write_all(hint).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npage")
+                        .await;
+                }
+            });
+        }
+    });
+    let sitio = Sitio::start(config_for(port), Decorators::none()).await;
+    let mut client = TcpStream::connect(sitio.addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let hint = send_on(
+        &mut client,
+        &mut buf,
+        b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    assert_eq!(hint.status, 103);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "the hint waited for the answer: {:?}",
+        started.elapsed()
+    );
+    let page = read_response(&mut client, &mut buf, false).await.unwrap();
+    assert_eq!((page.status, &page.body[..]), (200, &b"page"[..]));
+    sitio.stop().await;
+}

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::StatusCode;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::net::TcpStream;
 
@@ -24,7 +23,6 @@ pub(crate) struct ResponseBody {
     writer: Option<Box<Writer>>,
     /// The connection may carry another exchange once both directions end.
     keep: bool,
-    status: StatusCode,
     /// A failure found, reported at the next poll (see [`ResponseBody::fail`]).
     failed: Option<io::Error>,
 }
@@ -35,36 +33,39 @@ impl ResponseBody {
         framing: Framing,
         writer: Option<Box<Writer>>,
         keep: bool,
-        status: StatusCode,
     ) -> Self {
         ResponseBody {
             conn: Some(conn),
             decoder: BodyDecoder::new(framing),
             writer,
             keep,
-            status,
             failed: None,
         }
     }
 
     /// The connection, if it may serve another exchange: the response read
     /// to its end, the request written to its end, keep-alive on both sides,
-    /// and no byte from the service beyond this response.
+    /// and no byte from the service beyond this response. A service may
+    /// answer before it has read the request body (many do); pooled then,
+    /// the connection would make the next request wait behind a body that
+    /// may never come.
     pub(crate) fn take_reusable(&mut self) -> Option<Conn> {
+        if self.writer.is_some() {
+            tracing::debug!(
+                "answered before its request body ended; service connection not reused"
+            );
+            return None;
+        }
         let reusable = self.decoder.is_done()
             && self.keep
-            && self.writer.is_none()
             && self.conn.as_ref().is_some_and(|c| c.buf.is_empty());
         if reusable { self.conn.take() } else { None }
     }
 
-    /// After a `101 Switching Protocols`: the service's socket and the bytes
-    /// it sent after the head, which belong to the new protocol. The body
-    /// is empty from then on.
+    /// For the body of a `101 Switching Protocols` (the caller checks the
+    /// status): the service's socket and the bytes it sent after the head,
+    /// which belong to the new protocol. The body is empty from then on.
     pub(crate) fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
-        if self.status != StatusCode::SWITCHING_PROTOCOLS {
-            return None;
-        }
         self.decoder = BodyDecoder::new(Framing::Empty);
         self.writer = None;
         let conn = self.conn.take()?;

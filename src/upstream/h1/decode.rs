@@ -9,6 +9,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header, response};
 use hyper::body::Frame;
 
+use crate::headers::{connection_has, content_length};
+
 /// The most header fields a response head may have (hyper's limit too).
 pub(crate) const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line (with its extensions) and trailer section
@@ -71,6 +73,14 @@ pub(crate) struct Head {
     pub(crate) framing: Framing,
     /// The connection may carry another exchange after this one.
     pub(crate) keep_alive: bool,
+}
+
+impl Head {
+    /// An interim (1xx) response before the final one; a `101` is final
+    /// (the connection changes protocol after it).
+    pub(crate) fn is_interim(&self) -> bool {
+        self.parts.status.is_informational() && self.parts.status != StatusCode::SWITCHING_PROTOCOLS
+    }
 }
 
 /// Where one header's name and value sit in the head's bytes. Offsets are
@@ -186,16 +196,8 @@ fn framing(
     version: Version,
     head_request: bool,
 ) -> Result<(Framing, bool), Malformed> {
-    let mut close = false;
-    let mut keep_alive_token = false;
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
+    let mut keep_alive = !connection_has(headers, "close")
+        && (version == Version::HTTP_11 || connection_has(headers, "keep-alive"));
     let no_body = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -217,31 +219,11 @@ fn framing(
             (Framing::Close, false)
         });
     }
-    match content_length(headers)? {
+    match content_length(headers).map_err(|()| Malformed::ContentLength)? {
         Some(0) => Ok((Framing::Empty, keep_alive)),
         Some(n) => Ok((Framing::Length(n), keep_alive)),
         None => Ok((Framing::Close, false)),
     }
-}
-
-/// The one length all `Content-Length` values (and their list elements)
-/// agree on, if any field is there.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Malformed> {
-    let mut found = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|b| *b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                return Err(Malformed::ContentLength);
-            }
-            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
-                return Err(Malformed::ContentLength);
-            }
-            found = Some(n);
-        }
-    }
-    Ok(found)
 }
 
 /// Where a response body is: what is left of it by its framing.

@@ -60,11 +60,7 @@ fn framing(headers: &mut HeaderMap, body: &RequestBody) -> Out {
         headers.remove(header::TRANSFER_ENCODING);
         return Out::Empty;
     }
-    if let Some(n) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Ok(Some(n)) = crate::headers::content_length(headers) {
         headers.remove(header::TRANSFER_ENCODING);
         return Out::Length(n);
     }
@@ -94,23 +90,14 @@ fn encode_head(head: &request::Parts) -> Bytes {
             uri.as_str()
         }
     };
-    let fields: usize = head
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
+    let fields = crate::headers::fields_len(&head.headers);
     let len = head.method.as_str().len() + 1 + target.len() + 11 + fields + 2;
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &head.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    crate::headers::write_fields(&mut out, &head.headers);
     out.extend_from_slice(b"\r\n");
     debug_assert_eq!(out.len(), len);
     Bytes::from(out)
@@ -147,16 +134,14 @@ pub(crate) struct Writer {
     /// only for requests with a body).
     first: Bytes,
     queue: VecDeque<Bytes>,
+    /// `None` once the body's end (and its terminator) is queued.
     body: Option<RequestBody>,
     out: Out,
-    /// `true` once the body's end (and its terminator) is queued.
-    ended: bool,
 }
 
 impl Writer {
     pub(crate) fn new(head: Bytes, body: Option<RequestBody>, out: Out) -> Self {
         Writer {
-            ended: body.is_none(),
             first: head,
             queue: VecDeque::new(),
             body,
@@ -166,7 +151,7 @@ impl Writer {
 
     /// Whether the whole request was written.
     pub(crate) fn is_finished(&self) -> bool {
-        self.ended && self.first.is_empty() && self.queue.is_empty()
+        self.body.is_none() && self.first.is_empty() && self.queue.is_empty()
     }
 
     /// Writes what it can; `Ready(Ok)` once the whole request is out.
@@ -179,9 +164,8 @@ impl Writer {
     ) -> Poll<Result<(), WriteError>> {
         loop {
             let mut waiting = false;
-            while !self.ended && self.queue.len() < MAX_QUEUED {
+            while self.queue.len() < MAX_QUEUED {
                 let Some(body) = self.body.as_mut() else {
-                    self.ended = true;
                     break;
                 };
                 match Pin::new(body).poll_frame(cx) {
@@ -202,7 +186,7 @@ impl Writer {
                 }
             }
             ready!(self.poll_flush(io, cx)).map_err(WriteError::Io)?;
-            if self.ended {
+            if self.body.is_none() {
                 return Poll::Ready(Ok(()));
             }
             if waiting {
@@ -236,7 +220,6 @@ impl Writer {
     }
 
     fn end(&mut self) -> Result<(), WriteError> {
-        self.ended = true;
         self.body = None;
         match self.out {
             Out::Length(0) | Out::Empty => Ok(()),
@@ -254,15 +237,9 @@ impl Writer {
             return self.end();
         }
         let mut last = b"0\r\n".to_vec();
-        for (name, value) in trailers {
-            last.extend_from_slice(name.as_str().as_bytes());
-            last.extend_from_slice(b": ");
-            last.extend_from_slice(value.as_bytes());
-            last.extend_from_slice(b"\r\n");
-        }
+        crate::headers::write_fields(&mut last, trailers);
         last.extend_from_slice(b"\r\n");
         self.queue.push_back(Bytes::from(last));
-        self.ended = true;
         self.body = None;
         Ok(())
     }

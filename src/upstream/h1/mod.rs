@@ -23,7 +23,7 @@ use std::io;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use http::{Response, StatusCode};
+use http::Response;
 use tokio::net::TcpStream;
 
 pub(crate) use body::ResponseBody;
@@ -89,9 +89,9 @@ impl Failed {
 }
 
 /// Sends `msg` over `conn` and reads the response head, relaying interim
-/// responses to `interim`. The request body streams while the head is
-/// awaited (a service may answer before it has read it all) and after, as
-/// the response body is read. `keep`: the connection may be pooled after
+/// responses to `interim` (and failing past [`MAX_INTERIM`] of them). The
+/// request body streams while the head is awaited (a service may answer
+/// before it has read it all) and after, as the response body is read. `keep`: the connection may be pooled after
 /// this exchange; `keep_head`: `msg` may be sent again (its head stays).
 pub(crate) async fn send(
     mut conn: Conn,
@@ -134,14 +134,13 @@ pub(crate) async fn send(
                 }
                 Poll::Ready(Ok(head)) => head,
             };
-            let status = head.parts.status;
-            if !status.is_informational() || status == StatusCode::SWITCHING_PROTOCOLS {
+            if !head.is_interim() {
                 return Poll::Ready(Ok(head));
             }
-            // Each interim response goes to the relay, which fails the
-            // exchange past its limit; the bound here serves legs without one.
+            let status = head.parts.status;
+            // The one bound on interim responses, for every leg.
             interims += 1;
-            if interims > MAX_INTERIM * 2 {
+            if interims > MAX_INTERIM {
                 return Poll::Ready(Err(Failed::new(
                     ErrorKind::UpstreamProtocol,
                     format!("more than {MAX_INTERIM} interim (1xx) responses"),
@@ -160,7 +159,7 @@ pub(crate) async fn send(
     } = head;
     let writer = (write_failed.is_none() && !writer.is_finished()).then(|| Box::new(writer));
     let keep = keep && keep_alive && write_failed.is_none();
-    let body = ResponseBody::new(conn, framing, writer, keep, parts.status);
+    let body = ResponseBody::new(conn, framing, writer, keep);
     Ok(Response::from_parts(parts, body))
 }
 

@@ -34,7 +34,7 @@ pub(crate) fn replay(input: &[u8], piece: usize, head_request: bool) -> Result<R
     };
     let head = loop {
         match parse_head(&mut buf, head_request, super::READ_SIZE).map_err(|e| e.to_string())? {
-            Some(head) if head.parts.status.is_informational() && head.parts.status != 101 => {}
+            Some(head) if head.is_interim() => {}
             Some(head) => break head,
             None if !feed(&mut buf) => return Err("closed before a whole head".into()),
             None => {}

@@ -409,3 +409,50 @@ fn tokio_stream_from<T>(
 ) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// `send` over loopback against a service that writes `answer`: the status,
+/// or the error kind.
+async fn send_to(answer: &'static [u8]) -> Result<u16, crate::error::ErrorKind> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 1024];
+        let _ = s.read(&mut head).await;
+        let _ = s.write_all(answer).await;
+        s
+    });
+    let conn = super::Conn::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (head, body) = request(Method::GET, &[("host", "svc")], None);
+    let mut msg = Message::new(head, body);
+    let relay = crate::interim::InterimRelay::default();
+    let sent = super::send(conn, &mut msg, Some(&relay), true, false).await;
+    drop(service.await);
+    sent.map(|res| res.status().as_u16())
+        .map_err(|f| f.error.kind())
+}
+
+#[tokio::test]
+async fn more_interim_responses_than_the_limit_fail_the_exchange() {
+    const TEN: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n";
+    assert_eq!(crate::interim::MAX_INTERIM, 10, "TEN is the cap");
+    let up_to_the_cap: &'static [u8] = [TEN, b"HTTP/1.1 204 No Content\r\n\r\n"].concat().leak();
+    assert_eq!(
+        send_to(up_to_the_cap).await,
+        Ok(204),
+        "up to the cap is fine"
+    );
+    let one_more: &'static [u8] = [
+        TEN,
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+    ]
+    .concat()
+    .leak();
+    assert_eq!(
+        send_to(one_more).await,
+        Err(crate::error::ErrorKind::UpstreamProtocol)
+    );
+}
