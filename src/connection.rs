@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::config::{Config, OpaqueMode};
 use crate::detect::{self, Protocol};
 use crate::guard::Refusal;
-use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled, Timeouts};
+use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Parked, Stalled, Timeouts};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
 use crate::telemetry::Connections;
 use crate::tunnel;
@@ -129,112 +129,203 @@ impl Acceptor {
             self.http.clone(),
             self.stop.clone(),
         );
-        self.tasks.spawn(async move {
-            serve_connection(shared, config, http, stream, peer, stop).await;
-            drop(open);
-            drop(permit);
-        });
+        // Not an async block: its captures would be kept beside the future
+        // they make, in every parked connection's task.
+        let serve = serve_connection(shared, config, http, stream, peer, stop);
+        self.tasks
+            .spawn(futures_util::FutureExt::map(serve, move |()| {
+                drop(open);
+                drop(permit);
+            }));
     }
 }
 
 /// Serves one client connection: detects its protocol, then proxies HTTP/1
 /// exchanges or tunnels the bytes. Generic over the stream so that it can be
 /// driven in memory (fuzzing).
-pub(crate) async fn serve_connection<S>(
+///
+/// The task's own future is what an idle keep-alive client costs while
+/// parked, so it holds only [`Http1Client`], the socket and the wait;
+/// everything that lives only for a while (detection, hyper's connection,
+/// an HTTP/2 connection, a tunnel) is boxed and freed when it ends.
+pub(crate) fn serve_connection<S>(
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    http: Arc<http1::Builder>,
+    stream: S,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_http1_client(Box::pin(start(shared, config, http, stream, peer, stop)))
+}
+
+/// Detects the client's protocol and serves HTTP/2 and tunnels to the end;
+/// an HTTP/1 client is returned with its first hyper connection, to be run
+/// by [`Http1Client::run`].
+async fn start<S>(
     shared: Arc<Shared>,
     config: Arc<Config>,
     http: Arc<http1::Builder>,
     mut stream: S,
     peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
-) where
+    stop: watch::Receiver<bool>,
+) -> Option<(Http1Client, Awake<S>)>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let head_deadline = Instant::now() + config.header_timeout;
-    let connections = shared.telemetry.connections.clone();
-    let Some((protocol, first)) = detect_protocol(&mut stream, &config, head_deadline, peer).await
-    else {
-        return;
-    };
+    let connections = &shared.telemetry.connections;
+    let (protocol, first) = detect_protocol(&mut stream, &config, head_deadline, peer).await?;
     connections.classified(protocol);
-    // Boxed: their state (an HTTP/2 connection, a tunnel's buffers) would
-    // otherwise size every connection's task, parked ones included.
     if protocol == Protocol::Http2PriorKnowledge {
-        return Box::pin(crate::h2c::serve(
-            stream, first, shared, &config, peer, stop,
-        ))
-        .await;
+        crate::h2c::serve(stream, first, shared, &config, peer, stop).await;
+        return None;
     }
     if protocol != Protocol::Http1 {
         let (upstream, label) = (&shared.upstreams[0], protocol.label());
-        return Box::pin(tunnel::opaque(
-            stream,
-            first,
-            upstream,
-            peer,
-            label,
-            &connections,
-        ))
-        .await;
+        tunnel::opaque(stream, first, upstream, peer, label, connections).await;
+        return None;
     }
-
     let phase = Arc::new(ConnPhase::default());
-    let _listed = shared.connections.list(phase.clone());
+    let listed = shared.connections.list(phase.clone());
     let ctx = Arc::new(ConnCtx {
         shared,
         phase: phase.clone(),
         peer,
         forwarded_for: crate::headers::ip_header_value(peer.ip()),
     });
-    let mut io = ClientIo::new(
+    let client = Http1Client {
+        ctx,
+        http,
+        config,
+        stop,
+        _listed: listed,
+    };
+    let io = ClientIo::new(
         stream,
         first,
-        phase.clone(),
+        phase,
         head_deadline,
+        client.timeouts(),
+        client.ctx.clone(),
+    );
+    let awake = client.awake(io);
+    Some((client, awake))
+}
+
+/// One hyper connection's work (see [`serve_awake`]), boxed.
+type Awake<S> = Pin<Box<dyn Future<Output = Option<Parked<S>>> + Send>>;
+
+/// An HTTP/1 client connection between its hyper connections: what its task
+/// holds while parked.
+struct Http1Client {
+    ctx: Arc<ConnCtx>,
+    http: Arc<http1::Builder>,
+    config: Arc<Config>,
+    /// Read, not waited on, while parked: the drain evicts parked
+    /// connections through the idle registry (`server::run`).
+    stop: watch::Receiver<bool>,
+    _listed: Option<crate::idle::Listed>,
+}
+
+impl Http1Client {
+    fn timeouts(&self) -> Timeouts {
+        let config = &self.config;
         Timeouts {
             header: config.header_timeout,
             idle: config.idle_timeout,
             body: config.body_timeout,
             send: config.send_timeout,
-        },
-        ctx.clone(),
-    );
-    loop {
-        // Boxed, so that a parked connection's task holds none of it.
-        let mut conn = Box::pin(
-            http.serve_connection(TokioIo::new(io), ProxyService(ctx.clone()))
-                .with_upgrades(),
-        );
-        let result = serve_http1(conn.as_mut(), &phase, &mut stop, peer).await;
-        if let Err(e) = result {
-            log_connection_error(peer, &e, &connections);
-            return;
-        }
-        // hyper is done: the client closed, the connection was upgraded (the
-        // tunnel has it), or it was parked (`io::PARK_AFTER`).
-        // Taken apart in one statement, so that nothing of hyper's parts
-        // (its service, its buffer) lives on in the parked task's state.
-        let Some(hyper::server::conn::http1::Parts {
-            io: parked,
-            read_buf,
-            ..
-        }) = Pin::into_inner(conn).into_parts()
-        else {
-            return;
-        };
-        io = parked.into_inner();
-        if !io.is_parked() || !read_buf.is_empty() {
-            return;
-        }
-        drop(read_buf);
-        let _parked = connections.parked();
-        tokio::select! {
-            biased;
-            woke = io.wait_parked() => if !woke { return },
-            () = phase.evicted() => return,
-            _ = stop.changed() => return,
         }
     }
+
+    fn awake<S>(&self, io: ClientIo<S>) -> Awake<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (http, ctx, stop) = (self.http.clone(), self.ctx.clone(), self.stop.clone());
+        Box::pin(async move { serve_awake(io, &http, &ctx, stop).await })
+    }
+}
+
+/// Serves an HTTP/1 client hyper connection after hyper connection, parked
+/// in between (see `io::PARK_AFTER`), until it closes or the idle timeout,
+/// the connection cap or the drain ends it. A free function of the boxed
+/// start, not a method: the locals it keeps across a wait are all the
+/// parked task holds (a method's `self` would be kept twice).
+async fn serve_http1_client<S>(
+    start: Pin<Box<impl Future<Output = Option<(Http1Client, Awake<S>)>>>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // `.await` takes the box by value: freed once the start is over.
+    let Some((client, mut awake)) = start.await else {
+        return;
+    };
+    loop {
+        let Some(mut parked) = awake.await else {
+            return;
+        };
+        let phase = &client.ctx.phase;
+        let first = {
+            // Marked before the drain is checked: a drain that began after
+            // this check finds the connection parked and evicts it.
+            let _parked = phase.park(&client.ctx.shared.telemetry.connections);
+            if *client.stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                first = parked.wait() => first,
+                () = phase.evicted() => None,
+            }
+        };
+        let Some(first) = first else {
+            return;
+        };
+        let io = ClientIo::resume(
+            parked,
+            first,
+            phase.clone(),
+            client.timeouts(),
+            client.ctx.clone(),
+        );
+        awake = client.awake(io);
+    }
+}
+
+/// Serves the client with one hyper connection until it closes (`None`) or
+/// turns idle long enough to be parked: then what is left of it, without
+/// anything of hyper's (its buffers, its service).
+async fn serve_awake<S>(
+    io: ClientIo<S>,
+    http: &http1::Builder,
+    ctx: &Arc<ConnCtx>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Parked<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = http
+        .serve_connection(TokioIo::new(io), ProxyService(ctx.clone()))
+        .with_upgrades();
+    let connections = &ctx.shared.telemetry.connections;
+    if let Err(e) = serve_http1(Pin::new(&mut conn), &ctx.phase, &mut stop, ctx.peer).await {
+        log_connection_error(ctx.peer, &e, connections);
+        return None;
+    }
+    // hyper is done: the client closed, the connection was upgraded (the
+    // tunnel has it), or it was parked (`io::PARK_AFTER`). A parked
+    // connection with bytes in hyper's buffer (a pipelined head) cannot be
+    // parked: `ClientIo` never parks then, so this is the close it reads as.
+    let parts = conn.into_parts()?;
+    if !parts.read_buf.is_empty() {
+        return None;
+    }
+    parts.io.into_inner().into_parked()
 }
 
 /// hyper's HTTP/1 connection over a client's stream.

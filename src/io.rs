@@ -52,6 +52,20 @@ pub(crate) struct ConnPhase {
     evicted: AtomicBool,
     /// The connection task, woken by [`ConnPhase::evict`].
     evict_waker: AtomicWaker,
+    /// Parked (see [`PARK_AFTER`]): its idle timeout is the registry's sweep.
+    parked: AtomicBool,
+}
+
+/// Marks a connection parked until dropped.
+pub(crate) struct ParkedGuard<'a> {
+    phase: &'a ConnPhase,
+    _counted: crate::telemetry::ParkedConnection,
+}
+
+impl Drop for ParkedGuard<'_> {
+    fn drop(&mut self) {
+        self.phase.parked.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Nanoseconds since the first call: a monotonic clock that fits an atomic.
@@ -134,6 +148,16 @@ impl ConnPhase {
             }
         })
         .await;
+    }
+
+    /// The connection is parked (and counted so) until the guard drops.
+    pub(crate) fn park(&self, connections: &Arc<crate::telemetry::Connections>) -> ParkedGuard<'_> {
+        // SeqCst: ordered against the drain's signal, read right after.
+        self.parked.store(true, Ordering::SeqCst);
+        ParkedGuard {
+            phase: self,
+            _counted: connections.parked(),
+        }
     }
 
     /// The connection became a tunnel: HTTP timeouts no longer apply.
@@ -281,22 +305,36 @@ impl<S> ClientIo<S> {
         }
     }
 
-    /// True when it ended hyper's connection to park (see [`PARK_AFTER`]).
-    pub(crate) fn is_parked(&self) -> bool {
-        self.parked
+    /// What is left of a connection hyper let go of to park it (see
+    /// [`PARK_AFTER`]): the socket; `None` when
+    /// hyper ended for any other reason (the client closed, an upgrade).
+    pub(crate) fn into_parked(self) -> Option<Parked<S>> {
+        self.parked.then_some(Parked {
+            stream: self.stream,
+        })
     }
 
-    /// The first bytes of the next request arrived while parked: they are
+    /// A parked connection whose next request's first bytes arrived: they are
     /// replayed to the next hyper connection, whose head is held to the
     /// header timeout from now.
-    fn unpark(&mut self, first: Bytes) {
-        self.parked = false;
-        self.prefix = first;
-        self.scan.reset();
-        self.phase.head_started.store(true, Ordering::Relaxed);
-        self.armed_at_exchange = self.phase.exchanges();
-        let head = self.header_timeout;
-        self.arm(Armed::Head, head);
+    pub(crate) fn resume(
+        parked: Parked<S>,
+        first: Bytes,
+        phase: Arc<ConnPhase>,
+        timeouts: Timeouts,
+        early: Arc<dyn EarlyAnswer>,
+    ) -> Self {
+        phase.head_started.store(true, Ordering::Relaxed);
+        let mut io = ClientIo::new(
+            parked.stream,
+            first,
+            phase,
+            Instant::now() + timeouts.header,
+            timeouts,
+            early,
+        );
+        io.armed_at_exchange = io.phase.exchanges();
+        io
     }
 
     fn arm(&mut self, armed: Armed, after: Duration) {
@@ -434,28 +472,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> ClientIo<S> {
-    /// Parked: waits for the next request's first bytes until the idle
-    /// timeout; true when they came (hand it to a new hyper connection),
-    /// false when the client closed or stayed silent (close it).
-    pub(crate) async fn wait_parked(&mut self) -> bool {
-        // The connection's own deadline timer, not a second one per parked
-        // connection; and the read buffer lives on each poll's stack, not in
-        // the parked connection's task.
-        self.deadline.set(self.idle_due);
+/// An idle keep-alive connection between two hyper connections: only the
+/// socket. Its idle timeout is not a timer of its own but the sweep of the
+/// idle registry (`idle::Registry::evict_expired`), so that a parked client
+/// costs a few dozen bytes of its task.
+pub(crate) struct Parked<S> {
+    stream: S,
+}
+
+impl<S: AsyncRead + Unpin> Parked<S> {
+    /// Waits for the next request's first bytes: `Some` when they came (hand
+    /// them to a new hyper connection), `None` when the client closed.
+    pub(crate) async fn wait(&mut self) -> Option<Bytes> {
         std::future::poll_fn(|cx| {
+            // The read buffer lives on each poll's stack, not in the task.
             let mut first = [0u8; 512];
             let mut buf = tokio::io::ReadBuf::new(&mut first);
-            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
-                    let first = Bytes::copy_from_slice(buf.filled());
-                    self.unpark(first);
-                    return Poll::Ready(true);
+            match ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf)) {
+                Ok(()) if !buf.filled().is_empty() => {
+                    Poll::Ready(Some(Bytes::copy_from_slice(buf.filled())))
                 }
-                Poll::Ready(_) => return Poll::Ready(false),
-                Poll::Pending => {}
+                _ => Poll::Ready(None),
             }
-            self.deadline.poll_expired(cx).map(|()| false)
         })
         .await
     }
@@ -580,6 +618,14 @@ impl crate::idle::Evictable for ConnPhase {
             && !self.head_started.load(Ordering::Relaxed)
             && !self.evicted.load(Ordering::Relaxed);
         idle.then(|| self.idle_since.load(Ordering::Relaxed))
+    }
+
+    fn parked_since(&self) -> Option<u64> {
+        if self.parked.load(Ordering::SeqCst) {
+            self.idle_since()
+        } else {
+            None
+        }
     }
 
     /// Asks the connection to close once idle (at once if it is now).

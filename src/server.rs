@@ -185,6 +185,10 @@ pub async fn run(
         config.ready_requires_service,
     ));
     let mut background = spawn_background(&telemetry, config.stats_interval.0);
+    background.push(tokio::spawn(sweep_parked(
+        shared.connections.clone(),
+        config.idle_timeout,
+    )));
     if config.ready_requires_service {
         let watch = admin::watch_service(admin_state.clone(), shared.upstreams[0].clone());
         background.push(tokio::spawn(watch));
@@ -224,6 +228,8 @@ pub async fn run(
     admin_state.ready.store(false, Ordering::Relaxed);
     drop(listener);
     let _ = stop_tx.send(true);
+    // Parked connections wait on their socket alone: told here.
+    shared.connections.evict_idle();
     tasks.close();
     let grace = Duration::from_secs(config.drain_seconds);
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
@@ -248,6 +254,21 @@ pub(crate) fn worker_count(workers: usize) -> usize {
     match workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
+    }
+}
+
+/// Ends parked connections at the idle timeout (they have no timer of
+/// their own, see `io::Parked`), within a tenth of it (at most a second, at
+/// least 10 ms) after it.
+async fn sweep_parked(connections: Arc<crate::idle::Registry>, idle_timeout: Duration) {
+    let every = (idle_timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = crate::io::clock(std::time::Instant::now());
+        let idle = u64::try_from(idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+        connections.evict_expired(now.saturating_sub(idle));
     }
 }
 

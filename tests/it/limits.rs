@@ -368,6 +368,7 @@ async fn idle_keep_alive_connections_are_parked_and_serve_their_next_request() {
             .status,
         200
     );
+    let last_answer = std::time::Instant::now();
     parked_becomes(&sitio, 1).await;
 
     // A head that stops halfway after the park: 408 at the header timeout.
@@ -395,6 +396,48 @@ async fn idle_keep_alive_connections_are_parked_and_serve_their_next_request() {
         "the idle timeout closed the parked connection"
     );
     assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        last_answer.elapsed() >= Duration::from_millis(1900),
+        "closed {:?} after its last answer, before the 2 s idle timeout",
+        last_answer.elapsed()
+    );
     parked_becomes(&sitio, 0).await;
     sitio.stop().await;
+}
+
+/// Parked connections wait on their socket alone; the drain still closes
+/// them at once (not after the idle timeout or the drain time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_closes_parked_connections_at_once() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.idle_timeout = Duration::from_secs(60);
+    config.drain_seconds = 30;
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(send_on(&mut s, &mut buf, GET_200).await.status, 200);
+        clients.push(s);
+    }
+    parked_becomes(&sitio, 3).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), sitio.stop())
+        .await
+        .expect("sitio stopped");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for mut s in clients {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(_))),
+            "parked client closed: {closed:?}"
+        );
+        assert!(rest.is_empty(), "{rest:?}");
+    }
 }
