@@ -20,9 +20,11 @@ use crate::config::{Config, OpaqueMode};
 use crate::detect::{self, Protocol};
 use crate::guard::Refusal;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Parked, Stalled, Timeouts};
+use crate::lot::{Lot, Resume};
 use crate::proxy::{ConnCtx, ProxyService, Shared};
 use crate::telemetry::Connections;
 use crate::tunnel;
+use bytes::Bytes;
 
 /// What every connection of one instance shares.
 pub(crate) type Prepared = (Arc<Shared>, Arc<Config>, Arc<http1::Builder>);
@@ -65,6 +67,13 @@ impl Acceptor {
     /// current runtime, until `shutdown` resolves.
     pub(crate) async fn accept(&self, listener: &TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // This worker's parked sockets; without one (no epoll set to be had)
+        // each parked connection waits in its own task.
+        let lot = Lot::start(self.stop.clone())
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "no parking lot; idle clients keep their tasks"),
+            )
+            .ok();
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -82,7 +91,7 @@ impl Acceptor {
             let Some(permit) = self.admit(&mut shutdown).await else {
                 break;
             };
-            self.spawn_connection(stream, peer, permit);
+            self.spawn_connection(stream, peer, permit, lot.clone());
         }
     }
 
@@ -116,10 +125,15 @@ impl Acceptor {
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
         permit: tokio::sync::OwnedSemaphorePermit,
+        lot: Option<Arc<ParkingLot>>,
     ) {
         // Dual-stack sockets report IPv4 clients as ::ffff:a.b.c.d.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let open = self.shared.telemetry.connections.open();
+        let accepted = Accepted {
+            _open: self.shared.telemetry.connections.open(),
+            _slot: permit,
+            lot,
+        };
         self.shared.telemetry.connections.accepted_by(self.worker);
         // Small writes (heads, last chunks) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
@@ -129,14 +143,8 @@ impl Acceptor {
             self.http.clone(),
             self.stop.clone(),
         );
-        // Not an async block: its captures would be kept beside the future
-        // they make, in every parked connection's task.
-        let serve = serve_connection(shared, config, http, stream, peer, stop);
-        self.tasks
-            .spawn(futures_util::FutureExt::map(serve, move |()| {
-                drop(open);
-                drop(permit);
-            }));
+        let conn = (shared, config, http, stop, Some(accepted));
+        self.tasks.spawn(serve_connection(conn, stream, peer));
     }
 }
 
@@ -144,38 +152,66 @@ impl Acceptor {
 /// exchanges or tunnels the bytes. Generic over the stream so that it can be
 /// driven in memory (fuzzing).
 ///
-/// The task's own future is what an idle keep-alive client costs while
-/// parked, so it holds only [`Http1Client`], the socket and the wait;
-/// everything that lives only for a while (detection, hyper's connection,
-/// an HTTP/2 connection, a tunnel) is boxed and freed when it ends.
-pub(crate) fn serve_connection<S>(
-    shared: Arc<Shared>,
-    config: Arc<Config>,
-    http: Arc<http1::Builder>,
+/// An idle keep-alive client is parked in its worker's lot (`lot`), and
+/// its task ends; a stream that is not a socket waits in its task, whose
+/// future holds only [`Http1Client`], the stream and the wait. Everything
+/// that lives only for a while (detection, hyper's connection, an HTTP/2
+/// connection, a tunnel) is boxed and freed when it ends.
+pub(crate) fn serve_connection<S: ClientStream>(
+    conn: Conn,
     stream: S,
     peer: SocketAddr,
-    stop: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + 'static
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    serve_http1_client(Box::pin(start(conn, stream, peer)))
+}
+
+/// What serves a connection: what all connections of the instance share,
+/// the drain signal, and where an accepted one belongs (`None` in memory).
+pub(crate) type Conn = (
+    Arc<Shared>,
+    Arc<Config>,
+    Arc<http1::Builder>,
+    watch::Receiver<bool>,
+    Option<Accepted>,
+);
+
+/// What an accepted connection holds until it closes: its place in the open
+/// count and its slot under `SITIO_MAX_CONNECTIONS`, and its worker's lot.
+pub(crate) struct Accepted {
+    _open: crate::telemetry::OpenConnection,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    lot: Option<Arc<ParkingLot>>,
+}
+
+/// A client's stream: a socket, or bytes in memory (fuzzing).
+pub(crate) trait ClientStream:
+    AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static
 {
-    serve_http1_client(Box::pin(start(shared, config, http, stream, peer, stop)))
+    /// The socket, to park it in the lot: `Err` with the stream when it is
+    /// not one, `Ok(None)` when it could not be taken from Tokio.
+    fn into_socket(self) -> Result<Option<std::net::TcpStream>, Self>;
+}
+
+impl ClientStream for tokio::net::TcpStream {
+    fn into_socket(self) -> Result<Option<std::net::TcpStream>, Self> {
+        Ok(self.into_std().ok())
+    }
+}
+
+impl ClientStream for tokio::io::DuplexStream {
+    fn into_socket(self) -> Result<Option<std::net::TcpStream>, Self> {
+        Err(self)
+    }
 }
 
 /// Detects the client's protocol and serves HTTP/2 and tunnels to the end;
 /// an HTTP/1 client is returned with its first hyper connection, to be run
 /// by [`Http1Client::run`].
-async fn start<S>(
-    shared: Arc<Shared>,
-    config: Arc<Config>,
-    http: Arc<http1::Builder>,
+async fn start<S: ClientStream>(
+    (shared, config, http, stop, accepted): Conn,
     mut stream: S,
     peer: SocketAddr,
-    stop: watch::Receiver<bool>,
-) -> Option<(Http1Client, Awake<S>)>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> Option<(Http1Client, Awake<S>)> {
     let head_deadline = Instant::now() + config.header_timeout;
     let connections = &shared.telemetry.connections;
     let (protocol, first) = detect_protocol(&mut stream, &config, head_deadline, peer).await?;
@@ -203,6 +239,7 @@ where
         config,
         stop,
         _listed: listed,
+        accepted,
     };
     let io = ClientIo::new(
         stream,
@@ -219,8 +256,9 @@ where
 /// One hyper connection's work (see [`serve_awake`]), boxed.
 type Awake<S> = Pin<Box<dyn Future<Output = Option<Parked<S>>> + Send>>;
 
-/// An HTTP/1 client connection between its hyper connections: what its task
-/// holds while parked.
+/// An HTTP/1 client connection between its hyper connections: what it
+/// keeps while parked, in its worker's lot (or in its task's future, for a
+/// stream that is not a socket).
 struct Http1Client {
     ctx: Arc<ConnCtx>,
     http: Arc<http1::Builder>,
@@ -229,6 +267,46 @@ struct Http1Client {
     /// connections through the idle registry (`server::run`).
     stop: watch::Receiver<bool>,
     _listed: Option<crate::idle::Listed>,
+    accepted: Option<Accepted>,
+}
+
+/// The lot of one worker's parked HTTP/1 clients.
+pub(crate) type ParkingLot = Lot<ParkedClient>;
+
+/// An HTTP/1 client parked in its worker's lot, counted as parked.
+pub(crate) struct ParkedClient {
+    client: Http1Client,
+    _counted: crate::telemetry::ParkedConnection,
+}
+
+impl Resume for ParkedClient {
+    fn phase(&self) -> &ConnPhase {
+        &self.client.ctx.phase
+    }
+
+    fn resume(self, socket: std::net::TcpStream, first: Bytes, lot: Arc<ParkingLot>) {
+        let mut client = self.client;
+        if let Some(accepted) = &mut client.accepted {
+            accepted.lot = Some(lot);
+        }
+        client.ctx.phase.set_parked(false);
+        // Runs in the lot's task, on the worker's runtime.
+        let Ok(stream) = tokio::net::TcpStream::from_std(socket) else {
+            return;
+        };
+        let io = ClientIo::resume(
+            Parked::new(stream),
+            first,
+            client.ctx.phase.clone(),
+            client.timeouts(),
+            client.ctx.clone(),
+        );
+        let awake = client.awake(io);
+        let tasks = client.ctx.shared.tasks.clone();
+        tasks.spawn(serve_http1_client(Box::pin(std::future::ready(Some((
+            client, awake,
+        ))))));
+    }
 }
 
 impl Http1Client {
@@ -242,10 +320,7 @@ impl Http1Client {
         }
     }
 
-    fn awake<S>(&self, io: ClientIo<S>) -> Awake<S>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    fn awake<S: ClientStream>(&self, io: ClientIo<S>) -> Awake<S> {
         let (http, ctx, stop) = (self.http.clone(), self.ctx.clone(), self.stop.clone());
         Box::pin(async move { serve_awake(io, &http, &ctx, stop).await })
     }
@@ -256,59 +331,79 @@ impl Http1Client {
 /// the connection cap or the drain ends it. A free function of the boxed
 /// start, not a method: the locals it keeps across a wait are all the
 /// parked task holds (a method's `self` would be kept twice).
-async fn serve_http1_client<S>(
+async fn serve_http1_client<S: ClientStream>(
     start: Pin<Box<impl Future<Output = Option<(Http1Client, Awake<S>)>>>>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     // `.await` takes the box by value: freed once the start is over.
-    let Some((client, mut awake)) = start.await else {
+    let Some((mut client, mut awake)) = start.await else {
         return;
     };
     loop {
-        let Some(mut parked) = awake.await else {
+        let Some(parked) = awake.await else {
             return;
         };
-        let phase = &client.ctx.phase;
-        let first = {
-            // Marked before the drain is checked: a drain that began after
-            // this check finds the connection parked and evicts it.
-            let _parked = phase.park(&client.ctx.shared.telemetry.connections);
-            if *client.stop.borrow() {
-                return;
-            }
-            tokio::select! {
-                biased;
-                first = parked.wait() => first,
-                () = phase.evicted() => None,
-            }
+        // Marked before the drain is checked: a drain that began after this
+        // check finds the connection parked and evicts it.
+        client.ctx.phase.set_parked(true);
+        if *client.stop.borrow() {
+            return;
+        }
+        // Taken from the client while it is parked (see `Resume::resume`).
+        let lot = client.accepted.as_mut().and_then(|a| a.lot.take());
+        let parked = match lot {
+            Some(lot) => match parked.into_stream().into_socket() {
+                Ok(Some(socket)) => {
+                    let _counted = client.ctx.shared.telemetry.connections.parked();
+                    // The task ends here; the lot resumes the client in a
+                    // new one. Refused (the drain began), it is closed.
+                    let _ = lot.park(socket, ParkedClient { client, _counted });
+                    return;
+                }
+                Ok(None) => return,
+                Err(stream) => {
+                    if let Some(accepted) = &mut client.accepted {
+                        accepted.lot = Some(lot);
+                    }
+                    Parked::new(stream)
+                }
+            },
+            None => parked,
         };
-        let Some(first) = first else {
+        let Some((parked, first)) = wait_parked(parked, &client).await else {
             return;
         };
-        let io = ClientIo::resume(
-            parked,
-            first,
-            phase.clone(),
-            client.timeouts(),
-            client.ctx.clone(),
-        );
+        let phase = client.ctx.phase.clone();
+        let io = ClientIo::resume(parked, first, phase, client.timeouts(), client.ctx.clone());
         awake = client.awake(io);
     }
+}
+
+/// A parked connection waiting in its own task (no lot, or a stream that is
+/// not a socket): the next request's first bytes, or `None` when the client
+/// closed or the connection was evicted.
+async fn wait_parked<S: ClientStream>(
+    mut parked: Parked<S>,
+    client: &Http1Client,
+) -> Option<(Parked<S>, Bytes)> {
+    let phase = &client.ctx.phase;
+    let _parked = phase.park(&client.ctx.shared.telemetry.connections);
+    let first = tokio::select! {
+        biased;
+        first = parked.wait() => first,
+        () = phase.evicted() => None,
+    };
+    first.map(|first| (parked, first))
 }
 
 /// Serves the client with one hyper connection until it closes (`None`) or
 /// turns idle long enough to be parked: then what is left of it, without
 /// anything of hyper's (its buffers, its service).
-async fn serve_awake<S>(
+async fn serve_awake<S: ClientStream>(
     io: ClientIo<S>,
     http: &http1::Builder,
     ctx: &Arc<ConnCtx>,
     mut stop: watch::Receiver<bool>,
-) -> Option<Parked<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> Option<Parked<S>> {
     let mut conn = http
         .serve_connection(TokioIo::new(io), ProxyService(ctx.clone()))
         .with_upgrades();

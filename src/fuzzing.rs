@@ -77,7 +77,9 @@ pub fn serve_bytes(input: &[u8]) -> Vec<u8> {
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
         let conn = tokio::spawn(serve_connection(
-            shared, config, http, server, peer, stop_rx,
+            (shared, config, http, stop_rx, None),
+            server,
+            peer,
         ));
         let _ = client.write_all(input).await;
         let _ = client

@@ -64,7 +64,7 @@ pub(crate) struct ParkedGuard<'a> {
 
 impl Drop for ParkedGuard<'_> {
     fn drop(&mut self) {
-        self.phase.parked.store(false, Ordering::SeqCst);
+        self.phase.set_parked(false);
     }
 }
 
@@ -152,12 +152,30 @@ impl ConnPhase {
 
     /// The connection is parked (and counted so) until the guard drops.
     pub(crate) fn park(&self, connections: &Arc<crate::telemetry::Connections>) -> ParkedGuard<'_> {
-        // SeqCst: ordered against the drain's signal, read right after.
-        self.parked.store(true, Ordering::SeqCst);
+        self.set_parked(true);
         ParkedGuard {
             phase: self,
             _counted: connections.parked(),
         }
+    }
+
+    /// Marks the connection parked or not: its idle timeout is the idle
+    /// registry's sweep while it is.
+    pub(crate) fn set_parked(&self, parked: bool) {
+        // SeqCst: ordered against the drain's signal, read right after.
+        self.parked.store(parked, Ordering::SeqCst);
+    }
+
+    /// Whether [`ConnPhase::evict`] was called.
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
+    }
+
+    /// Has `waker` woken by an eviction (instead of the connection's task,
+    /// for a connection parked outside any task); true when it already was.
+    pub(crate) fn watch_eviction(&self, waker: &std::task::Waker) -> bool {
+        self.evict_waker.register(waker);
+        self.is_evicted()
     }
 
     /// The connection became a tunnel: HTTP timeouts no longer apply.
@@ -478,6 +496,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
 /// costs a few dozen bytes of its task.
 pub(crate) struct Parked<S> {
     stream: S,
+}
+
+impl<S> Parked<S> {
+    /// A parked connection on `stream`.
+    pub(crate) fn new(stream: S) -> Self {
+        Parked { stream }
+    }
+
+    /// Its socket, to park it elsewhere (`lot`).
+    pub(crate) fn into_stream(self) -> S {
+        self.stream
+    }
 }
 
 impl<S: AsyncRead + Unpin> Parked<S> {

@@ -35,8 +35,10 @@
 //! - [`main`] and `cli`: the command line of `sitio` and of custom binaries (one call);
 //!   [`run`] in [`server`]: listeners, preparation, drain on shutdown; the binary, custom
 //!   binaries and the tests all start through it. `connection`: the accept loop (with
-//!   `idle`, which makes room at the connection cap) and one connection from protocol
-//!   detection to close (HTTP/1, HTTP/2 or a tunnel).
+//!   `idle`, which makes room at the connection cap and ends parked connections at the
+//!   idle timeout) and one connection from protocol detection to close (HTTP/1, HTTP/2
+//!   or a tunnel). `lot`: each worker's idle keep-alive sockets, parked in an `epoll` set of its own
+//!   outside any task (a few hundred bytes each), resumed in a new task by their next request.
 //! - `workers`: thread per core (`SITIO_WORKERS`): a current-thread runtime and a listening
 //!   socket (SO_REUSEPORT) per worker, all serving through the same accept loop.
 //! - `compose`: the order of every decorator, built-in or yours, in one place.
@@ -128,6 +130,7 @@ mod inject;
 mod interim;
 mod io;
 mod log;
+mod lot;
 mod memory;
 mod mothership;
 mod proxy;
