@@ -42,7 +42,8 @@ def arguments():
     p.add_argument("--rate-connections", type=int, default=16, help="oha connections at the fixed rate")
     p.add_argument("--modes", default="pinned,unpinned", help="pinned, unpinned or both (default both)")
     p.add_argument("--targets", default=",".join(peers.TARGETS), help="comma-separated subset of targets")
-    p.add_argument("--idle-connections", type=int, default=1000)
+    p.add_argument("--idle-connections", type=int, default=10000,
+                   help="idle keep-alive clients for the memory per client (default 10,000)")
     p.add_argument("--stream-rate", default="256M", help="client read rate while streaming 1 GiB (curl)")
     p.add_argument("--skip-memory", action="store_true", help="skip the idle-connection and streaming runs")
     p.add_argument("--out", default=str(peers.ROOT / "target" / "bench"), help="where results go")
@@ -136,14 +137,20 @@ def run_mode(mode, cpus, targets, args, workdir):
                 if name == "direct":
                     continue
                 pids = running[name].pids()
-                rss, alive = measure.idle_connections(running[name].port, peers.SMALL_PATH,
-                                                      args.idle_connections, pids)
+                rss, alive, at_rest = measure.idle_connections(running[name].port, peers.SMALL_PATH,
+                                                               args.idle_connections, pids)
                 rows[name]["idle_conns_rss_mib"] = rss
                 rows[name]["idle_conns_alive"] = alive
+                # What each idle client costs: the growth over the proxy's RSS
+                # just before they came (after the load runs, for every proxy alike).
+                if alive:
+                    rows[name]["idle_conn_kib"] = (rss - at_rest) * 1024 / alive
                 before, growth = measure.streaming(f"http://127.0.0.1:{running[name].port}{peers.BIG_PATH}",
                                                    peers.BIG_BYTES, args.stream_rate, cpus["load"], pids)
                 rows[name]["stream_growth_mib"] = growth
-                print(f"  memory {name:13} {rss:.1f} MiB with {alive} idle clients, "
+                per = rows[name].get("idle_conn_kib")
+                each = f" ({per:.2f} KiB each)" if per is not None else ""
+                print(f"  memory {name:13} {rss:.1f} MiB with {alive} idle clients{each}, "
                       f"+{growth:.1f} MiB while streaming 1 GiB", flush=True)
         direct = rows.get("direct", {}).get("rps")
         for row in rows.values():

@@ -119,9 +119,11 @@ def raise_fd_limit():
 
 
 def idle_connections(port, path, count, pids):
-    """RSS with `count` idle keep-alive clients, each having made one request."""
+    """RSS with `count` idle keep-alive clients, each having made one request:
+    (RSS, clients still held, RSS just before they came)."""
     request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
     socks = []
+    at_rest = rss_mib(pids)
     try:
         for _ in range(count):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -140,7 +142,7 @@ def idle_connections(port, path, count, pids):
                 alive += 1
             except OSError:
                 pass
-        return rss_mib(pids), alive
+        return rss_mib(pids), alive, at_rest
     finally:
         for s in socks:
             s.close()

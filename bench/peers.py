@@ -22,8 +22,8 @@ SMALL_PATH = "/hello.txt"  # the 100-byte response every load run asks for
 BIG_PATH = "/big.bin"  # the 1 GiB response of the streaming run
 BIG_BYTES = 1 << 30
 # Connection limits; stress/reliability.py raises them for 10,000 idle clients.
-NGINX_CONNECTIONS = 8192
-HAPROXY_MAXCONN = 8192
+NGINX_CONNECTIONS = 16384
+HAPROXY_MAXCONN = 16384
 # Extra settings for sitio (stress/reliability.py sets its connection cap).
 SITIO_EXTRA_ENV = {}
 # Extra nginx proxy directives (stress/reliability.py keeps slow reads in memory).

@@ -427,7 +427,8 @@ async fn serve_awake<S: ClientStream>(
 type Http1Conn<S> = http1::UpgradeableConnection<TokioIo<ClientIo<S>>, ProxyService>;
 
 /// Runs one hyper connection until it ends, closing it gracefully when the
-/// connection cap evicts it or the drain begins.
+/// connection cap evicts it or the drain begins (or had begun: a parked
+/// connection woken by its next request during the drain).
 async fn serve_http1<S>(
     mut conn: Pin<&mut Http1Conn<S>>,
     phase: &ConnPhase,
@@ -437,39 +438,33 @@ async fn serve_http1<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // `biased`: polled on every wake-up of the connection, so no random
-    // branch order (a thread-local RNG draw each time); the connection first.
-    tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        () = phase.evicted() => {
-            // Idle at the connection cap: closed at once, or after the
-            // exchange that began meanwhile.
-            tracing::debug!(client = %peer, "idle keep-alive connection closed to admit a new client");
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = stop.changed() => {
-            // hyper closes a connection with no exchange at once; one accepted
-            // just before the drain has its first request on the way, so it
-            // gets a moment to arrive (then is answered and closed).
-            let grace = Instant::now() + Duration::from_secs(1);
-            let mut finished = None;
-            while finished.is_none() && phase.exchanges() == 0 && Instant::now() < grace {
-                tokio::select! {
-                    r = conn.as_mut() => finished = Some(r),
-                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
-                }
+    // Until this hyper connection starts an exchange, a request is on its
+    // way: a new client's first, or the one whose bytes woke it.
+    let before = phase.exchanges();
+    if !*stop.borrow() {
+        // `biased`: polled on every wake-up of the connection, so no random
+        // branch order (a thread-local RNG draw each time); the connection first.
+        tokio::select! {
+            biased;
+            r = conn.as_mut() => return r,
+            () = phase.evicted() => {
+                tracing::debug!(client = %peer, "idle keep-alive connection closed to admit a new client");
             }
-            match finished {
-                Some(r) => r,
-                None => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+            _ = stop.changed() => {}
         }
     }
+    // hyper closes a connection with no exchange at once; one with its
+    // request on the way gets a moment for it to arrive (then it is answered
+    // and closed); one in an exchange is closed after it.
+    let grace = Instant::now() + Duration::from_secs(1);
+    while phase.exchanges() == before && Instant::now() < grace {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// Reads until the first bytes say which protocol the client speaks (see

@@ -28,7 +28,45 @@ pub(crate) trait Evictable: Send + Sync {
 /// The connections being served.
 #[derive(Default)]
 pub(crate) struct Registry {
-    conns: Mutex<Slab<Arc<dyn Evictable>>>,
+    conns: Mutex<Shrinking<Arc<dyn Evictable>>>,
+}
+
+/// A slab that gives its memory back once mostly empty: after a burst of
+/// clients has come and gone, a slab sized for the burst would stay (a
+/// `Vec` never shrinks on its own). Keys stay valid: only the vacant tail is
+/// released. A try walks the slab, so it comes at most once per quarter of
+/// its capacity in removals (amortised constant time), and at once when the
+/// slab empties.
+#[derive(Debug)]
+pub(crate) struct Shrinking<T> {
+    pub(crate) slab: Slab<T>,
+    removals: usize,
+}
+
+impl<T> Default for Shrinking<T> {
+    fn default() -> Self {
+        Shrinking {
+            slab: Slab::new(),
+            removals: 0,
+        }
+    }
+}
+
+impl<T> Shrinking<T> {
+    /// Removes `key`'s entry, if any.
+    pub(crate) fn remove(&mut self, key: usize) -> Option<T> {
+        let removed = self.slab.try_remove(key);
+        self.removals += 1;
+        let (len, capacity) = (self.slab.len(), self.slab.capacity());
+        if len == 0 && capacity > 0 {
+            self.slab = Slab::new();
+            self.removals = 0;
+        } else if len * 4 < capacity && self.removals * 4 >= capacity {
+            self.slab.shrink_to_fit();
+            self.removals = 0;
+        }
+        removed
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -46,7 +84,9 @@ pub(crate) struct Listed {
 impl Registry {
     /// Lists `conn` until the returned guard drops.
     pub(crate) fn list(self: &Arc<Self>, conn: Arc<dyn Evictable>) -> Option<Listed> {
-        let key = self.conns.lock().ok()?.insert(conn);
+        let mut conns = self.conns.lock().ok()?;
+        let key = conns.slab.insert(conn);
+        drop(conns);
         Some(Listed {
             registry: self.clone(),
             key,
@@ -60,6 +100,7 @@ impl Registry {
             return false;
         };
         let oldest = conns
+            .slab
             .iter()
             .filter_map(|(_, conn)| conn.idle_since().map(|since| (since, conn)))
             .min_by_key(|(since, _)| *since);
@@ -91,7 +132,7 @@ impl Registry {
         let Ok(conns) = self.conns.lock() else {
             return;
         };
-        for (_, conn) in conns.iter() {
+        for (_, conn) in conns.slab.iter() {
             if expired(conn.as_ref()) {
                 conn.evict();
             }
@@ -102,7 +143,42 @@ impl Registry {
 impl Drop for Listed {
     fn drop(&mut self) {
         if let Ok(mut conns) = self.registry.conns.lock() {
-            conns.try_remove(self.key);
+            conns.remove(self.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shrinking;
+
+    #[test]
+    fn a_slab_gives_back_its_memory_once_mostly_empty_and_keys_stay_valid() {
+        let mut s = Shrinking::default();
+        let keys: Vec<usize> = (0..1000).map(|i| s.slab.insert(i)).collect();
+        let full = s.slab.capacity();
+        assert!(full >= 1000);
+        // The last 900 leave: the vacant tail is released, keys hold.
+        for &k in keys[100..].iter().rev() {
+            assert!(s.remove(k).is_some());
+        }
+        assert!(
+            s.slab.capacity() <= full / 4,
+            "{} of {full}",
+            s.slab.capacity()
+        );
+        assert_eq!(s.slab[keys[99]], 99);
+        // A live entry at the end pins the capacity: only keys matter then.
+        let pinned = s.slab.insert(1000);
+        for &k in &keys[..99] {
+            s.remove(k);
+        }
+        assert_eq!(s.slab[pinned], 1000);
+        assert_eq!(s.slab[keys[99]], 99);
+        // All gone: nothing kept.
+        s.remove(keys[99]);
+        s.remove(pinned);
+        assert_eq!(s.slab.capacity(), 0);
+        assert!(s.remove(keys[0]).is_none());
     }
 }

@@ -18,10 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use mio::{Events, Interest, Token};
-use slab::Slab;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
+use crate::idle::Shrinking;
 use crate::io::ConnPhase;
 
 /// What a parked connection leaves in the lot beside its socket: dropped
@@ -50,7 +50,7 @@ pub(crate) struct Lot<C> {
 }
 
 struct State<C> {
-    parked: Slab<Parked<C>>,
+    parked: Shrinking<Parked<C>>,
     /// The drain began: nothing more is parked.
     closed: bool,
 }
@@ -101,7 +101,7 @@ impl<C: Resume> Lot<C> {
         let evictions = Arc::new(Evictions::default());
         let lot = Arc::new(Lot {
             state: Mutex::new(State {
-                parked: Slab::new(),
+                parked: Shrinking::default(),
                 closed: false,
             }),
             registry,
@@ -125,7 +125,7 @@ impl<C: Resume> Lot<C> {
         if state.closed {
             return Err((socket, client));
         }
-        let entry = state.parked.vacant_entry();
+        let entry = state.parked.slab.vacant_entry();
         let mut socket = mio::net::TcpStream::from_std(socket);
         // Edge-triggered, and told at once when bytes are already there.
         let token = Token(entry.key());
@@ -147,7 +147,7 @@ impl<C: Resume> Lot<C> {
     /// Connections parked now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().map_or(0, |s| s.parked.len())
+        self.lock().map_or(0, |s| s.parked.slab.len())
     }
 
     fn lock(&self) -> Option<MutexGuard<'_, State<C>>> {
@@ -212,19 +212,24 @@ impl<C: Resume> Lot<C> {
         let mut first = [0u8; 512];
         let (parked, read) = {
             let Some(mut state) = self.lock() else { return };
-            let Some(parked) = state.parked.get_mut(key) else {
+            let Some(parked) = state.parked.slab.get_mut(key) else {
                 return;
             };
-            let read = loop {
-                match parked.socket.read(&mut first) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    // Woken for nothing: the next bytes wake it again.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    other => break other,
-                }
+            // Woken for nothing: the next bytes wake it again.
+            let Some(read) = read_now(&mut parked.socket, &mut first) else {
+                return;
             };
-            (state.parked.remove(key), read)
+            let Some(parked) = state.parked.remove(key) else {
+                return;
+            };
+            (parked, read)
         };
+        self.leave(parked, read, &first);
+    }
+
+    /// A connection leaves the lot: resumed with the bytes read, or dropped
+    /// (which closes it) when there were none.
+    fn leave(self: &Arc<Self>, parked: Parked<C>, read: io::Result<usize>, first: &[u8]) {
         let Parked { mut socket, client } = parked;
         let _ = self.registry.deregister(&mut socket);
         match read {
@@ -232,38 +237,62 @@ impl<C: Resume> Lot<C> {
                 let first = Bytes::copy_from_slice(&first[..n]);
                 client.resume(socket.into(), first, self.clone());
             }
-            // Closed by the client (or broken): dropped, which closes it.
+            // Closed by the client (or broken), or told to go.
             _ => {}
         }
     }
 
-    /// Drops the parked connections that were evicted (the idle timeout, the
-    /// connection cap, the drain). Dropped once the lock is released: a
-    /// connection leaving the idle registry takes the registry's lock.
-    fn drop_evicted(&self) {
+    /// A connection told to go (evicted, or the drain) whose next request
+    /// arrived meanwhile is served instead: closing a socket with unread
+    /// bytes would reset it, and the request would be lost.
+    fn let_go(self: &Arc<Self>, gone: Vec<Parked<C>>) {
+        for mut parked in gone {
+            let mut first = [0u8; 512];
+            let read = read_now(&mut parked.socket, &mut first).unwrap_or(Ok(0));
+            self.leave(parked, read, &first);
+        }
+    }
+
+    /// Lets go of the parked connections that were evicted (the idle
+    /// timeout, the connection cap, the drain), once the lock is released:
+    /// a connection leaving the idle registry takes the registry's lock.
+    fn drop_evicted(self: &Arc<Self>) {
         let evicted: Vec<Parked<C>> = {
             let Some(mut state) = self.lock() else { return };
             let keys: Vec<usize> = state
                 .parked
+                .slab
                 .iter()
                 .filter(|(_, p)| p.client.phase().is_evicted())
                 .map(|(key, _)| key)
                 .collect();
-            keys.into_iter().map(|k| state.parked.remove(k)).collect()
+            keys.into_iter()
+                .filter_map(|k| state.parked.remove(k))
+                .collect()
         };
-        for mut parked in evicted {
-            let _ = self.registry.deregister(&mut parked.socket);
-        }
+        self.let_go(evicted);
     }
 
-    /// The drain: every parked connection is dropped, and none parks again.
-    fn close(&self) {
+    /// The drain: every parked connection goes, and none parks again.
+    fn close(self: &Arc<Self>) {
         let parked = {
             let Some(mut state) = self.lock() else { return };
             state.closed = true;
             std::mem::take(&mut state.parked)
         };
-        drop(parked);
+        self.let_go(parked.slab.into_iter().map(|(_, p)| p).collect());
+    }
+}
+
+/// Reads what the socket holds now: `None` when nothing yet (it would
+/// block), `Ok(0)` when the client closed.
+fn read_now(socket: &mut mio::net::TcpStream, into: &mut [u8]) -> Option<io::Result<usize>> {
+    loop {
+        match socket.read(into) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            other => return Some(other),
+        }
     }
 }
 
@@ -376,6 +405,57 @@ mod tests {
         );
         assert_eq!(lot.len(), 0);
         assert!(woke.try_recv().is_err(), "nothing else resumed");
+    }
+
+    /// Told to go (evicted, or the drain) with its next request already
+    /// there: served, not closed (a close with unread bytes resets the
+    /// client and loses its request). The lot's task has not run yet here
+    /// (a current-thread runtime and no await), so the lot decides alone.
+    #[tokio::test]
+    async fn a_request_that_came_before_the_close_is_served() {
+        let (_stop_tx, stop) = watch::channel(false);
+        let lot = Lot::start(stop).unwrap();
+        let (resumed, mut woke) = mpsc::unbounded_channel();
+        let phase = Arc::new(ConnPhase::default());
+        let (mut evicted, ours) = pair();
+        let client = Client {
+            phase: phase.clone(),
+            resumed: resumed.clone(),
+        };
+        assert!(lot.park(ours, client).is_ok());
+        evicted.write_all(b"GET /evicted").unwrap();
+        phase.evict();
+        lot.drop_evicted();
+        assert_eq!(
+            woke.try_recv().unwrap(),
+            Bytes::from_static(b"GET /evicted")
+        );
+
+        let (mut drained, ours) = pair();
+        let (quiet, quiet_ours) = pair();
+        let phase = Arc::new(ConnPhase::default());
+        for socket in [ours, quiet_ours] {
+            let client = Client {
+                phase: phase.clone(),
+                resumed: resumed.clone(),
+            };
+            assert!(lot.park(socket, client).is_ok());
+        }
+        drained.write_all(b"GET /drained").unwrap();
+        lot.close();
+        assert_eq!(
+            woke.try_recv().unwrap(),
+            Bytes::from_static(b"GET /drained")
+        );
+        assert!(
+            woke.try_recv().is_err(),
+            "the quiet one is closed, not resumed"
+        );
+        assert!(
+            tokio::task::spawn_blocking(move || closed(quiet))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
