@@ -23,7 +23,8 @@ BIG_PATH = "/big.bin"  # the 1 GiB response of the streaming run
 BIG_BYTES = 1 << 30
 # Connection limits; stress/reliability.py raises them for 10,000 idle clients.
 NGINX_CONNECTIONS = 16384
-HAPROXY_MAXCONN = 16384
+# HAProxy asks for two descriptors per connection: 9,990 fits a 20,000 limit.
+HAPROXY_MAXCONN = 9990
 # Extra settings for sitio (stress/reliability.py sets its connection cap).
 SITIO_EXTRA_ENV = {}
 # Extra nginx proxy directives (stress/reliability.py keeps slow reads in memory).

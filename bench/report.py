@@ -132,7 +132,7 @@ def checks(rows):
     if me.get("idle_rss_mib") is not None:
         check(me["idle_rss_mib"] <= 8, f"idle RSS {me['idle_rss_mib']:.1f} MiB <= 8 MiB")
     if me.get("idle_conn_kib") is not None:
-        # The fast-path issue's target, measured with 10,000 clients by default.
+        # The fast-path issue's target (9,000 clients by default, see bench.py).
         others = ", ".join(f"{p['target']} {p['idle_conn_kib']:.2f}" for p in peers if p.get("idle_conn_kib"))
         check(me["idle_conn_kib"] <= 1.0,
               f"{me['idle_conn_kib']:.2f} KiB per idle keep-alive client ({me['idle_conns_alive']:,} clients; "
