@@ -69,7 +69,13 @@ impl Acceptor {
         tokio::pin!(shutdown);
         // This worker's parked sockets; without one (no epoll set to be had)
         // each parked connection waits in its own task.
-        let lot = Lot::start(self.stop.clone())
+        let home = (
+            self.shared.clone(),
+            self.config.clone(),
+            self.http.clone(),
+            self.stop.clone(),
+        );
+        let lot = Lot::start(home, &self.shared.connections, self.stop.clone())
             .inspect_err(
                 |e| tracing::warn!(error = %e, "no parking lot; idle clients keep their tasks"),
             )
@@ -225,26 +231,12 @@ async fn start<S: ClientStream>(
         tunnel::opaque(stream, first, upstream, peer, label, connections).await;
         return None;
     }
-    let phase = Arc::new(ConnPhase::default());
-    let listed = shared.connections.list(phase.clone());
-    let ctx = Arc::new(ConnCtx {
-        shared,
-        phase: phase.clone(),
-        peer,
-        forwarded_for: crate::headers::ip_header_value(peer.ip()),
-    });
-    let client = Http1Client {
-        ctx,
-        http,
-        config,
-        stop,
-        _listed: listed,
-        accepted,
-    };
+    let phase = ConnPhase::default();
+    let client = Http1Client::new((shared, config, http, stop, accepted), peer, phase);
     let io = ClientIo::new(
         stream,
         first,
-        phase,
+        client.ctx.phase.clone(),
         head_deadline,
         client.timeouts(),
         client.ctx.clone(),
@@ -273,23 +265,58 @@ struct Http1Client {
 /// The lot of one worker's parked HTTP/1 clients.
 pub(crate) type ParkingLot = Lot<ParkedClient>;
 
-/// An HTTP/1 client parked in its worker's lot, counted as parked.
+/// An HTTP/1 client parked in its worker's lot, counted as parked: only
+/// what its connection's state is rebuilt from when it resumes.
 pub(crate) struct ParkedClient {
-    client: Http1Client,
+    peer: SocketAddr,
+    /// When its last exchange finished (`io::clock` nanoseconds).
+    idle_since: u64,
+    exchanges: u32,
+    /// Its lot taken out (see `Resume::resume`).
+    accepted: Option<Accepted>,
     _counted: crate::telemetry::ParkedConnection,
 }
 
+/// What every connection of a lot shares: the instance's parts and the
+/// drain signal.
+type LotHome = (
+    Arc<Shared>,
+    Arc<Config>,
+    Arc<http1::Builder>,
+    watch::Receiver<bool>,
+);
+
+impl ParkedClient {
+    /// What is left of `client` once parked (its state is dropped: the
+    /// registry lists the lot in its stead).
+    fn of(client: Http1Client) -> Self {
+        let mut client = client;
+        let phase = &client.ctx.phase;
+        ParkedClient {
+            peer: client.ctx.peer,
+            idle_since: phase.last_finished(),
+            exchanges: phase.exchanges(),
+            accepted: client.accepted.take(),
+            _counted: client.ctx.shared.telemetry.connections.parked(),
+        }
+    }
+}
+
 impl Resume for ParkedClient {
-    fn phase(&self) -> &ConnPhase {
-        &self.client.ctx.phase
+    type Home = LotHome;
+
+    fn idle_since(&self) -> u64 {
+        self.idle_since
     }
 
-    fn resume(self, socket: std::net::TcpStream, first: Bytes, lot: Arc<ParkingLot>) {
-        let mut client = self.client;
-        if let Some(accepted) = &mut client.accepted {
-            accepted.lot = Some(lot);
+    fn resume(self, socket: std::net::TcpStream, first: Bytes, lot: &Arc<ParkingLot>) {
+        let mut accepted = self.accepted;
+        if let Some(accepted) = &mut accepted {
+            accepted.lot = Some(lot.clone());
         }
-        client.ctx.phase.set_parked(false);
+        let (shared, config, http, stop) = lot.home().clone();
+        let phase = ConnPhase::resumed(self.exchanges, self.idle_since);
+        let client = Http1Client::new((shared, config, http, stop, accepted), self.peer, phase);
         // Runs in the lot's task, on the worker's runtime.
         let Ok(stream) = tokio::net::TcpStream::from_std(socket) else {
             return;
@@ -310,6 +337,30 @@ impl Resume for ParkedClient {
 }
 
 impl Http1Client {
+    /// A client's state, listed in the idle registry.
+    fn new(
+        (shared, config, http, stop, accepted): Conn,
+        peer: SocketAddr,
+        phase: ConnPhase,
+    ) -> Self {
+        let phase = Arc::new(phase);
+        let listed = shared.connections.list(phase.clone());
+        let ctx = Arc::new(ConnCtx {
+            shared,
+            phase,
+            peer,
+            forwarded_for: crate::headers::ip_header_value(peer.ip()),
+        });
+        Http1Client {
+            ctx,
+            http,
+            config,
+            stop,
+            _listed: listed,
+            accepted,
+        }
+    }
+
     fn timeouts(&self) -> Timeouts {
         let config = &self.config;
         Timeouts {
@@ -353,10 +404,9 @@ async fn serve_http1_client<S: ClientStream>(
         let parked = match lot {
             Some(lot) => match parked.into_stream().into_socket() {
                 Ok(Some(socket)) => {
-                    let _counted = client.ctx.shared.telemetry.connections.parked();
                     // The task ends here; the lot resumes the client in a
                     // new one. Refused (the drain began), it is closed.
-                    let _ = lot.park(socket, ParkedClient { client, _counted });
+                    let _ = lot.park(socket, ParkedClient::of(client));
                     return;
                 }
                 Ok(None) => return,

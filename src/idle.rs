@@ -16,10 +16,16 @@ pub(crate) trait Evictable: Send + Sync {
     /// connection between exchanges, an HTTP/2 one with no stream open;
     /// `None` while it serves or reads a request.
     fn idle_since(&self) -> Option<u64>;
-    /// Like `idle_since`, for a connection parked with no timer of its own
-    /// (`io::Parked`): the registry's sweep ends it at the idle timeout.
-    fn parked_since(&self) -> Option<u64> {
-        None
+    /// Closes what has been parked with no timer of its own since before
+    /// `idle_before` (`io::clock` nanoseconds): the idle timeout's sweep.
+    fn expire(&self, idle_before: u64) {
+        let _ = idle_before;
+    }
+    /// The drain began: closes what is idle.
+    fn drain(&self) {
+        if self.idle_since().is_some() {
+            self.evict();
+        }
     }
     /// Asks it to close once idle (at once if it is now).
     fn evict(&self);
@@ -119,23 +125,21 @@ impl Registry {
     /// (`io::clock` nanoseconds) to close: their idle timeout. One pass
     /// under the lock, a few nanoseconds per connection.
     pub(crate) fn evict_expired(&self, idle_before: u64) {
-        self.evict_where(|conn| conn.parked_since().is_some_and(|since| since < idle_before));
+        self.each(|conn| conn.expire(idle_before));
     }
 
     /// Asks every idle connection to close (the drain): parked ones wait on
     /// nothing else.
     pub(crate) fn evict_idle(&self) {
-        self.evict_where(|conn| conn.idle_since().is_some());
+        self.each(|conn| conn.drain());
     }
 
-    fn evict_where(&self, expired: impl Fn(&dyn Evictable) -> bool) {
+    fn each(&self, what: impl Fn(&dyn Evictable)) {
         let Ok(conns) = self.conns.lock() else {
             return;
         };
         for (_, conn) in conns.slab.iter() {
-            if expired(conn.as_ref()) {
-                conn.evict();
-            }
+            what(conn.as_ref());
         }
     }
 }

@@ -166,16 +166,18 @@ impl ConnPhase {
         self.parked.store(parked, Ordering::SeqCst);
     }
 
-    /// Whether [`ConnPhase::evict`] was called.
-    pub(crate) fn is_evicted(&self) -> bool {
-        self.evicted.load(Ordering::Acquire)
+    /// The phase of a connection that was parked outside any task (`lot`)
+    /// and resumes: `exchanges` served, idle since `idle_since`.
+    pub(crate) fn resumed(exchanges: u32, idle_since: u64) -> Self {
+        let phase = ConnPhase::default();
+        phase.exchanges.store(exchanges, Ordering::Relaxed);
+        phase.idle_since.store(idle_since, Ordering::Relaxed);
+        phase
     }
 
-    /// Has `waker` woken by an eviction (instead of the connection's task,
-    /// for a connection parked outside any task); true when it already was.
-    pub(crate) fn watch_eviction(&self, waker: &std::task::Waker) -> bool {
-        self.evict_waker.register(waker);
-        self.is_evicted()
+    /// Since when (`clock` nanoseconds) the last exchange finished.
+    pub(crate) fn last_finished(&self) -> u64 {
+        self.idle_since.load(Ordering::Relaxed)
     }
 
     /// The connection became a tunnel: HTTP timeouts no longer apply.
@@ -417,6 +419,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                 other => other,
             };
         }
+        // Registered here too, not only while an exchange runs: hyper may
+        // poll for the next head between parsing a head and starting its
+        // exchange, and then not again; the exchange's end must wake it to
+        // arm the idle timer (else the head deadline, still armed, would
+        // answer an idle keep-alive client 408).
+        this.phase.reader.register(cx.waker());
         if this.armed == Armed::Off || this.armed_at_exchange != this.phase.exchanges() {
             this.armed_at_exchange = this.phase.exchanges();
             this.scan.reset();
@@ -650,11 +658,10 @@ impl crate::idle::Evictable for ConnPhase {
         idle.then(|| self.idle_since.load(Ordering::Relaxed))
     }
 
-    fn parked_since(&self) -> Option<u64> {
-        if self.parked.load(Ordering::SeqCst) {
-            self.idle_since()
-        } else {
-            None
+    fn expire(&self, idle_before: u64) {
+        let parked = self.parked.load(Ordering::SeqCst);
+        if parked && self.idle_since().is_some_and(|since| since < idle_before) {
+            self.evict();
         }
     }
 
@@ -662,5 +669,72 @@ impl crate::idle::Evictable for ConnPhase {
     fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
         self.evict_waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Wake, Waker};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::io::{AsyncRead, ReadBuf};
+    use tokio::time::Instant;
+
+    use super::{ClientIo, ConnPhase, EarlyAnswer, Timeouts};
+
+    struct Plain;
+    impl EarlyAnswer for Plain {
+        fn header_timeout(&self) -> Option<Bytes> {
+            None
+        }
+    }
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// hyper may poll for the next head after parsing one and before its
+    /// exchange starts, then not again: the exchange's end must wake it, so
+    /// that it polls again and arms the idle timer (else the head deadline
+    /// armed at accept stays, and the idle client gets a 408 at it).
+    #[tokio::test]
+    async fn the_end_of_an_exchange_wakes_a_reader_that_polled_before_it_began() {
+        let (_client, server) = tokio::io::duplex(1024);
+        let phase = Arc::new(ConnPhase::default());
+        let second = Duration::from_secs(1);
+        let timeouts = Timeouts {
+            header: second,
+            idle: second,
+            body: second,
+            send: second,
+        };
+        let mut io = ClientIo::new(
+            server,
+            Bytes::new(),
+            phase.clone(),
+            Instant::now() + second,
+            timeouts,
+            Arc::new(Plain),
+        );
+        let woken = Arc::new(Count::default());
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut bytes = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut bytes);
+        assert!(
+            std::pin::Pin::new(&mut io)
+                .poll_read(&mut cx, &mut buf)
+                .is_pending()
+        );
+        phase.exchange_started();
+        phase.exchange_finished(std::time::Instant::now());
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the reader was woken");
     }
 }

@@ -37,8 +37,9 @@
 //!   binaries and the tests all start through it. `connection`: the accept loop (with
 //!   `idle`, which makes room at the connection cap and ends parked connections at the
 //!   idle timeout) and one connection from protocol detection to close (HTTP/1, HTTP/2
-//!   or a tunnel). `lot`: each worker's idle keep-alive sockets, parked in an `epoll` set of its own
-//!   outside any task (a few hundred bytes each), resumed in a new task by their next request.
+//!   or a tunnel). `lot`: each worker's idle keep-alive sockets, parked in an `epoll` set
+//!   of its own outside any task with about a hundred bytes each (the connection's state
+//!   is rebuilt when its next request comes); it stands in the idle registry for them.
 //! - `workers`: thread per core (`SITIO_WORKERS`): a current-thread runtime and a listening
 //!   socket (SO_REUSEPORT) per worker, all serving through the same accept loop.
 //! - `compose`: the order of every decorator, built-in or yours, in one place.

@@ -1,18 +1,22 @@
 //! The parking lot: idle keep-alive client sockets held outside any task.
 //!
 //! Parked in a task of its own, an idle client costs that task (its header
-//! and future, 384 bytes) and Tokio's registration of its socket (256);
-//! nginx's idle connection costs about 0.5 KiB in all. So each worker keeps
-//! its parked sockets in one `epoll` set of its own (mio's `Poll`, itself
-//! watched by Tokio), each beside what resumes it (about a hundred bytes in a
-//! slab). The first bytes of a next request give the socket back to Tokio,
-//! in a new task; a close, the idle timeout or the connection cap (both
-//! through the idle registry's evictions) and the drain drop it.
+//! and future, 384 bytes), Tokio's registration of its socket (256) and the
+//! connection's state (280, scattered among freed request buffers, so about
+//! twice that in RSS); nginx's idle connection costs about 0.5 KiB in all.
+//! So each worker keeps its parked sockets in one `epoll` set of its own
+//! (mio's `Poll`, itself watched by Tokio), each beside what resumes it (a
+//! hundred bytes in one slab: the connection's state is rebuilt when it
+//! resumes, from what all its connections share, kept once in the lot). The
+//! first bytes of a next request give the socket back to Tokio in a new task;
+//! a close drops it. The lot stands in the idle registry for its connections:
+//! the connection cap evicts its longest-idle one, the idle timeout's sweep
+//! expires the old ones, and the drain closes the lot.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Wake, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,32 +25,30 @@ use mio::{Events, Interest, Token};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use crate::idle::Shrinking;
-use crate::io::ConnPhase;
+use crate::idle::{Evictable, Registry, Shrinking};
 
 /// What a parked connection leaves in the lot beside its socket: dropped
 /// with the connection, or given the socket back to resume it.
-pub(crate) trait Resume: Send + 'static {
-    /// The connection's phase: idle since when, evicted or not.
-    fn phase(&self) -> &ConnPhase;
+pub(crate) trait Resume: Send + Sized + 'static {
+    /// What all the lot's connections share, kept once in the lot.
+    type Home: Send + Sync + 'static;
+    /// Since when it has been idle (`io::clock` nanoseconds).
+    fn idle_since(&self) -> u64;
     /// Serves the connection again (in a new task) from `first`, the bytes
     /// that woke it; `lot` is where it parks next. (A parked connection
     /// holds no reference to its lot: the lot would then never be dropped,
     /// nor would its sockets, when a worker's runtime ends.)
-    fn resume(self, socket: std::net::TcpStream, first: Bytes, lot: Arc<Lot<Self>>)
-    where
-        Self: Sized;
+    fn resume(self, socket: std::net::TcpStream, first: Bytes, lot: &Arc<Lot<Self>>);
 }
 
 /// One worker's parked sockets (see the module's documentation).
-pub(crate) struct Lot<C> {
+pub(crate) struct Lot<C: Resume> {
     state: Mutex<State<C>>,
     /// Where sockets are added to and removed from the lot's `epoll` set.
     registry: mio::Registry,
-    /// Woken by an eviction of a parked connection.
-    evictions: Arc<Evictions>,
-    /// The same, as a waker handed to each parked connection's phase.
-    waker: Waker,
+    /// What the idle registry asked of the lot's task.
+    asked: Asked,
+    home: C::Home,
 }
 
 struct State<C> {
@@ -60,19 +62,19 @@ struct Parked<C> {
     client: C,
 }
 
-/// Tells the lot's task that some parked connection was evicted.
+/// Evictions the idle registry asked for, done by the lot's task.
 #[derive(Default)]
-struct Evictions {
+struct Asked {
+    /// How many of the longest-idle connections to close (the connection cap).
+    oldest: AtomicUsize,
+    /// Close those idle since before this (`io::clock` ns; 0: none).
+    expire_before: AtomicU64,
     pending: AtomicBool,
     task: AtomicWaker,
 }
 
-impl Wake for Evictions {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
+impl Asked {
+    fn wake(&self) {
         self.pending.store(true, Ordering::Release);
         self.task.wake();
     }
@@ -92,24 +94,36 @@ fn watch(poll: mio::Poll) -> io::Result<AsyncFd<mio::Poll>> {
 const EVENTS: usize = 256;
 
 impl<C: Resume> Lot<C> {
-    /// A lot for the current worker, with its task on the current runtime
-    /// until `stop` turns true (the drain), when it drops every socket.
-    pub(crate) fn start(stop: watch::Receiver<bool>) -> io::Result<Arc<Self>> {
+    /// A lot for the current worker, listed in `idle`, with its task on the
+    /// current runtime until `stop` turns true (the drain), when it lets go
+    /// of every socket.
+    pub(crate) fn start(
+        home: C::Home,
+        idle: &Arc<Registry>,
+        stop: watch::Receiver<bool>,
+    ) -> io::Result<Arc<Self>> {
         let poll = mio::Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let watched = watch(poll)?;
-        let evictions = Arc::new(Evictions::default());
         let lot = Arc::new(Lot {
             state: Mutex::new(State {
                 parked: Shrinking::default(),
                 closed: false,
             }),
             registry,
-            waker: Waker::from(evictions.clone()),
-            evictions,
+            asked: Asked::default(),
+            home,
         });
-        tokio::spawn(lot.clone().run(watched, stop));
+        // Listed by the task, which unlists it when it ends: the registry
+        // then lets go of the lot.
+        let listed = idle.list(lot.clone());
+        tokio::spawn(lot.clone().run(watched, stop, listed));
         Ok(lot)
+    }
+
+    /// What all the lot's connections share.
+    pub(crate) fn home(&self) -> &C::Home {
+        &self.home
     }
 
     /// Parks `socket` with `client`; gives them back when the drain began or
@@ -136,10 +150,6 @@ impl<C: Resume> Lot<C> {
         {
             return Err((socket.into(), client));
         }
-        if client.phase().watch_eviction(&self.waker) {
-            self.evictions.pending.store(true, Ordering::Release);
-            self.evictions.task.wake();
-        }
         entry.insert(Parked { socket, client });
         Ok(())
     }
@@ -158,6 +168,7 @@ impl<C: Resume> Lot<C> {
         self: Arc<Self>,
         mut watched: AsyncFd<mio::Poll>,
         mut stop: watch::Receiver<bool>,
+        _listed: Option<crate::idle::Listed>,
     ) {
         let mut events = Events::with_capacity(EVENTS);
         loop {
@@ -168,7 +179,7 @@ impl<C: Resume> Lot<C> {
                         break;
                     }
                 }
-                () = self.evicted() => self.drop_evicted(),
+                () = self.asked() => self.do_asked(),
                 ready = watched.readable_mut() => {
                     let Ok(mut ready) = ready else { break };
                     if ready.get_inner_mut().poll(&mut events, Some(Duration::ZERO)).is_err() {
@@ -190,14 +201,14 @@ impl<C: Resume> Lot<C> {
         self.close();
     }
 
-    /// Resolves when some parked connection was evicted.
-    async fn evicted(&self) {
+    /// Resolves when the idle registry asked for evictions.
+    async fn asked(&self) {
         std::future::poll_fn(|cx| {
-            if self.evictions.pending.swap(false, Ordering::AcqRel) {
+            if self.asked.pending.swap(false, Ordering::AcqRel) {
                 return Poll::Ready(());
             }
-            self.evictions.task.register(cx.waker());
-            if self.evictions.pending.swap(false, Ordering::AcqRel) {
+            self.asked.task.register(cx.waker());
+            if self.asked.pending.swap(false, Ordering::AcqRel) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -235,16 +246,16 @@ impl<C: Resume> Lot<C> {
         match read {
             Ok(n) if n > 0 => {
                 let first = Bytes::copy_from_slice(&first[..n]);
-                client.resume(socket.into(), first, self.clone());
+                client.resume(socket.into(), first, self);
             }
             // Closed by the client (or broken), or told to go.
             _ => {}
         }
     }
 
-    /// A connection told to go (evicted, or the drain) whose next request
-    /// arrived meanwhile is served instead: closing a socket with unread
-    /// bytes would reset it, and the request would be lost.
+    /// Connections told to go (evicted, expired, or the drain) whose next
+    /// request arrived meanwhile are served instead: closing a socket with
+    /// unread bytes would reset it, and the request would be lost.
     fn let_go(self: &Arc<Self>, gone: Vec<Parked<C>>) {
         for mut parked in gone {
             let mut first = [0u8; 512];
@@ -253,24 +264,27 @@ impl<C: Resume> Lot<C> {
         }
     }
 
-    /// Lets go of the parked connections that were evicted (the idle
-    /// timeout, the connection cap, the drain), once the lock is released:
-    /// a connection leaving the idle registry takes the registry's lock.
-    fn drop_evicted(self: &Arc<Self>) {
-        let evicted: Vec<Parked<C>> = {
+    /// Closes what the idle registry asked to: the longest-idle connections
+    /// (the connection cap) and those idle past the idle timeout.
+    fn do_asked(self: &Arc<Self>) {
+        let oldest = self.asked.oldest.swap(0, Ordering::AcqRel);
+        let before = self.asked.expire_before.swap(0, Ordering::AcqRel);
+        let gone: Vec<Parked<C>> = {
             let Some(mut state) = self.lock() else { return };
-            let keys: Vec<usize> = state
+            let mut keys: Vec<(u64, usize)> = state
                 .parked
                 .slab
                 .iter()
-                .filter(|(_, p)| p.client.phase().is_evicted())
-                .map(|(key, _)| key)
+                .map(|(key, p)| (p.client.idle_since(), key))
                 .collect();
+            keys.sort_unstable();
+            let expired = keys.iter().take_while(|(since, _)| *since < before).count();
             keys.into_iter()
-                .filter_map(|k| state.parked.remove(k))
+                .take(expired.max(oldest))
+                .filter_map(|(_, key)| state.parked.remove(key))
                 .collect()
         };
-        self.let_go(evicted);
+        self.let_go(gone);
     }
 
     /// The drain: every parked connection goes, and none parks again.
@@ -282,6 +296,36 @@ impl<C: Resume> Lot<C> {
         };
         self.let_go(parked.slab.into_iter().map(|(_, p)| p).collect());
     }
+}
+
+/// The lot stands in the idle registry for all its connections.
+impl<C: Resume> Evictable for Lot<C> {
+    /// Since when its longest-idle connection has been idle.
+    fn idle_since(&self) -> Option<u64> {
+        let state = self.lock()?;
+        state
+            .parked
+            .slab
+            .iter()
+            .map(|(_, p)| p.client.idle_since())
+            .min()
+    }
+
+    /// Closes its longest-idle connection.
+    fn evict(&self) {
+        self.asked.oldest.fetch_add(1, Ordering::AcqRel);
+        self.asked.wake();
+    }
+
+    fn expire(&self, idle_before: u64) {
+        self.asked
+            .expire_before
+            .fetch_max(idle_before, Ordering::AcqRel);
+        self.asked.wake();
+    }
+
+    /// The lot's task closes it when the drain begins.
+    fn drain(&self) {}
 }
 
 /// Reads what the socket holds now: `None` when nothing yet (it would
@@ -307,22 +351,23 @@ mod tests {
     use tokio::sync::{mpsc, watch};
 
     use super::{Lot, Resume};
-    use crate::idle::Evictable as _;
-    use crate::io::ConnPhase;
+    use crate::idle::{Evictable as _, Registry};
 
     /// Tells the test what it was resumed with.
     struct Client {
-        phase: Arc<ConnPhase>,
-        resumed: mpsc::UnboundedSender<Bytes>,
+        idle_since: u64,
+        resumed: mpsc::UnboundedSender<(u64, Bytes)>,
     }
 
     impl Resume for Client {
-        fn phase(&self) -> &ConnPhase {
-            &self.phase
+        type Home = ();
+
+        fn idle_since(&self) -> u64 {
+            self.idle_since
         }
 
-        fn resume(self, _socket: std::net::TcpStream, first: Bytes, _lot: Arc<Lot<Self>>) {
-            let _ = self.resumed.send(first);
+        fn resume(self, _socket: std::net::TcpStream, first: Bytes, _lot: &Arc<Lot<Self>>) {
+            let _ = self.resumed.send((self.idle_since, first));
         }
     }
 
@@ -346,65 +391,91 @@ mod tests {
     }
 
     /// Whether the peer closed: EOF within 5 s.
-    fn closed(mut theirs: TcpStream) -> bool {
-        theirs
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        matches!(theirs.read(&mut [0u8; 16]), Ok(0))
+    async fn closed(mut theirs: TcpStream) -> bool {
+        tokio::task::spawn_blocking(move || {
+            theirs
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            matches!(theirs.read(&mut [0u8; 16]), Ok(0))
+        })
+        .await
+        .unwrap()
+    }
+
+    type Woke = mpsc::UnboundedReceiver<(u64, Bytes)>;
+    type Setup = (
+        Arc<Lot<Client>>,
+        Arc<Registry>,
+        watch::Sender<bool>,
+        Box<dyn Fn(u64) -> Client>,
+        Woke,
+    );
+
+    fn lot() -> Setup {
+        let (stop_tx, stop) = watch::channel(false);
+        let registry = Arc::new(Registry::default());
+        let lot = Lot::start((), &registry, stop).unwrap();
+        let (resumed, woke) = mpsc::unbounded_channel();
+        let client = move |idle_since| Client {
+            idle_since,
+            resumed: resumed.clone(),
+        };
+        (lot, registry, stop_tx, Box::new(client), woke)
     }
 
     #[tokio::test]
-    async fn a_parked_socket_resumes_with_its_first_bytes_closes_or_is_evicted() {
-        let (_stop_tx, stop) = watch::channel(false);
-        let lot = Lot::start(stop).unwrap();
-        let (resumed, mut woke) = mpsc::unbounded_channel();
-        let client = |phase: &Arc<ConnPhase>| Client {
-            phase: phase.clone(),
-            resumed: resumed.clone(),
-        };
-
+    async fn a_parked_socket_resumes_with_its_first_bytes_or_is_dropped_when_it_closes() {
+        let (lot, _registry, _stop, client, mut woke) = lot();
         // Bytes that were there before it parked, and bytes sent after.
         let (mut early, ours) = pair();
         early.write_all(b"GET / HTTP/1.1\r\n").unwrap();
-        let phase = Arc::new(ConnPhase::default());
-        assert!(lot.park(ours, client(&phase)).is_ok());
-        assert_eq!(
-            woke.recv().await.unwrap(),
-            Bytes::from_static(b"GET / HTTP/1.1\r\n")
-        );
+        assert!(lot.park(ours, client(1)).is_ok());
+        let first = woke.recv().await.unwrap();
+        assert_eq!(first, (1, Bytes::from_static(b"GET / HTTP/1.1\r\n")));
         let (mut late, ours) = pair();
-        assert!(lot.park(ours, client(&phase)).is_ok());
+        assert!(lot.park(ours, client(2)).is_ok());
         until("parked", || lot.len() == 1).await;
         late.write_all(b"GET /next").unwrap();
-        assert_eq!(woke.recv().await.unwrap(), Bytes::from_static(b"GET /next"));
+        assert_eq!(
+            woke.recv().await.unwrap(),
+            (2, Bytes::from_static(b"GET /next"))
+        );
         assert_eq!(lot.len(), 0);
-
         // A client that closes is dropped, not resumed.
         let (gone, ours) = pair();
-        assert!(lot.park(ours, client(&phase)).is_ok());
+        assert!(lot.park(ours, client(3)).is_ok());
         drop(gone);
         until("the closed client dropped", || lot.len() == 0).await;
-
-        // An evicted one is closed (idle timeout, connection cap), also when
-        // it was evicted before it parked.
-        let (evicted, ours) = pair();
-        let phase = Arc::new(ConnPhase::default());
-        assert!(lot.park(ours, client(&phase)).is_ok());
-        phase.evict();
-        assert!(
-            tokio::task::spawn_blocking(move || closed(evicted))
-                .await
-                .unwrap()
-        );
-        let (evicted, ours) = pair();
-        assert!(lot.park(ours, client(&phase)).is_ok());
-        assert!(
-            tokio::task::spawn_blocking(move || closed(evicted))
-                .await
-                .unwrap()
-        );
-        assert_eq!(lot.len(), 0);
         assert!(woke.try_recv().is_err(), "nothing else resumed");
+    }
+
+    /// The lot stands in the idle registry for its connections: the cap
+    /// evicts the longest-idle one, the idle timeout's sweep the old ones.
+    #[tokio::test]
+    async fn the_registry_evicts_the_longest_idle_and_expires_the_old() {
+        let (lot, registry, _stop, client, woke) = lot();
+        let mut theirs = Vec::new();
+        for since in [30, 10, 20, 40] {
+            let (t, ours) = pair();
+            assert!(lot.park(ours, client(since)).is_ok());
+            theirs.push((since, t));
+        }
+        assert_eq!(lot.idle_since(), Some(10));
+        assert!(registry.evict_longest_idle());
+        let (_, oldest) = theirs.remove(1);
+        assert!(closed(oldest).await, "the longest-idle one went");
+        until("evicted", || lot.len() == 3).await;
+        assert_eq!(lot.idle_since(), Some(20));
+        // Idle since before 35: 20 and 30 go, 40 stays.
+        registry.evict_expired(35);
+        until("expired", || lot.len() == 1).await;
+        assert_eq!(lot.idle_since(), Some(40));
+        for (since, t) in theirs {
+            if since < 35 {
+                assert!(closed(t).await, "{since} expired");
+            }
+        }
+        drop(woke);
     }
 
     /// Told to go (evicted, or the drain) with its next request already
@@ -413,71 +484,43 @@ mod tests {
     /// (a current-thread runtime and no await), so the lot decides alone.
     #[tokio::test]
     async fn a_request_that_came_before_the_close_is_served() {
-        let (_stop_tx, stop) = watch::channel(false);
-        let lot = Lot::start(stop).unwrap();
-        let (resumed, mut woke) = mpsc::unbounded_channel();
-        let phase = Arc::new(ConnPhase::default());
+        let (lot, _registry, _stop, client, mut woke) = lot();
         let (mut evicted, ours) = pair();
-        let client = Client {
-            phase: phase.clone(),
-            resumed: resumed.clone(),
-        };
-        assert!(lot.park(ours, client).is_ok());
+        assert!(lot.park(ours, client(1)).is_ok());
         evicted.write_all(b"GET /evicted").unwrap();
-        phase.evict();
-        lot.drop_evicted();
-        assert_eq!(
-            woke.try_recv().unwrap(),
-            Bytes::from_static(b"GET /evicted")
-        );
+        lot.evict();
+        lot.do_asked();
+        let resumed = woke.try_recv().unwrap();
+        assert_eq!(resumed, (1, Bytes::from_static(b"GET /evicted")));
 
         let (mut drained, ours) = pair();
         let (quiet, quiet_ours) = pair();
-        let phase = Arc::new(ConnPhase::default());
-        for socket in [ours, quiet_ours] {
-            let client = Client {
-                phase: phase.clone(),
-                resumed: resumed.clone(),
-            };
-            assert!(lot.park(socket, client).is_ok());
-        }
+        assert!(lot.park(ours, client(2)).is_ok());
+        assert!(lot.park(quiet_ours, client(3)).is_ok());
         drained.write_all(b"GET /drained").unwrap();
         lot.close();
-        assert_eq!(
-            woke.try_recv().unwrap(),
-            Bytes::from_static(b"GET /drained")
-        );
+        let resumed = woke.try_recv().unwrap();
+        assert_eq!(resumed, (2, Bytes::from_static(b"GET /drained")));
         assert!(
             woke.try_recv().is_err(),
             "the quiet one is closed, not resumed"
         );
-        assert!(
-            tokio::task::spawn_blocking(move || closed(quiet))
-                .await
-                .unwrap()
-        );
+        assert!(closed(quiet).await);
     }
 
     #[tokio::test]
-    async fn the_drain_closes_the_lot() {
-        let (stop_tx, stop) = watch::channel(false);
-        let lot = Lot::start(stop).unwrap();
-        let (resumed, _woke) = mpsc::unbounded_channel();
-        let phase = Arc::new(ConnPhase::default());
+    async fn the_drain_closes_the_lot_and_unlists_it() {
+        let (lot, registry, stop, client, _woke) = lot();
         let (theirs, ours) = pair();
-        let parked = Client {
-            phase: phase.clone(),
-            resumed: resumed.clone(),
-        };
-        assert!(lot.park(ours, parked).is_ok());
-        stop_tx.send(true).unwrap();
-        assert!(
-            tokio::task::spawn_blocking(move || closed(theirs))
-                .await
-                .unwrap()
-        );
+        assert!(lot.park(ours, client(1)).is_ok());
+        stop.send(true).unwrap();
+        assert!(closed(theirs).await);
         let (_theirs, ours) = pair();
-        let refused = lot.park(ours, Client { phase, resumed });
-        assert!(refused.is_err(), "nothing parks once the drain began");
+        assert!(
+            lot.park(ours, client(2)).is_err(),
+            "nothing parks once the drain began"
+        );
+        until("unlisted", || Arc::strong_count(&lot) == 1).await;
+        assert!(!registry.evict_longest_idle());
     }
 }
