@@ -271,16 +271,21 @@ impl<C: Resume> Lot<C> {
         let before = self.asked.expire_before.swap(0, Ordering::AcqRel);
         let gone: Vec<Parked<C>> = {
             let Some(mut state) = self.lock() else { return };
+            // One pass for the sweep (every tick, usually nothing expires);
+            // a sort only when the connection cap asks for the oldest.
             let mut keys: Vec<(u64, usize)> = state
                 .parked
                 .slab
                 .iter()
                 .map(|(key, p)| (p.client.idle_since(), key))
+                .filter(|(since, _)| oldest > 0 || *since < before)
                 .collect();
-            keys.sort_unstable();
-            let expired = keys.iter().take_while(|(since, _)| *since < before).count();
+            if oldest > 0 {
+                keys.sort_unstable();
+                let expired = keys.iter().take_while(|(since, _)| *since < before).count();
+                keys.truncate(expired.max(oldest));
+            }
             keys.into_iter()
-                .take(expired.max(oldest))
                 .filter_map(|(_, key)| state.parked.remove(key))
                 .collect()
         };
