@@ -393,9 +393,8 @@ async fn serve_http1_client<S: ClientStream>(
         let Some(parked) = awake.await else {
             return;
         };
-        // Marked before the drain is checked: a drain that began after this
-        // check finds the connection parked and evicts it.
-        client.ctx.phase.set_parked(true);
+        // A drain that begins after this check closes the lot, or evicts the
+        // connection waiting in its task (it is idle).
         if *client.stop.borrow() {
             return;
         }

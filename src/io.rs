@@ -64,7 +64,7 @@ pub(crate) struct ParkedGuard<'a> {
 
 impl Drop for ParkedGuard<'_> {
     fn drop(&mut self) {
-        self.phase.set_parked(false);
+        self.phase.parked.store(false, Ordering::Relaxed);
     }
 }
 
@@ -150,20 +150,14 @@ impl ConnPhase {
         .await;
     }
 
-    /// The connection is parked (and counted so) until the guard drops.
+    /// The connection is parked (and counted so) until the guard drops: the
+    /// idle registry's sweep is then its idle timeout.
     pub(crate) fn park(&self, connections: &Arc<crate::telemetry::Connections>) -> ParkedGuard<'_> {
-        self.set_parked(true);
+        self.parked.store(true, Ordering::Relaxed);
         ParkedGuard {
             phase: self,
             _counted: connections.parked(),
         }
-    }
-
-    /// Marks the connection parked or not: its idle timeout is the idle
-    /// registry's sweep while it is.
-    pub(crate) fn set_parked(&self, parked: bool) {
-        // SeqCst: ordered against the drain's signal, read right after.
-        self.parked.store(parked, Ordering::SeqCst);
     }
 
     /// The phase of a connection that was parked outside any task (`lot`)
@@ -659,7 +653,7 @@ impl crate::idle::Evictable for ConnPhase {
     }
 
     fn expire(&self, idle_before: u64) {
-        let parked = self.parked.load(Ordering::SeqCst);
+        let parked = self.parked.load(Ordering::Relaxed);
         if parked && self.idle_since().is_some_and(|since| since < idle_before) {
             self.evict();
         }
