@@ -54,6 +54,9 @@ pub(crate) struct ConnPhase {
     evict_waker: AtomicWaker,
     /// Parked (see [`PARK_AFTER`]): its idle timeout is the registry's sweep.
     parked: AtomicBool,
+    /// The last request's body has not been read to its end: a close must
+    /// linger (see `ClientIo::poll_linger`).
+    body_unread: AtomicBool,
 }
 
 /// Marks a connection parked until dropped.
@@ -125,6 +128,18 @@ impl ConnPhase {
             // no idle timer is armed: have it poll again, which arms one.
             self.reader.wake();
         }
+    }
+
+    /// A request head arrived, with a body to come or not; the body's reader
+    /// calls [`ConnPhase::body_read`] when it reached the end.
+    pub(crate) fn request_arrived(&self, with_body: bool) {
+        self.body_unread.store(with_body, Ordering::Relaxed);
+    }
+
+    /// The request body was read to its end (or the client broke it off):
+    /// nothing more of it will come.
+    pub(crate) fn body_read(&self) {
+        self.body_unread.store(false, Ordering::Relaxed);
     }
 
     /// The request being served has a body still to arrive (or not).
@@ -269,7 +284,14 @@ pub(crate) struct ClientIo<S> {
     /// (pipelining): hyper may hold part of the next head, so this idle
     /// wait must not park.
     pipelined_at: Option<u32>,
+    /// Set once the close began to linger: when it must end anyway.
+    linger_until: Option<Instant>,
 }
+
+/// Longest quiet spell of a lingering close (nginx: 5 s).
+const LINGER_QUIET: Duration = Duration::from_secs(5);
+/// Longest lingering close (nginx: 30 s).
+const LINGER_MAX: Duration = Duration::from_secs(30);
 
 /// A keep-alive connection idle this long is parked: hyper lets go of it
 /// (freeing its read and write buffers, 16 KiB), and the connection waits
@@ -316,6 +338,7 @@ impl<S> ClientIo<S> {
             idle_due: head_deadline,
             parked: false,
             pipelined_at: None,
+            linger_until: None,
         }
     }
 
@@ -573,7 +596,7 @@ impl<S> ClientIo<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -636,7 +659,60 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
             // hyper ends its side of a parked connection; the socket stays.
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.stream).poll_shutdown(cx)
+        if this.linger_until.is_none() {
+            ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            if !this.phase.body_unread.swap(false, Ordering::Relaxed) {
+                return Poll::Ready(Ok(()));
+            }
+            let now = Instant::now();
+            this.linger_until = Some(now + LINGER_MAX);
+            this.deadline.set(now + this.quiet());
+        }
+        this.poll_linger(cx)
+    }
+}
+
+impl<S: AsyncRead + Unpin> ClientIo<S> {
+    /// How long a lingering close waits for the client's next bytes.
+    fn quiet(&self) -> Duration {
+        LINGER_QUIET.min(self.idle_timeout)
+    }
+
+    /// Reads and drops what the client still sends: a lingering close
+    /// (nginx's `lingering_close`). When a connection closes with its request
+    /// body unread (an early answer such as a 413 to an unfinished upload),
+    /// the answer is followed by a FIN, and what the client still sends is
+    /// read and dropped until it closes. Closing at once would answer those
+    /// bytes with a reset, which fails the client's next write and can
+    /// destroy the answer before the client reads it: most clients send their
+    /// whole body before they read.
+    ///
+    /// The lingering ends when the client closes, when it has been quiet for
+    /// [`LINGER_QUIET`] (or the idle timeout, if shorter), after [`LINGER_MAX`]
+    /// in all (nginx's `lingering_timeout` and `lingering_time`), or when the
+    /// connection cap evicts it. Ready then; never an error: the answer is out.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // On the stack: a lingering connection holds no buffer between reads.
+        let mut scratch = [0u8; 8192];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    let now = Instant::now();
+                    let evicted = self.phase.evicted.load(Ordering::Relaxed);
+                    if evicted || self.linger_until.is_some_and(|until| now >= until) {
+                        return Poll::Ready(Ok(()));
+                    }
+                    self.deadline.set(now + self.quiet());
+                }
+                // The client closed (or reset): the lingering is over.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    ready!(self.deadline.poll_expired(cx));
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
     }
 }
 

@@ -94,6 +94,8 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let conn = self.0.clone();
+        conn.phase
+            .request_arrived(!hyper::body::Body::is_end_stream(req.body()));
         Box::pin(crate::engine::exchange(conn, req))
     }
 }

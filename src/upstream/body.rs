@@ -121,6 +121,9 @@ impl RequestBody {
             Poll::Pending => false,
         };
         if over {
+            if let Some(phase) = &self.phase {
+                phase.body_read();
+            }
             self.body_over();
         }
         let Some(state) = &self.state else { return };

@@ -1,6 +1,7 @@
 //! sitio's own HTTP/1 client (src/upstream/h1) against services that behave
 //! as real ones do: closing idle connections, answering uploads early,
-//! sending broken responses.
+//! sending broken responses; and the lingering close that lets a client
+//! which sends its whole upload first read an early answer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -100,11 +101,10 @@ async fn connections_the_service_closed_while_idle_never_cost_a_request() {
     sitio.stop().await;
 }
 
-/// A service answering an upload before reading it (413, 401...): the
-/// client gets the answer at once, and that service connection (still
-/// owed the rest of a body) is not handed to the next request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_early_answer_to_an_upload_is_relayed_and_its_connection_not_reused() {
+/// A service that answers every POST at once with a 413, reads nothing of
+/// its body and keeps the connection open (as one that refuses an upload by
+/// its head does); anything else gets a 200. Counts its connections.
+async fn answers_uploads_early() -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -132,13 +132,28 @@ async fn an_early_answer_to_an_upload_is_relayed_and_its_connection_not_reused()
             });
         }
     });
-    let sitio = Sitio::start(config_for(port), Decorators::none()).await;
-    let mut uploader = TcpStream::connect(sitio.addr).await.unwrap();
+    (port, connections)
+}
+
+/// Starts a 10 MB upload and sends the first 64 KiB of it.
+async fn start_upload(addr: std::net::SocketAddr) -> TcpStream {
+    let mut uploader = TcpStream::connect(addr).await.unwrap();
     uploader
         .write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n")
         .await
         .unwrap();
     uploader.write_all(&vec![b'x'; 64 * 1024]).await.unwrap();
+    uploader
+}
+
+/// A service answering an upload before reading it (413, 401...): the
+/// client gets the answer at once, and that service connection (still
+/// owed the rest of a body) is not handed to the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_to_an_upload_is_relayed_and_its_connection_not_reused() {
+    let (port, connections) = answers_uploads_early().await;
+    let sitio = Sitio::start(config_for(port), Decorators::none()).await;
+    let mut uploader = start_upload(sitio.addr).await;
     let started = Instant::now();
     let mut buf = Vec::new();
     let res = tokio::time::timeout(
@@ -264,5 +279,115 @@ async fn early_hints_reach_the_client_before_the_final_answer_is_ready() {
     );
     let page = read_response(&mut client, &mut buf, false).await.unwrap();
     assert_eq!((page.status, &page.body[..]), (200, &b"page"[..]));
+    sitio.stop().await;
+}
+
+/// Sends an 8 MiB upload whole, as Python's http.client and most simple
+/// clients do, and only then reads the answer; every write must succeed and
+/// the connection must then end cleanly after the answer.
+async fn upload_whole_then_read(addr: std::net::SocketAddr) -> RawResponse {
+    let mut uploader = TcpStream::connect(addr).await.unwrap();
+    let size = 8 << 20;
+    let head = format!("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n");
+    uploader.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    for sent in (0..size).step_by(chunk.len()) {
+        tokio::time::timeout(Duration::from_secs(10), uploader.write_all(&chunk))
+            .await
+            .expect("the upload is never stalled")
+            .unwrap_or_else(|e| panic!("the upload failed after {sent} bytes: {e}"));
+    }
+    let mut buf = Vec::new();
+    let res = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_response(&mut uploader, &mut buf, false),
+    )
+    .await
+    .expect("the answer arrives")
+    .expect("a response, not a reset");
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(10), uploader.read_to_end(&mut rest))
+        .await
+        .expect("sitio closes the connection after the answer");
+    assert!(end.is_ok() && rest.is_empty(), "a clean close: {end:?}");
+    res
+}
+
+/// A client that sends its whole upload before it reads the answer gets the
+/// service's early 413, not a reset: sitio reads and drops the rest of the
+/// body after the answer (a lingering close) instead of closing with bytes
+/// unread, which would fail the client's next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_its_whole_upload_before_reading_gets_the_early_answer() {
+    let (port, _) = answers_uploads_early().await;
+    let sitio = Sitio::start(config_for(port), Decorators::none()).await;
+    let res = upload_whole_then_read(sitio.addr).await;
+    assert_eq!((res.status, &res.body[..]), (413, &b"too big\n"[..]));
+    sitio.stop().await;
+}
+
+/// Refuses every upload by its head, before any of its body is read.
+struct RefusesUploads;
+
+impl sitio::Decorator for RefusesUploads {
+    type State = ();
+
+    fn on_request<'a>(
+        &'a self,
+        head: &'a mut sitio::http::request::Parts,
+        _: &'a mut (),
+        _: &'a mut sitio::Exchange,
+    ) -> sitio::Action<'a> {
+        if head.method == sitio::http::Method::POST {
+            return sitio::Action::Respond(sitio::response::text(401, "sign in first"));
+        }
+        sitio::Action::Continue
+    }
+}
+
+/// The same when a decorator answers the upload by its head (an auth check):
+/// the body sitio never read is drained after the answer, not reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_a_decorator_refuses_by_its_head_gets_the_answer_not_a_reset() {
+    let (port, connections) = answers_uploads_early().await;
+    let decorators = Decorators::builder().with(RefusesUploads).build();
+    let sitio = Sitio::start(config_for(port), decorators).await;
+    let res = upload_whole_then_read(sitio.addr).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "nothing reached the service"
+    );
+    sitio.stop().await;
+}
+
+/// The lingering close is bounded: a client that stops sending halfway
+/// through its upload, and neither reads nor closes, is closed once it has
+/// been quiet for the idle timeout (at most 5 s), so it cannot hold its
+/// connection any longer than an idle keep-alive client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_close_ends_when_the_client_goes_quiet() {
+    let (port, _) = answers_uploads_early().await;
+    let mut config = config_for(port);
+    config.idle_timeout = Duration::from_millis(500);
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let mut uploader = start_upload(sitio.addr).await;
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(10), uploader.read_to_end(&mut rest))
+        .await
+        .expect("the quiet client's connection is closed");
+    assert!(end.is_ok(), "closed, not reset: {end:?}");
+    assert!(
+        rest.starts_with(b"HTTP/1.1 413"),
+        "the answer came first: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        started.elapsed()
+    );
     sitio.stop().await;
 }
