@@ -184,7 +184,11 @@ pub async fn run(
         telemetry.clone(),
         config.ready_requires_service,
     ));
-    let mut background = spawn_background(&telemetry, config.stats_interval.0);
+    let mut background = spawn_background(
+        &telemetry,
+        shared.upstreams.clone(),
+        config.stats_interval.0,
+    );
     background.push(tokio::spawn(sweep_parked(
         shared.connections.clone(),
         config.idle_timeout,
@@ -272,9 +276,11 @@ async fn sweep_parked(connections: Arc<crate::idle::Registry>, idle_timeout: Dur
     }
 }
 
-/// Refreshes process figures every second and, when asked, logs a summary.
+/// Every second refreshes process figures, tidies the idle service
+/// connections and gives memory back after load; when asked, logs a summary.
 fn spawn_background(
     telemetry: &Arc<Telemetry>,
+    upstreams: Box<[Arc<crate::upstream::Upstream>]>,
     summary_every: Option<Duration>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
@@ -285,6 +291,10 @@ fn spawn_background(
         loop {
             tick.tick().await;
             t.process.refresh();
+            let now = std::time::Instant::now();
+            for upstream in &upstreams {
+                upstream.sweep_idle(now);
+            }
             // Parked connections hold no buffers: what is busy is the rest.
             let (open, parked) = (t.connections.open_now(), t.connections.parked_now());
             let busy = open.saturating_sub(parked);

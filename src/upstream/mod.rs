@@ -86,6 +86,12 @@ impl Upstream {
         })
     }
 
+    /// Closes its connections idle past the timeout and frees the buffers
+    /// of those idle a while (see `pool::Pool::sweep`); about once a second.
+    pub(crate) fn sweep_idle(&self, now: std::time::Instant) {
+        self.pool.sweep(now);
+    }
+
     /// Its name (`service` for the decorated service).
     pub(crate) fn name(&self) -> &str {
         &self.name

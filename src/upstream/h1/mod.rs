@@ -53,6 +53,19 @@ impl Conn {
         }
     }
 
+    /// Its read buffer, for tests that look at what an idle one keeps.
+    #[cfg(test)]
+    pub(crate) fn buf_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Frees the read buffer of an idle connection (nothing in it).
+    pub(crate) fn release_buffer(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Whether an idle connection can carry a request: the service has not
     /// closed it and sent nothing unasked. One `recv(2)` at most, none when
     /// the reactor saw no event on the socket since the last read.
@@ -63,7 +76,7 @@ impl Conn {
 
     /// Reads more of the service's bytes into the buffer; `Ready(Ok(0))` at
     /// the end of the stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
             self.buf.reserve(READ_SIZE);
         }
