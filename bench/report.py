@@ -13,6 +13,7 @@ COLUMNS = [
     ("p50@rate", "rate_p50_ms", "{:.3f}"),
     ("p99@rate", "rate_p99_ms", "{:.3f}"),
     ("CPU us/req", "cpu_us_per_req", "{:.1f}"),
+    ("of it kernel", "kernel_us_per_req", "{:.1f}"),
     ("CPU@rate", "rate_cpu_us_per_req", "{:.1f}"),
     ("idle MiB", "idle_rss_mib", "{:.1f}"),
     ("peak MiB", "peak_rss_mib", "{:.1f}"),
@@ -22,7 +23,8 @@ COLUMNS = [
 ]
 
 # Round-by-round figures: a median and a spread are shown for these.
-PER_ROUND = ["rps", "p50_ms", "p99_ms", "rate_p50_ms", "rate_p99_ms", "cpu_us_per_req", "rate_cpu_us_per_req"]
+PER_ROUND = ["rps", "p50_ms", "p99_ms", "rate_p50_ms", "rate_p99_ms", "cpu_us_per_req", "kernel_us_per_req",
+             "rate_cpu_us_per_req"]
 
 
 def summarize(rounds):
@@ -117,9 +119,14 @@ def checks(rows):
         best = max(fastest_c, key=lambda r: paired_ratio(me, r, "cpu_us_per_req") or 0)
         ratio = paired_ratio(me, best, "cpu_us_per_req")
         # The fast-path issue's target (the hardening round's was 0.9).
+        # The kernel's part (loopback TCP, wake-ups) is a floor no user-space
+        # saving goes below: shown so that a FAIL says how far code can go.
+        def kernel(row):
+            k = row.get("kernel_us_per_req")
+            return f" (kernel {k:.1f})" if k is not None else ""
         check(ratio <= 0.85,
-              f"CPU/request {me['cpu_us_per_req']:.1f} us = {ratio:.2f} x {best['target']} "
-              f"({best['cpu_us_per_req']:.1f} us); target <= 0.85 x")
+              f"CPU/request {me['cpu_us_per_req']:.1f} us{kernel(me)} = {ratio:.2f} x {best['target']} "
+              f"{best['cpu_us_per_req']:.1f} us{kernel(best)}; target <= 0.85 x")
     peers = [by[p] for p in PEERS if p in by]
     for p in peers:
         ratio = paired_ratio(me, p, "rps")
