@@ -96,7 +96,11 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let conn = self.0.clone();
         conn.phase
             .request_arrived(!hyper::body::Body::is_end_stream(req.body()));
-        Box::pin(crate::engine::exchange(conn, req))
+        // Room first, then the future written into it: `Box::pin(future)`
+        // built the 3.7 KiB future on the stack and copied it into the box,
+        // once per request.
+        let exchange = Box::write(Box::new_uninit(), crate::engine::exchange(conn, req));
+        Box::into_pin(exchange)
     }
 }
 
