@@ -129,6 +129,49 @@ pub(crate) fn timeout_of(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
+/// A call's deadline: when it ends, and the `grpc-timeout` it came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    pub(crate) at: tokio::time::Instant,
+    pub(crate) timeout: Duration,
+}
+
+impl Deadline {
+    /// The deadline the client set on a call whose head arrived now; `None`
+    /// without a valid `grpc-timeout`.
+    pub(crate) fn of(headers: &HeaderMap) -> Option<Self> {
+        timeout_of(headers).map(|timeout| Deadline {
+            at: tokio::time::Instant::now() + timeout,
+            timeout,
+        })
+    }
+
+    /// What is left of it now.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.at
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    /// Hands the service what is left of the call's time (gRPC's deadline
+    /// propagation): a `grpc-timeout` sent on unchanged would give the
+    /// service the time sitio's hooks already spent a second time. Only
+    /// where the field is still there: a decorator may have taken it off.
+    pub(crate) fn propagate(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key("grpc-timeout") {
+            return;
+        }
+        // Microseconds fit 8 digits up to 99 s; milliseconds up to 27 hours.
+        let left = self.remaining();
+        let value = match left.as_micros() {
+            micros if micros < 100_000_000 => format!("{}u", micros.max(1)),
+            _ => format!("{}m", left.as_millis().min(99_999_999)),
+        };
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            headers.insert("grpc-timeout", value);
+        }
+    }
+}
+
 /// A gRPC response body held to its call's deadline: past it, the service's
 /// stream is dropped (hyper resets it, so the service stops working on a
 /// call nobody waits for) and the client's stream ends with trailers
@@ -223,6 +266,31 @@ mod tests {
             assert_eq!(t(bad), None, "{bad}");
         }
         assert_eq!(timeout_of(&HeaderMap::new()), None);
+    }
+
+    /// What goes on to the service is what is left, in a form gRPC reads
+    /// back (8 digits at most), and only where the field still is.
+    #[tokio::test(start_paused = true)]
+    async fn the_time_left_goes_on_in_a_valid_grpc_timeout() {
+        for (value, spent, left) in [
+            (
+                "2S",
+                Duration::from_millis(300),
+                Duration::from_millis(1_700),
+            ),
+            ("1H", Duration::from_secs(1), Duration::from_secs(3_599)),
+            ("100m", Duration::from_millis(150), Duration::from_micros(1)),
+        ] {
+            let deadline = Deadline::of(&headers("grpc-timeout", value)).unwrap();
+            tokio::time::advance(spent).await;
+            let mut h = headers("grpc-timeout", value);
+            deadline.propagate(&mut h);
+            assert_eq!(timeout_of(&h), Some(left), "{value} after {spent:?}: {h:?}");
+        }
+        let deadline = Deadline::of(&headers("grpc-timeout", "1S")).unwrap();
+        let mut taken_off = HeaderMap::new();
+        deadline.propagate(&mut taken_off);
+        assert!(taken_off.is_empty(), "a field a hook took off stays off");
     }
 
     #[test]

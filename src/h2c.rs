@@ -149,9 +149,14 @@ pub(crate) async fn serve<S>(
     });
     let _listed = conn.shared.connections.list(conn.clone());
     let watched = conn.clone();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let conn = conn.clone();
         conn.streams.fetch_add(1, Ordering::Relaxed);
+        // A gRPC call's deadline counts from its arrival: the time sitio's
+        // hooks take is part of it.
+        if let Some(deadline) = crate::grpc::Deadline::of(req.headers()) {
+            req.extensions_mut().insert(deadline);
+        }
         async move {
             // hyper drops this future when the client resets the stream.
             let mut watch = StreamWatch {
@@ -220,10 +225,20 @@ fn refusal_of(e: &hyper::Error) -> Option<Refusal> {
     }
 }
 
+/// How an exchange of an h2c client goes to the service.
+pub(crate) struct H2cForward {
+    /// Over HTTP/2 (`SITIO_TARGET_PROTOCOL=h2c`), else HTTP/1.
+    h2: bool,
+    /// Its service connection may serve other exchanges.
+    reusable: bool,
+    /// The call's `grpc-timeout`, counted from its arrival.
+    deadline: Option<crate::grpc::Deadline>,
+}
+
 impl Leg for H2Conn {
     type In = Incoming;
     /// (over HTTP/2, reusable HTTP/1 connection).
-    type Forward = (bool, bool);
+    type Forward = H2cForward;
     const COMPLETE_BODILESS_AT_HEAD: bool = true;
 
     fn decorators(&self) -> &Decorators {
@@ -255,13 +270,21 @@ impl Leg for H2Conn {
     /// The head for the service; whether it goes over HTTP/2, and whether
     /// an HTTP/1 service connection may serve others afterwards (not after a
     /// request the guard isolated).
-    fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> (bool, bool) {
+    fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> H2cForward {
+        // Set at the call's arrival, from the client's head: a hook that
+        // takes `grpc-timeout` off what the service sees does not take
+        // sitio's hold on the call's deadline with it.
+        let deadline = head.extensions.remove::<crate::grpc::Deadline>();
         let authority = self.shared.upstreams[upstream].authority();
         headers::to_upstream(head, &self.forwarded_for, isolate, authority);
         if self.h2_upstream {
             headers::for_h2(head);
         }
-        (self.h2_upstream, !isolate)
+        H2cForward {
+            h2: self.h2_upstream,
+            reusable: !isolate,
+            deadline,
+        }
     }
 
     fn request_body(
@@ -275,18 +298,23 @@ impl Leg for H2Conn {
     async fn send(
         self: &Arc<Self>,
         upstream: usize,
-        req: Request<RequestBody>,
-        (h2, reusable): (bool, bool),
+        mut req: Request<RequestBody>,
+        forward: H2cForward,
     ) -> Result<(Response<Body>, bool), ProxyError> {
         // A gRPC call's deadline holds for the whole call: the response head
         // and then its body (a stream past it ends DEADLINE_EXCEEDED).
-        let call_timeout = crate::grpc::timeout_of(req.headers());
-        let ends_at = call_timeout.map(|t| (tokio::time::Instant::now() + t, t));
+        let deadline = forward.deadline;
+        if let Some(deadline) = &deadline {
+            deadline.propagate(req.headers_mut());
+        }
         let target = &self.shared.upstreams[upstream];
-        let res = target.send(req, reusable, h2, call_timeout, None).await?;
+        let left = deadline.map(|d| d.remaining());
+        let res = target
+            .send(req, forward.reusable, forward.h2, left, None)
+            .await?;
         let mut res = crate::proxy::relay(self.clone(), upstream, res);
-        if let Some((at, timeout)) = ends_at {
-            res = res.map(|body| crate::grpc::CallDeadline::wrap(body, at, timeout));
+        if let Some(d) = deadline {
+            res = res.map(|body| crate::grpc::CallDeadline::wrap(body, d.at, d.timeout));
         }
         Ok((res, false))
     }

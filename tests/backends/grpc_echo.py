@@ -8,7 +8,9 @@ Usage: grpc_echo.py serve          prints "PORT <n>", serves demo.Echo:
          the parts joined), Chat (bidirectional: each part echoed), Crash
          (unary: INTERNAL), Slow (unary: answers after 3 s), Drip (server
          streaming: a part every 100 ms for 5 s; prints "DRIP CANCELLED"
-         when the call is cancelled before its end).
+         when the call is cancelled before its end), Left (unary: the
+         call's time left as the service sees it, in whole milliseconds, or
+         b"none" without a deadline).
        grpc_echo.py call ADDR      calls each method once through ADDR and
          prints one line per result ("Say b'echo:hi'", "Fail NOT_FOUND ...").
        grpc_echo.py once ADDR      calls Say once: its answer, or its status
@@ -56,7 +58,12 @@ def serve():
             yield b"drop%d" % i
             time.sleep(0.1)
 
+    def left(req, ctx):
+        remaining = ctx.time_remaining()
+        return b"none" if remaining is None else b"%d" % int(remaining * 1000)
+
     handler = grpc.method_handlers_generic_handler("demo.Echo", {
+        "Left": grpc.unary_unary_rpc_method_handler(left),
         "Crash": grpc.unary_unary_rpc_method_handler(crash),
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
         "Drip": grpc.unary_stream_rpc_method_handler(drip),

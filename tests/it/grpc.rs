@@ -256,17 +256,38 @@ async fn call_with_timeout(
     (head, collected.to_bytes().to_vec(), trailers)
 }
 
+/// Takes `grpc-timeout` off what the service sees: a service that keeps no
+/// deadline of its own (grpcio keeps one, so without this the service's
+/// answer and sitio's race at the same instant).
+struct ServiceKeepsNoDeadline;
+
+impl sitio::Decorator for ServiceKeepsNoDeadline {
+    type State = ();
+
+    fn on_upstream_request<'a>(
+        &'a self,
+        head: &'a mut http::request::Parts,
+        _: &'a mut (),
+        _: &'a mut sitio::Exchange,
+    ) -> sitio::Action<'a> {
+        head.headers.remove("grpc-timeout");
+        sitio::Action::Continue
+    }
+}
+
 /// A call's `grpc-timeout` bounds the whole call through sitio, well under
-/// `SITIO_UPSTREAM_TIMEOUT`: a service that has not answered by then gets
-/// its call cancelled and the client a DEADLINE_EXCEEDED answer; a stream
-/// still running at the deadline ends with DEADLINE_EXCEEDED trailers after
-/// the messages sent so far, and the service sees its call cancelled.
+/// `SITIO_UPSTREAM_TIMEOUT`, even for a service that keeps no deadline: a
+/// call not answered by then is cancelled at the service and the client gets
+/// a DEADLINE_EXCEEDED answer; a stream still running at the deadline ends
+/// with DEADLINE_EXCEEDED trailers after the messages sent so far, and the
+/// service sees its call cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_timeout_bounds_the_whole_call() {
     let service = Script::start("grpc_echo.py", &["serve"]).await;
     let mut config = config_for(service.port);
     config.upstream_timeout = sitio::config::Interval(Some(Duration::from_secs(30)));
-    let sitio = Sitio::start(config, Decorators::none()).await;
+    let decorators = Decorators::builder().with(ServiceKeepsNoDeadline).build();
+    let sitio = Sitio::start(config, decorators).await;
 
     let started = Instant::now();
     let (head, body, _) = call_with_timeout(sitio.addr, "Slow", "300m").await;
@@ -321,5 +342,50 @@ async fn a_grpc_timeout_bounds_the_whole_call() {
             "{name}"
         );
     }
+    sitio.stop().await;
+}
+
+/// Holds every request 300 ms before it goes on (an auth check that asks
+/// another service, say).
+struct Waits300Ms;
+
+impl sitio::Decorator for Waits300Ms {
+    type State = ();
+
+    fn on_request<'a>(
+        &'a self,
+        _: &'a mut http::request::Parts,
+        _: &'a mut (),
+        _: &'a mut sitio::Exchange,
+    ) -> sitio::Action<'a> {
+        sitio::Action::wait(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sitio::Action::Continue
+        })
+    }
+}
+
+/// The service gets what is left of the call's time, not the client's whole
+/// `grpc-timeout` again: time spent in sitio's hooks counts against the
+/// deadline (gRPC's deadline propagation), so the service never works past
+/// the moment the client stops waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_gets_what_is_left_of_the_calls_time() {
+    let service = Script::start("grpc_echo.py", &["serve"]).await;
+    let decorators = Decorators::builder().with(Waits300Ms).build();
+    let sitio = Sitio::start(config_for(service.port), decorators).await;
+    let (head, body, trailers) = call_with_timeout(sitio.addr, "Left", "2S").await;
+    assert_eq!(head.status, 200);
+    let trailers = trailers.expect("a gRPC answer ends with trailers");
+    assert_eq!(trailers["grpc-status"], "0", "{trailers:?}");
+    // One gRPC message: a 5-byte prefix, then the milliseconds left.
+    let left: u64 = std::str::from_utf8(&body[5..])
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("the service saw a deadline: {body:?}"));
+    assert!(
+        (1_000..=1_750).contains(&left),
+        "the service had {left} ms of the call's 2,000 after sitio held it 300 ms"
+    );
     sitio.stop().await;
 }
