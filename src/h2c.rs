@@ -237,7 +237,7 @@ pub(crate) struct H2cForward {
 
 impl Leg for H2Conn {
     type In = Incoming;
-    /// (over HTTP/2, reusable HTTP/1 connection).
+    /// How the exchange goes to the service, and the call's deadline.
     type Forward = H2cForward;
     const COMPLETE_BODILESS_AT_HEAD: bool = true;
 
@@ -267,9 +267,9 @@ impl Leg for H2Conn {
         self.shared.upstream_index(name)
     }
 
-    /// The head for the service; whether it goes over HTTP/2, and whether
-    /// an HTTP/1 service connection may serve others afterwards (not after a
-    /// request the guard isolated).
+    /// The head for the service; whether it goes over HTTP/2, whether an
+    /// HTTP/1 service connection may serve others afterwards (not after a
+    /// request the guard isolated), and the call's gRPC deadline.
     fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> H2cForward {
         // Set at the call's arrival, from the client's head: a hook that
         // takes `grpc-timeout` off what the service sees does not take

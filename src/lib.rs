@@ -47,7 +47,8 @@
 //!   pause and advance time instead of sleeping).
 //! - `detect`: tells HTTP/1 from other protocols by the first bytes, whatever their split.
 //! - `io`: the client connection as hyper sees it (replayed bytes, header, idle, body and
-//!   send timeouts, the parking of idle keep-alive connections without hyper's buffers); `deadline`: the timers behind them; `send_window`: keeps a response
+//!   send timeouts, the parking of idle keep-alive connections without hyper's buffers, the
+//!   lingering close after an early answer); `deadline`: the timers behind them; `send_window`: keeps a response
 //!   body from running ahead of its client's socket; `interim`: relays `103 Early Hints`.
 //! - `engine`: the exchange driver, the one owner of the phase order (guard, request
 //!   hooks, upstream choice, forwarding, send, error path, response hooks, body,
@@ -63,7 +64,8 @@
 //!   `head_scan` notes the raw framing headers before hyper normalises them.
 //! - `headers`: hop-by-hop removal, canonical lengths, forwarding headers.
 //! - `upstream`: connections to the service and named upstreams: connect timeout, sharded pool (a connection
-//!   is reused only once both directions of its exchange ended), retries, bodies;
+//!   is reused only once both directions of its exchange ended; idle ones swept once a
+//!   second), retries, bodies;
 //!   `upstream::h1` is sitio's own HTTP/1 client (on `httparse`), driven inline in the
 //!   exchange's task: request head encoded in one buffer, response head parsed into one.
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
