@@ -33,11 +33,8 @@ pub(crate) type Prepared = (Arc<Shared>, Arc<Config>, Arc<http1::Builder>);
 /// [`Acceptor::accept`] on a listening socket of its own.
 #[derive(Clone)]
 pub(crate) struct Acceptor {
-    shared: Arc<Shared>,
-    config: Arc<Config>,
-    http: Arc<http1::Builder>,
-    /// Turns true when the drain begins: accept loops end, connections drain.
-    pub(crate) stop: watch::Receiver<bool>,
+    /// What every connection it accepts is served with.
+    pub(crate) instance: Instance,
     /// `SITIO_MAX_CONNECTIONS`, across all workers.
     slots: Arc<Semaphore>,
     /// This worker's number (for `sitio_worker_connections_total`).
@@ -54,10 +51,12 @@ impl Acceptor {
     ) -> Self {
         Acceptor {
             slots: Arc::new(Semaphore::new(config.max_connections)),
-            shared,
-            config,
-            http,
-            stop,
+            instance: Instance {
+                shared,
+                config,
+                http,
+                stop,
+            },
             worker: 0,
             tasks,
         }
@@ -69,13 +68,8 @@ impl Acceptor {
         tokio::pin!(shutdown);
         // This worker's parked sockets; without one (no epoll set to be had)
         // each parked connection waits in its own task.
-        let home = (
-            self.shared.clone(),
-            self.config.clone(),
-            self.http.clone(),
-            self.stop.clone(),
-        );
-        let lot = Lot::start(home, &self.shared.connections, self.stop.clone())
+        let i = &self.instance;
+        let lot = Lot::start(i.clone(), &i.shared.connections, i.stop.clone())
             .inspect_err(
                 |e| tracing::warn!(error = %e, "no parking lot; idle clients keep their tasks"),
             )
@@ -113,7 +107,7 @@ impl Acceptor {
             return Some(permit);
         }
         loop {
-            let evicted = self.shared.connections.evict_longest_idle();
+            let evicted = self.instance.shared.connections.evict_longest_idle();
             // An evicted client frees its slot within moments; without one,
             // look again for a client that has turned idle.
             let wait = Duration::from_millis(if evicted { 500 } else { 50 });
@@ -135,21 +129,16 @@ impl Acceptor {
     ) {
         // Dual-stack sockets report IPv4 clients as ::ffff:a.b.c.d.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let connections = &self.instance.shared.telemetry.connections;
         let accepted = Accepted {
-            _open: self.shared.telemetry.connections.open(),
+            _open: connections.open(),
             _slot: permit,
             lot,
         };
-        self.shared.telemetry.connections.accepted_by(self.worker);
+        connections.accepted_by(self.worker);
         // Small writes (heads, last chunks) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let (shared, config, http, stop) = (
-            self.shared.clone(),
-            self.config.clone(),
-            self.http.clone(),
-            self.stop.clone(),
-        );
-        let conn = (shared, config, http, stop, Some(accepted));
+        let conn = (self.instance.clone(), Some(accepted));
         self.tasks.spawn(serve_connection(conn, stream, peer));
     }
 }
@@ -171,15 +160,20 @@ pub(crate) fn serve_connection<S: ClientStream>(
     serve_http1_client(Box::pin(start(conn, stream, peer)))
 }
 
-/// What serves a connection: what all connections of the instance share,
-/// the drain signal, and where an accepted one belongs (`None` in memory).
-pub(crate) type Conn = (
-    Arc<Shared>,
-    Arc<Config>,
-    Arc<http1::Builder>,
-    watch::Receiver<bool>,
-    Option<Accepted>,
-);
+/// What every connection of the instance is served with, and the drain
+/// signal; a worker's lot keeps it once for all its parked clients.
+#[derive(Clone)]
+pub(crate) struct Instance {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) http: Arc<http1::Builder>,
+    /// Turns true when the drain begins: accept loops end, connections drain.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// What serves a connection: the instance, and where an accepted one
+/// belongs (`None` in memory).
+pub(crate) type Conn = (Instance, Option<Accepted>);
 
 /// What an accepted connection holds until it closes: its place in the open
 /// count and its slot under `SITIO_MAX_CONNECTIONS`, and its worker's lot.
@@ -214,16 +208,22 @@ impl ClientStream for tokio::io::DuplexStream {
 /// an HTTP/1 client is returned with its first hyper connection, to be run
 /// by [`Http1Client::run`].
 async fn start<S: ClientStream>(
-    (shared, config, http, stop, accepted): Conn,
+    (instance, accepted): Conn,
     mut stream: S,
     peer: SocketAddr,
 ) -> Option<(Http1Client, Awake<S>)> {
+    let Instance {
+        shared,
+        config,
+        stop,
+        ..
+    } = &instance;
     let head_deadline = Instant::now() + config.header_timeout;
     let connections = &shared.telemetry.connections;
-    let (protocol, first) = detect_protocol(&mut stream, &config, head_deadline, peer).await?;
+    let (protocol, first) = detect_protocol(&mut stream, config, head_deadline, peer).await?;
     connections.classified(protocol);
     if protocol == Protocol::Http2PriorKnowledge {
-        crate::h2c::serve(stream, first, shared, &config, peer, stop).await;
+        crate::h2c::serve(stream, first, shared.clone(), config, peer, stop.clone()).await;
         return None;
     }
     if protocol != Protocol::Http1 {
@@ -231,8 +231,7 @@ async fn start<S: ClientStream>(
         tunnel::opaque(stream, first, upstream, peer, label, connections).await;
         return None;
     }
-    let phase = ConnPhase::default();
-    let client = Http1Client::new((shared, config, http, stop, accepted), peer, phase);
+    let client = Http1Client::new((instance, accepted), peer, ConnPhase::default());
     let io = ClientIo::new(
         stream,
         first,
@@ -277,15 +276,6 @@ pub(crate) struct ParkedClient {
     _counted: crate::telemetry::ParkedConnection,
 }
 
-/// What every connection of a lot shares: the instance's parts and the
-/// drain signal.
-type LotHome = (
-    Arc<Shared>,
-    Arc<Config>,
-    Arc<http1::Builder>,
-    watch::Receiver<bool>,
-);
-
 impl ParkedClient {
     /// What is left of `client` once parked (its state is dropped: the
     /// registry lists the lot in its stead).
@@ -303,7 +293,7 @@ impl ParkedClient {
 }
 
 impl Resume for ParkedClient {
-    type Home = LotHome;
+    type Home = Instance;
 
     fn idle_since(&self) -> u64 {
         self.idle_since
@@ -314,9 +304,8 @@ impl Resume for ParkedClient {
         if let Some(accepted) = &mut accepted {
             accepted.lot = Some(lot.clone());
         }
-        let (shared, config, http, stop) = lot.home().clone();
         let phase = ConnPhase::resumed(self.exchanges, self.idle_since);
-        let client = Http1Client::new((shared, config, http, stop, accepted), self.peer, phase);
+        let client = Http1Client::new((lot.home().clone(), accepted), self.peer, phase);
         // Runs in the lot's task, on the worker's runtime.
         let Ok(stream) = tokio::net::TcpStream::from_std(socket) else {
             return;
@@ -338,11 +327,13 @@ impl Resume for ParkedClient {
 
 impl Http1Client {
     /// A client's state, listed in the idle registry.
-    fn new(
-        (shared, config, http, stop, accepted): Conn,
-        peer: SocketAddr,
-        phase: ConnPhase,
-    ) -> Self {
+    fn new((instance, accepted): Conn, peer: SocketAddr, phase: ConnPhase) -> Self {
+        let Instance {
+            shared,
+            config,
+            http,
+            stop,
+        } = instance;
         let phase = Arc::new(phase);
         let listed = shared.connections.list(phase.clone());
         let ctx = Arc::new(ConnCtx {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Config;
-use crate::connection::serve_connection;
+use crate::connection::{Instance, serve_connection};
 use crate::decorator::{AccessLog, Decorators, ErrorPages};
 use crate::server::prepare;
 
@@ -76,11 +76,13 @@ pub fn serve_bytes(input: &[u8]) -> Vec<u8> {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
-        let conn = tokio::spawn(serve_connection(
-            (shared, config, http, stop_rx, None),
-            server,
-            peer,
-        ));
+        let instance = Instance {
+            shared,
+            config,
+            http,
+            stop: stop_rx,
+        };
+        let conn = tokio::spawn(serve_connection((instance, None), server, peer));
         let _ = client.write_all(input).await;
         let _ = client
             .write_all(b"GET /end HTTP/1.1\r\nHost: end\r\nConnection: close\r\n\r\n")

@@ -92,7 +92,7 @@ fn work(
                 return;
             }
         };
-        let mut stop = acceptor.stop.clone();
+        let mut stop = acceptor.instance.stop.clone();
         acceptor
             .accept(&listener, async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;

@@ -112,12 +112,7 @@ impl Pool {
             return;
         };
         let now = Instant::now();
-        while shard
-            .front()
-            .is_some_and(|c| now.duration_since(c.since) >= self.limits.idle_timeout)
-        {
-            shard.pop_front();
-        }
+        self.close_expired(&mut shard, now);
         if shard.len() >= self.limits.max_idle {
             shard.pop_front();
         }
@@ -138,12 +133,7 @@ impl Pool {
             let Ok(mut shard) = shard.try_lock() else {
                 continue;
             };
-            while shard
-                .front()
-                .is_some_and(|c| now.saturating_duration_since(c.since) >= self.limits.idle_timeout)
-            {
-                shard.pop_front();
-            }
+            self.close_expired(&mut shard, now);
             // Oldest first: stop at the first one idle too briefly.
             for idle in shard.iter_mut() {
                 if now.saturating_duration_since(idle.since) < KEEP_BUFFER {
@@ -151,6 +141,18 @@ impl Pool {
                 }
                 idle.conn.release_buffer();
             }
+        }
+    }
+}
+
+impl Pool {
+    /// Closes the shard's connections idle past the timeout (at its old end).
+    fn close_expired(&self, shard: &mut VecDeque<Idle>, now: Instant) {
+        while shard
+            .front()
+            .is_some_and(|c| now.saturating_duration_since(c.since) >= self.limits.idle_timeout)
+        {
+            shard.pop_front();
         }
     }
 }
