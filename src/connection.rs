@@ -223,7 +223,7 @@ async fn start<S: ClientStream>(
     let (protocol, first) = detect_protocol(&mut stream, config, head_deadline, peer).await?;
     connections.classified(protocol);
     if protocol == Protocol::Http2PriorKnowledge {
-        crate::h2c::serve(stream, first, shared.clone(), config, peer, stop.clone()).await;
+        crate::h2c::serve(stream, first, shared.clone(), config, peer, stop).await;
         return None;
     }
     if protocol != Protocol::Http1 {
@@ -341,6 +341,7 @@ impl Http1Client {
             phase,
             peer,
             forwarded_for: crate::headers::ip_header_value(peer.ip()),
+            response_timer: crate::deadline::Reused::default(),
         });
         Http1Client {
             ctx,
@@ -442,13 +443,13 @@ async fn serve_awake<S: ClientStream>(
     io: ClientIo<S>,
     http: &http1::Builder,
     ctx: &Arc<ConnCtx>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Option<Parked<S>> {
     let mut conn = http
         .serve_connection(TokioIo::new(io), ProxyService(ctx.clone()))
         .with_upgrades();
     let connections = &ctx.shared.telemetry.connections;
-    if let Err(e) = serve_http1(Pin::new(&mut conn), &ctx.phase, &mut stop, ctx.peer).await {
+    if let Err(e) = serve_http1(Pin::new(&mut conn), &ctx.phase, &stop, ctx.peer).await {
         log_connection_error(ctx.peer, &e, connections);
         return None;
     }
@@ -472,7 +473,7 @@ type Http1Conn<S> = http1::UpgradeableConnection<TokioIo<ClientIo<S>>, ProxyServ
 async fn serve_http1<S>(
     mut conn: Pin<&mut Http1Conn<S>>,
     phase: &ConnPhase,
-    stop: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
     peer: SocketAddr,
 ) -> hyper::Result<()>
 where
@@ -484,13 +485,17 @@ where
     if !*stop.borrow() {
         // `biased`: polled on every wake-up of the connection, so no random
         // branch order (a thread-local RNG draw each time); the connection first.
+        // The drain, too, is told through `phase` (see
+        // `idle::Evictable::drain`): the connection was listed before the
+        // look at `stop` above.
         tokio::select! {
             biased;
             r = conn.as_mut() => return r,
             () = phase.evicted() => {
-                tracing::debug!(client = %peer, "idle keep-alive connection closed to admit a new client");
+                if !phase.is_draining() {
+                    tracing::debug!(client = %peer, "idle keep-alive connection closed to admit a new client");
+                }
             }
-            _ = stop.changed() => {}
         }
     }
     // hyper closes a connection with no exchange at once; one with its

@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -63,8 +63,10 @@ pub(crate) struct H2Conn {
     idle_since: AtomicU64,
     /// Told when the client resets too many streams (see [`RESET_FLOOR`]).
     abuse: tokio::sync::Notify,
-    /// Told when the connection cap needs this idle connection's room.
+    /// Told when the connection cap needs this idle connection's room, or
+    /// the drain began (then `draining` is set).
     evict: tokio::sync::Notify,
+    draining: AtomicBool,
 }
 
 impl H2Conn {
@@ -101,6 +103,12 @@ impl crate::idle::Evictable for H2Conn {
     fn evict(&self) {
         self.evict.notify_one();
     }
+
+    /// The drain: a GOAWAY, whether idle or not.
+    fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.evict();
+    }
 }
 
 /// Notes, when dropped, whether its stream got its answer.
@@ -122,15 +130,16 @@ impl PoolHome for H2Conn {
 }
 
 /// Serves one h2c client whose first bytes (the preface, at least) were
-/// already read into `first`, until it closes or the drain (`stop`) ends it
-/// with a GOAWAY after its streams finish.
+/// already read into `first`, until it closes or the drain ends it with a
+/// GOAWAY after its streams finish (told through the idle registry, or
+/// begun before it was listed: `stop`).
 pub(crate) async fn serve<S>(
     stream: S,
     first: Bytes,
     shared: Arc<Shared>,
     config: &Config,
     peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -146,8 +155,13 @@ pub(crate) async fn serve<S>(
         idle_since: AtomicU64::new(0),
         abuse: tokio::sync::Notify::new(),
         evict: tokio::sync::Notify::new(),
+        draining: AtomicBool::new(false),
     });
     let _listed = conn.shared.connections.list(conn.clone());
+    // Listed first: a drain that begins after this look tells the registry.
+    if *stop.borrow() {
+        crate::idle::Evictable::drain(conn.as_ref());
+    }
     let watched = conn.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let conn = conn.clone();
@@ -183,12 +197,10 @@ pub(crate) async fn serve<S>(
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
         () = watched.evict.notified() => {
-            tracing::debug!(client = %peer, "idle HTTP/2 connection closed to admit a new client");
+            if !watched.draining.load(Ordering::Relaxed) {
+                tracing::debug!(client = %peer, "idle HTTP/2 connection closed to admit a new client");
+            }
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -310,7 +322,7 @@ impl Leg for H2Conn {
         let target = &self.shared.upstreams[upstream];
         let left = deadline.map(|d| d.remaining());
         let res = target
-            .send(req, forward.reusable, forward.h2, left, None)
+            .send(req, forward.reusable, forward.h2, left, None, None)
             .await?;
         let mut res = crate::proxy::relay(self.clone(), upstream, res);
         if let Some(d) = deadline {

@@ -21,7 +21,11 @@ pub(crate) trait Evictable: Send + Sync {
     fn expire(&self, idle_before: u64) {
         let _ = idle_before;
     }
-    /// The drain began: closes what is idle.
+    /// The drain began. The default closes what is idle now; connections
+    /// that serve exchanges close once idle. They are told here, once,
+    /// rather than each watching a signal at every wake-up (a `watch`
+    /// channel's lock, shared by every worker, taken about three times per
+    /// request).
     fn drain(&self) {
         if self.idle_since().is_some() {
             self.evict();
@@ -128,9 +132,10 @@ impl Registry {
         self.each(|conn| conn.expire(idle_before));
     }
 
-    /// Asks every idle connection to close (the drain): parked ones wait on
-    /// nothing else.
-    pub(crate) fn evict_idle(&self) {
+    /// The drain: tells every connection (see [`Evictable::drain`]). The
+    /// drain's flag is set before, so a connection listed after this pass
+    /// sees it when it looks after listing.
+    pub(crate) fn drain(&self) {
         self.each(|conn| conn.drain());
     }
 

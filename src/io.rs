@@ -50,6 +50,8 @@ pub(crate) struct ConnPhase {
     idle_since: AtomicU64,
     /// Set when the connection is to close as soon as it is idle.
     evicted: AtomicBool,
+    /// Set with `evicted` when the cause is the drain.
+    draining: AtomicBool,
     /// The connection task, woken by [`ConnPhase::evict`].
     evict_waker: AtomicWaker,
     /// Parked (see [`PARK_AFTER`]): its idle timeout is the registry's sweep.
@@ -147,7 +149,12 @@ impl ConnPhase {
         self.body_pending.store(pending, Ordering::Relaxed);
     }
 
-    /// Resolves when [`ConnPhase::evict`] was called.
+    /// The drain asked the connection to close (see [`ConnPhase::evicted`]).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the connection was evicted or the drain began.
     /// An atomic load per poll: the connection polls this with every wake-up,
     /// so it must cost less than a `Notify`.
     pub(crate) async fn evicted(&self) {
@@ -699,7 +706,10 @@ impl<S: AsyncRead + Unpin> ClientIo<S> {
             match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
                     let now = Instant::now();
-                    let evicted = self.phase.evicted.load(Ordering::Relaxed);
+                    // The cap's eviction ends it; the drain does not (it
+                    // is bounded anyway, and the client gets its answer).
+                    let evicted =
+                        self.phase.evicted.load(Ordering::Relaxed) && !self.phase.is_draining();
                     if evicted || self.linger_until.is_some_and(|until| now >= until) {
                         return Poll::Ready(Ok(()));
                     }
@@ -739,6 +749,13 @@ impl crate::idle::Evictable for ConnPhase {
     fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
         self.evict_waker.wake();
+    }
+
+    /// The drain: as an eviction, whether idle or not (an exchange in
+    /// progress finishes first).
+    fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.evict();
     }
 }
 

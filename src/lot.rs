@@ -69,6 +69,8 @@ struct Asked {
     oldest: AtomicUsize,
     /// Close those idle since before this (`io::clock` ns; 0: none).
     expire_before: AtomicU64,
+    /// The drain began: every parked connection goes, and none parks again.
+    drain: AtomicBool,
     pending: AtomicBool,
     task: AtomicWaker,
 }
@@ -95,8 +97,8 @@ const EVENTS: usize = 256;
 
 impl<C: Resume> Lot<C> {
     /// A lot for the current worker, listed in `idle`, with its task on the
-    /// current runtime until `stop` turns true (the drain), when it lets go
-    /// of every socket.
+    /// current runtime until the drain (told through `idle`, or begun before
+    /// the task starts: `stop`), when it lets go of every socket.
     pub(crate) fn start(
         home: C::Home,
         idle: &Arc<Registry>,
@@ -167,19 +169,27 @@ impl<C: Resume> Lot<C> {
     async fn run(
         self: Arc<Self>,
         mut watched: AsyncFd<mio::Poll>,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
         _listed: Option<crate::idle::Listed>,
     ) {
+        // Listed before this look: a drain that began after it tells the
+        // lot through the registry (`Evictable::drain`). Not a watch on
+        // `stop` polled at every wake-up: that takes the channel's lock,
+        // which every worker shares.
+        if *stop.borrow() {
+            self.close();
+            return;
+        }
         let mut events = Events::with_capacity(EVENTS);
         loop {
             tokio::select! {
                 biased;
-                changed = stop.changed() => {
-                    if changed.is_err() || *stop.borrow() {
+                () = self.asked() => {
+                    if self.asked.drain.load(Ordering::Acquire) {
                         break;
                     }
+                    self.do_asked();
                 }
-                () = self.asked() => self.do_asked(),
                 ready = watched.readable_mut() => {
                     let Ok(mut ready) = ready else { break };
                     if ready.get_inner_mut().poll(&mut events, Some(Duration::ZERO)).is_err() {
@@ -329,8 +339,11 @@ impl<C: Resume> Evictable for Lot<C> {
         self.asked.wake();
     }
 
-    /// The lot's task closes it when the drain begins.
-    fn drain(&self) {}
+    /// The drain began: the lot's task closes it.
+    fn drain(&self) {
+        self.asked.drain.store(true, Ordering::Release);
+        self.asked.wake();
+    }
 }
 
 /// Reads what the socket holds now: `None` when nothing yet (it would
@@ -518,7 +531,9 @@ mod tests {
         let (lot, registry, stop, client, _woke) = lot();
         let (theirs, ours) = pair();
         assert!(lot.park(ours, client(1)).is_ok());
+        // The server's drain: the flag, then every listed connection told.
         stop.send(true).unwrap();
+        registry.drain();
         assert!(closed(theirs).await);
         let (_theirs, ours) = pair();
         assert!(

@@ -60,6 +60,8 @@ pub(crate) struct ConnCtx {
     pub(crate) peer: SocketAddr,
     /// `peer`'s address as an `X-Forwarded-For` value, built once.
     pub(crate) forwarded_for: http::HeaderValue,
+    /// The wait for the service's response head, one exchange after another.
+    pub(crate) response_timer: crate::deadline::Reused,
 }
 
 impl crate::io::EarlyAnswer for ConnCtx {
@@ -198,7 +200,14 @@ impl Leg for ConnCtx {
         let interim = forward.relay_early_hints.then_some(&self.phase.interim);
         let target = &self.shared.upstreams[upstream];
         let sent = target
-            .send(req, forward.reusable, forward.h2, None, interim)
+            .send(
+                req,
+                forward.reusable,
+                forward.h2,
+                None,
+                interim,
+                Some(&self.response_timer),
+            )
             .await;
         let (rhead, mut wire) = sent?.into_parts();
         let mut upgraded = false;

@@ -232,8 +232,9 @@ pub async fn run(
     admin_state.ready.store(false, Ordering::Relaxed);
     drop(listener);
     let _ = stop_tx.send(true);
-    // Parked connections wait on their socket alone: told here.
-    shared.connections.evict_idle();
+    // Every connection is told here (see `idle::Evictable::drain`); one that
+    // is listed after this looks at the flag.
+    shared.connections.drain();
     tasks.close();
     let grace = Duration::from_secs(config.drain_seconds);
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {

@@ -147,7 +147,8 @@ impl Upstream {
     /// With `h2`, the request (an HTTP/2 head, see `headers::for_h2`) goes
     /// over this worker's multiplexed HTTP/2 connection instead. A gRPC
     /// call's `grpc-timeout` (`call_timeout`) shortens the wait when it is
-    /// the sooner.
+    /// the sooner. `timer`: the client connection's, when its exchanges wait
+    /// one after another (HTTP/1); without it the wait has a timer of its own.
     ///
     /// An HTTP/1 response body owns its connection; whether it may be pooled
     /// after it is decided with the body (see [`UpstreamBody`]).
@@ -158,6 +159,7 @@ impl Upstream {
         h2: bool,
         call_timeout: Option<Duration>,
         interim: Option<&InterimRelay>,
+        timer: Option<&crate::deadline::Reused>,
     ) -> Result<Response<Wire>, ProxyError> {
         let mut sent = std::pin::pin!(self.send_inner(req, reusable, h2, interim));
         let (limit, source) = match (self.response_timeout, call_timeout) {
@@ -168,12 +170,20 @@ impl Upstream {
         };
         // Raced by reference rather than `timeout(limit, sent)`, which moves
         // the send future (kilobytes) into itself: a memcpy each request.
-        let mut expired = std::pin::pin!(tokio::time::sleep(limit));
+        if let Some(timer) = timer {
+            timer.restart(tokio::time::Instant::now() + limit);
+        }
+        let mut own = std::pin::pin!(timer.is_none().then(|| tokio::time::sleep(limit)));
         std::future::poll_fn(|cx| {
             if let std::task::Poll::Ready(done) = sent.as_mut().poll(cx) {
                 return std::task::Poll::Ready(done);
             }
-            expired.as_mut().poll(cx).map(|()| {
+            let expired = match (own.as_mut().as_pin_mut(), timer) {
+                (Some(own), _) => own.poll(cx),
+                (None, Some(timer)) => timer.poll_expired(cx),
+                (None, None) => std::task::Poll::Pending,
+            };
+            expired.map(|()| {
                 Err(ProxyError::new(
                     ErrorKind::UpstreamTimeout,
                     format!("no response head within {limit:?} ({source})"),

@@ -552,3 +552,63 @@ async fn workers_serve_clients_each_on_a_socket_of_their_own() {
         "a second sitio joined the workers' port"
     );
 }
+
+/// Clients that keep their connection open and are in an exchange when the
+/// drain begins: each gets its answer, then sitio closes the connection (an
+/// HTTP/1 keep-alive one, and an h2c one with a GOAWAY) and exits, well
+/// before the drain time runs out. Each connection is told of the drain
+/// once, through the idle registry, not by watching a signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_busy_at_the_drain_answer_then_close() {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.drain_seconds = 30;
+    config.target_protocol = sitio::config::TargetProtocol::Http1;
+    let sitio = Sitio::start(config, sitio::Decorators::none()).await;
+    let addr = sitio.addr;
+
+    let mut keep_alive = tokio::net::TcpStream::connect(addr).await.unwrap();
+    keep_alive
+        .write_all(b"GET /slow/1000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut h2 = crate::http2::h2_connect(addr).await;
+    let h2_running = tokio::spawn(async move {
+        (
+            crate::http2::h2_send(&mut h2, addr, "/slow/1000").await.0,
+            h2,
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let draining = Instant::now();
+    let stopped = tokio::spawn(sitio.stop());
+    let mut buf = Vec::new();
+    let res = read_response(&mut keep_alive, &mut buf, false)
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200, "the HTTP/1 exchange finished");
+    assert!(
+        closed_within(&mut keep_alive, Duration::from_secs(3)).await,
+        "the HTTP/1 connection was closed after its exchange"
+    );
+    let (status, h2) = h2_running.await.unwrap();
+    assert_eq!(status, 200, "the h2c stream finished");
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while !h2.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the h2c connection was closed after its stream");
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("sitio stopped once both were done")
+        .unwrap();
+    assert!(
+        draining.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        draining.elapsed()
+    );
+}

@@ -478,6 +478,33 @@ async fn a_service_that_hangs_gets_504_after_the_upstream_timeout() {
         .await
         .unwrap();
     assert_eq!(res.status, 200, "fast answers are untouched");
+
+    // One keep-alive connection, its exchanges back to back (too close to
+    // park it in between), for longer than the timeout: every wait for the
+    // service gets the whole timeout from its own start (the connection's
+    // one timer is moved for each), and never more.
+    let mut conn = tokio::net::TcpStream::connect(sitio.addr).await.unwrap();
+    let paths = ["/fast"; 10].into_iter().chain(["/hang"]);
+    for path in paths.clone().chain(paths) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut conn, raw.as_bytes())
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let res = read_response(&mut conn, &mut buf, false).await.unwrap();
+        let took = started.elapsed();
+        if path == "/hang" {
+            assert_eq!(res.status, 504);
+            assert!(
+                took >= Duration::from_millis(290) && took < Duration::from_millis(1500),
+                "{path} answered after {took:?}"
+            );
+        } else {
+            assert_eq!(res.status, 200, "{path}");
+        }
+    }
     sitio.stop().await;
 }
 
