@@ -456,3 +456,81 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n";
         Err(crate::error::ErrorKind::UpstreamProtocol)
     );
 }
+
+/// The fast path for common response header names finds exactly what
+/// `HeaderName::from_bytes` finds, whatever the case, and leaves every other
+/// name (lookalikes of the same length included) to it.
+#[test]
+fn common_header_names_are_found_as_the_http_crate_finds_them() {
+    use http::HeaderName;
+    let names = [
+        "date",
+        "etag",
+        "vary",
+        "server",
+        "expires",
+        "location",
+        "connection",
+        "set-cookie",
+        "content-type",
+        "accept-ranges",
+        "cache-control",
+        "last-modified",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+    ];
+    let cases = |n: &str| {
+        let mixed: String = n
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        [n.to_owned(), n.to_ascii_uppercase(), mixed]
+    };
+    for name in names {
+        for raw in cases(name) {
+            let found = super::decode::common_name(raw.as_bytes());
+            assert_eq!(
+                found,
+                Some(HeaderName::from_bytes(raw.as_bytes()).unwrap()),
+                "{raw}"
+            );
+        }
+    }
+    // Same lengths and first letters, other names: never taken for the above.
+    let others = [
+        "dave",
+        "dat3",
+        "eta9",
+        "vars",
+        "serves",
+        "x-serve",
+        "expired",
+        "locatiom",
+        "connexion",
+        "set-cookie2",
+        "content-typo",
+        "accept-rangez",
+        "cache-controk",
+        "last-modifies",
+        "content-lengtx",
+        "content-encodinx",
+        "transfer-encodinx",
+        "keep-alive",
+        "x-request-id",
+        "allow",
+        "age",
+        "te",
+        "",
+    ];
+    for raw in others {
+        assert_eq!(super::decode::common_name(raw.as_bytes()), None, "{raw}");
+    }
+}
