@@ -94,6 +94,94 @@ pub fn serve_bytes(input: &[u8]) -> Vec<u8> {
     })
 }
 
+/// What sitio does with a request: forwards it, or refuses it with a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Sent on to the service (whatever it answered).
+    Forwarded,
+    /// Refused by sitio with this status.
+    Refused(u16),
+    /// Waiting for more of the head.
+    Incomplete,
+}
+
+/// The request head at the start of `input` read by sitio's own HTTP/1
+/// parser (`h1::head`, not yet serving clients) with the guard behind it.
+pub fn with_new_parser(input: &[u8]) -> Outcome {
+    let config = Config::default();
+    let limits = crate::h1::head::Limits {
+        max_head: config.max_header_bytes,
+        max_headers: config.max_headers,
+    };
+    let mut buf = bytes::BytesMut::from(input);
+    match crate::h1::head::parse(&mut buf, limits) {
+        Err(refused) => Outcome::Refused(refused.status.as_u16()),
+        Ok(None) => Outcome::Incomplete,
+        Ok(Some(head)) => match crate::guard::check(&head.parts, head.raw) {
+            Err(rejection) => Outcome::Refused(rejection.status.as_u16()),
+            Ok(_) => Outcome::Forwarded,
+        },
+    }
+}
+
+/// The first request head of `input` as both parsers read it, with a body
+/// that ends as its framing says (the body's own decoding is not part of
+/// the head parser: a broken chunk is refused by today's body decoder,
+/// which the new parser does not replace yet): `(new, today)`, or `None`
+/// while the head is incomplete or its body too long to supply.
+pub fn head_outcomes(input: &[u8]) -> Option<(Outcome, Outcome)> {
+    let config = Config::default();
+    let limits = crate::h1::head::Limits {
+        max_head: config.max_header_bytes,
+        max_headers: config.max_headers,
+    };
+    let mut buf = bytes::BytesMut::from(input);
+    let parsed = crate::h1::head::parse(&mut buf, limits);
+    let new = with_new_parser(input);
+    let mut request = input.to_vec();
+    if let Ok(Some(head)) = parsed {
+        request.truncate(input.len() - buf.len());
+        match head.body {
+            crate::h1::head::BodyFraming::Empty => {}
+            crate::h1::head::BodyFraming::Chunked => request.extend_from_slice(b"0\r\n\r\n"),
+            crate::h1::head::BodyFraming::Length(n) if n <= 1024 => {
+                request.resize(request.len() + n as usize, b'x');
+            }
+            crate::h1::head::BodyFraming::Length(_) => return None,
+        }
+    }
+    (new != Outcome::Incomplete).then(|| (new, as_sitio_runs(&request)))
+}
+
+/// What sitio as it serves clients today (hyper's parser, the guard) does
+/// with the first request of `input` ([`serve_bytes`]): a refusal is
+/// sitio's when it names itself in `sitio-error` (the guard's) or is bare,
+/// with no content type and no body (hyper's own).
+pub fn as_sitio_runs(input: &[u8]) -> Outcome {
+    let out = serve_bytes(input);
+    let text = String::from_utf8_lossy(&out);
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let Some(status) = head
+        .strip_prefix("http/1.1 ")
+        .or_else(|| head.strip_prefix("http/1.0 "))
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse::<u16>().ok())
+    else {
+        return Outcome::Incomplete;
+    };
+    let sitios = head.contains("\r\nsitio-error: bad-request")
+        || (!head.contains("\r\ncontent-type:") && head.contains("\r\ncontent-length: 0"));
+    if sitios && status >= 400 {
+        Outcome::Refused(status)
+    } else {
+        Outcome::Forwarded
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::serve_bytes;

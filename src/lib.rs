@@ -68,6 +68,9 @@
 //!   second), retries, bodies;
 //!   `upstream::h1` is sitio's own HTTP/1 client (on `httparse`), driven inline in the
 //!   exchange's task: request head encoded in one buffer, response head parsed into one.
+//! - `h1`: sitio's own server side of HTTP/1, built in steps to replace hyper's on the
+//!   client connection; so far the request head (`h1::head`), checked against hyper's
+//!   parser and the guard on the same bytes (unit tests, the desync corpus, a fuzz target).
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
 //! - [`decorator`]: the decorator API (hooks, [`Action`], typed state, [`Exchange`]),
 //!   the chain and how one hook is called (state found, panic caught), named upstreams
@@ -124,6 +127,7 @@ mod detect;
 mod engine;
 mod filter;
 mod guard;
+mod h1;
 mod h2c;
 mod head_scan;
 mod headers;

@@ -1,0 +1,18 @@
+//! Arbitrary client bytes to sitio's own request-head parser (not yet
+//! serving clients) and to sitio as it serves them today (hyper's parser and
+//! the guard): every head both read to a decision is forwarded by both, or
+//! refused by both with the same status. Inputs that are not HTTP/1, or
+//! whose head is incomplete, are left to `request_path`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sitio::fuzzing::{Protocol, classify, head_outcomes};
+
+fuzz_target!(|data: &[u8]| {
+    if classify(data) != Some(Protocol::Http1) {
+        return;
+    }
+    if let Some((new, today)) = head_outcomes(data) {
+        assert_eq!(new, today, "on {:?}", String::from_utf8_lossy(&data[..data.len().min(200)]));
+    }
+});

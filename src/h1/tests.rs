@@ -1,0 +1,319 @@
+//! The new request-head parser against what serves clients today: the same
+//! bytes go to sitio as it runs (hyper's parser, then the guard, through
+//! `fuzzing::serve_bytes`) and to `head::parse` with the guard behind it;
+//! each request must be refused with the same status, or forwarded by both.
+
+use bytes::BytesMut;
+use http::StatusCode;
+
+use super::head::{self, BodyFraming, Limits};
+use crate::config::Config;
+use crate::fuzzing::{Outcome, as_sitio_runs, with_new_parser};
+
+fn limits() -> Limits {
+    let config = Config::default();
+    Limits {
+        max_head: config.max_header_bytes,
+        max_headers: config.max_headers,
+    }
+}
+
+/// Requests that vary one thing at a time from a plain one: the method, the
+/// target, the version, and every way of framing a body the desync corpus
+/// and the smuggling suites try, each with a body that fits its framing.
+fn cases() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut add = |line: &str, fields: &[&str], body: &str| {
+        let mut raw = format!("{line}\r\n");
+        for f in fields {
+            raw.push_str(f);
+            raw.push_str("\r\n");
+        }
+        raw.push_str("\r\n");
+        raw.push_str(body);
+        out.push(raw.into_bytes());
+    };
+    for line in [
+        "GET / HTTP/1.1",
+        "get / HTTP/1.1",
+        "HEAD / HTTP/1.1",
+        "OPTIONS * HTTP/1.1",
+        "GET * HTTP/1.1",
+        "CONNECT a:1 HTTP/1.1",
+        "GET http://a/photos HTTP/1.1",
+        "GET ftp://a/ HTTP/1.1",
+        "GET a/b HTTP/1.1",
+        "GET /a?b=c HTTP/1.1",
+        "GET /%zz HTTP/1.1",
+        "GET / HTTP/1.0",
+        "GET / HTTP/1.2",
+        "GET / HTTP/2.0",
+        "GET / http/1.1",
+        "GET  / HTTP/1.1",
+        "G(T / HTTP/1.1",
+        "GET /a\x7fb HTTP/1.1",
+    ] {
+        add(line, &["Host: a"], "");
+    }
+    add("GET / HTTP/1.1", &[], "");
+    add("GET / HTTP/1.0", &[], "");
+    add("GET / HTTP/1.1", &["Host: a", "Host: b"], "");
+    add(
+        "GET / HTTP/1.1",
+        &["Host: a", "Transfer_Encoding: chunked"],
+        "",
+    );
+    add("GET / HTTP/1.1", &["Host: a", "X: a", " folded"], "");
+    add("GET / HTTP/1.1", &["Host: a", "Bad Name: x"], "");
+    add("GET / HTTP/1.1", &["Host: a", "X: a\x01b"], "");
+    add("GET / HTTP/1.1", &["Host: a", "X: caf\u{e9}"], "");
+    let framings: &[(&[&str], &str)] = &[
+        (&["Content-Length: 5"], "hello"),
+        (&["Content-Length: 0"], ""),
+        (&["Content-Length: 05"], "hello"),
+        (&["Content-Length: +5"], "hello"),
+        (&["Content-Length: 5,5"], "hello"),
+        (&["Content-Length: 5 "], "hello"),
+        (&["Content-Length:"], ""),
+        (&["Content-Length: 99999999999999999999"], ""),
+        (&["Content-Length: 18446744073709551615"], ""),
+        (&["Content-Length: 5", "Content-Length: 5"], "hello"),
+        (&["Content-Length: 5", "Content-Length: 6"], "hello!"),
+        (&["Transfer-Encoding: chunked"], "5\r\nhello\r\n0\r\n\r\n"),
+        (&["Transfer-Encoding: Chunked"], "0\r\n\r\n"),
+        (&["Transfer-Encoding: gzip, chunked"], "0\r\n\r\n"),
+        (&["Transfer-Encoding: chunked, gzip"], "0\r\n\r\n"),
+        (&["Transfer-Encoding: gzip"], ""),
+        (&["Transfer-Encoding: identity"], ""),
+        (
+            &["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"],
+            "0\r\n\r\n",
+        ),
+        (
+            &["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"],
+            "0\r\n\r\n",
+        ),
+        (
+            &["Transfer-Encoding: chunked", "Content-Length: 5"],
+            "0\r\n\r\n",
+        ),
+        (
+            &["Content-Length: 5", "Transfer-Encoding: chunked"],
+            "0\r\n\r\n",
+        ),
+        (&["Transfer-Encoding: caf\u{e9}, chunked"], "0\r\n\r\n"),
+        (&["Transfer-Encoding: chunked;x=1"], "0\r\n\r\n"),
+        (&["Connection: close"], ""),
+        (&["Connection: keep-alive"], ""),
+        (&["Connection: upgrade", "Upgrade: websocket"], ""),
+        (&["Expect: 100-continue", "Content-Length: 5"], "hello"),
+    ];
+    for (fields, body) in framings {
+        for line in [
+            "POST /x HTTP/1.1",
+            "GET / HTTP/1.1",
+            "HEAD / HTTP/1.1",
+            "TRACE / HTTP/1.1",
+            "POST /x HTTP/1.0",
+        ] {
+            let fields: Vec<&str> = std::iter::once("Host: a")
+                .chain(fields.iter().copied())
+                .collect();
+            add(line, &fields, body);
+        }
+    }
+    let many: Vec<String> = (0..=Config::default().max_headers)
+        .map(|i| format!("X-{i}: y"))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    add("GET / HTTP/1.1", &many, "");
+    let long = format!("X: {}", "y".repeat(Config::default().max_header_bytes));
+    add("GET / HTTP/1.1", &["Host: a", &long], "");
+    let long_target = format!("GET /{} HTTP/1.1", "a".repeat(70_000));
+    add(&long_target, &["Host: a"], "");
+    out
+}
+
+/// Each case (named) read both ways: every one alike, and enough of them
+/// refused, and enough forwarded, for the comparison to mean something.
+fn assert_alike(cases: &[(String, Vec<u8>)], at_least_each: usize) {
+    let mut differ = Vec::new();
+    let mut refused = 0;
+    for (name, input) in cases {
+        let (new, today) = (with_new_parser(input), as_sitio_runs(input));
+        refused += usize::from(matches!(today, Outcome::Refused(_)));
+        if new != today {
+            differ.push(format!("{name}: new {new:?}, today {today:?}"));
+        }
+    }
+    let n = cases.len();
+    assert!(
+        differ.is_empty(),
+        "{} of {n} differ:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
+    assert!(
+        refused >= at_least_each && n - refused >= at_least_each,
+        "{refused} of {n} refused"
+    );
+}
+
+#[test]
+fn the_new_parser_takes_and_refuses_what_sitio_takes_and_refuses_today() {
+    let named: Vec<(String, Vec<u8>)> = cases()
+        .into_iter()
+        .map(|input| {
+            let shown =
+                String::from_utf8_lossy(&input[..input.len().min(160)]).replace("\r\n", "|");
+            (shown, input)
+        })
+        .collect();
+    assert_alike(&named, 40);
+}
+
+#[test]
+fn a_head_is_read_once_complete_and_its_framing_follows_rfc_9112() {
+    let parse = |raw: &str| head::parse(&mut BytesMut::from(raw.as_bytes()), limits());
+    for partial in [
+        "",
+        "GET",
+        "GET / HTTP/1.1\r\nHost: a\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\n\r",
+    ] {
+        assert!(matches!(parse(partial), Ok(None)), "{partial:?}");
+    }
+    let framing = |raw: &str| {
+        let head = parse(raw).unwrap().unwrap();
+        (
+            head.body,
+            head.keep_alive,
+            head.raw.content_length,
+            head.raw.transfer_encoding,
+        )
+    };
+    assert_eq!(
+        framing("GET / HTTP/1.1\r\n\r\n"),
+        (BodyFraming::Empty, true, false, false)
+    );
+    assert_eq!(
+        framing("GET / HTTP/1.0\r\n\r\n"),
+        (BodyFraming::Empty, false, false, false)
+    );
+    assert_eq!(
+        framing("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+        (BodyFraming::Empty, true, false, false)
+    );
+    assert_eq!(
+        framing("GET / HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n"),
+        (BodyFraming::Empty, false, false, false),
+        "a later keep-alive does not undo a close"
+    );
+    assert_eq!(
+        framing("POST / HTTP/1.1\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n"),
+        (BodyFraming::Length(7), true, true, false)
+    );
+    // Both: chunked frames it, the length is dropped, and the connection
+    // closes after (the guard refuses it before that matters).
+    let both = parse("POST / HTTP/1.1\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!((both.body, both.keep_alive), (BodyFraming::Chunked, false));
+    assert!(
+        both.parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_none()
+    );
+    assert_eq!(
+        (both.raw.content_length, both.raw.transfer_encoding),
+        (true, true)
+    );
+    let mut buf =
+        BytesMut::from(&b"GET /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\nGET /b"[..]);
+    let first = head::parse(&mut buf, limits()).unwrap().unwrap();
+    assert!(first.expect_continue);
+    assert_eq!(first.parts.uri, "/a");
+    assert_eq!(&buf[..], b"GET /b", "a pipelined head stays in the buffer");
+    let upgrade = |raw: &str| parse(raw).unwrap().unwrap().wants_upgrade;
+    assert!(upgrade(
+        "GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+    ));
+    assert!(upgrade("CONNECT a:1 HTTP/1.1\r\n\r\n"));
+    assert!(
+        !upgrade("GET / HTTP/1.0\r\nUpgrade: websocket\r\n\r\n"),
+        "HTTP/1.1 only"
+    );
+    assert!(!upgrade("GET / HTTP/1.1\r\n\r\n"));
+    let refused = head::parse(
+        &mut BytesMut::from(
+            &b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+        ),
+        limits(),
+    );
+    assert_eq!(refused.unwrap_err().status, StatusCode::BAD_REQUEST);
+}
+
+/// The corpus of `tests/data/desync_cases.txt` (from aws/http-desync-guardian,
+/// escaped one head a line): `\r`, `\n`, `\t`, `\\` and `\xHH`.
+fn corpus() -> Vec<(String, Vec<u8>)> {
+    fn unescape(s: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = s.as_bytes();
+        while let Some((&b, tail)) = rest.split_first() {
+            rest = tail;
+            if b != b'\\' {
+                out.push(b);
+                continue;
+            }
+            let (&code, tail) = rest.split_first().expect("an escape");
+            rest = tail;
+            out.push(match code {
+                b'r' => b'\r',
+                b'n' => b'\n',
+                b't' => b'\t',
+                b'\\' => b'\\',
+                b'x' => {
+                    let (hex, tail) = rest.split_at(2);
+                    rest = tail;
+                    u8::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap()
+                }
+                other => panic!("unknown escape {}", other as char),
+            });
+        }
+        out
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/desync_cases.txt");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let fields: Vec<&str> = l.splitn(3, '\t').collect();
+            let mut raw = unescape(fields[2]);
+            raw.extend_from_slice(b"\r\n");
+            // A body its framing can end: the last chunk, or as many bytes
+            // as a small length asks for.
+            let lower = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+            let length = lower
+                .split("content-length:")
+                .nth(1)
+                .and_then(|v| v.split("\r\n").next())
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|n| *n <= 64);
+            if lower.contains("transfer-encoding") {
+                raw.extend_from_slice(b"0\r\n\r\n");
+            } else if let Some(n) = length {
+                raw.extend(std::iter::repeat_n(b'x', n));
+            }
+            (fields[1].to_owned(), raw)
+        })
+        .collect()
+}
+
+#[test]
+fn the_new_parser_reads_the_desync_corpus_as_sitio_does_today() {
+    let corpus = corpus();
+    assert!(corpus.len() > 150, "the whole corpus is loaded");
+    assert_alike(&corpus, 20);
+}
