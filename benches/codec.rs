@@ -1,5 +1,7 @@
-//! The service connection's HTTP/1 codec (`src/upstream/h1`): what reading
-//! one response and writing one request cost, without sockets. The whole
+//! sitio's own HTTP/1 codec: on the service connection (`src/upstream/h1`),
+//! what reading one response and writing one request cost; on the client
+//! connection (`src/h1`, not yet serving clients), reading one request
+//! head. Without sockets. The whole
 //! proxy against its peers is `bench/run.sh`; instructions per proxied
 //! request are `bench/callgrind.py`.
 //!
@@ -22,18 +24,27 @@ const CHUNKED: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
 20\r\n{\"items\":[1,2,3,4,5,6,7,8,9,10]}\r\n20\r\n{\"items\":[1,2,3,4,5,6,7,8,9,10]}\r\n0\r\n\r\n";
 
-fn read_response(c: &mut Criterion) {
-    let mut group = c.benchmark_group("codec_read_response");
-    for (name, input) in [
-        ("nginx 100-byte file", NGINX),
-        ("chunked, two chunks", CHUNKED),
-    ] {
+/// One benchmark per input of `group`, each read into a reused buffer.
+fn reads(
+    c: &mut Criterion,
+    group: &str,
+    inputs: [(&str, &[u8]); 2],
+    read: fn(&mut BytesMut, &[u8]) -> usize,
+) {
+    let mut group = c.benchmark_group(group);
+    for (name, input) in inputs {
         let mut buf = BytesMut::with_capacity(16 * 1024);
-        group.bench_function(name, |b| {
-            b.iter(|| codec::read_response(&mut buf, black_box(input)))
-        });
+        group.bench_function(name, |b| b.iter(|| read(&mut buf, black_box(input))));
     }
     group.finish();
+}
+
+fn read_response(c: &mut Criterion) {
+    let inputs = [
+        ("nginx 100-byte file", NGINX),
+        ("chunked, two chunks", CHUNKED),
+    ];
+    reads(c, "codec_read_response", inputs, codec::read_response);
 }
 
 fn write_request(c: &mut Criterion) {
@@ -53,5 +64,26 @@ fn write_request(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, read_response, write_request);
+/// What wrk and a browser send.
+const WRK: &[u8] = b"GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+const BROWSER: &[u8] = b"GET /photos/1.svg?size=large HTTP/1.1\r\nHost: photos.example\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+Accept: image/avif,image/webp,*/*\r\nAccept-Language: en-GB,en;q=0.5\r\n\
+Accept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\n\
+Referer: https://photos.example/albums/7\r\nCookie: session=3f9a1c; theme=dark\r\n\r\n";
+
+fn read_request_head(c: &mut Criterion) {
+    let inputs = [
+        ("wrk, one field", WRK),
+        ("a browser, eight fields", BROWSER),
+    ];
+    reads(
+        c,
+        "codec_read_request_head",
+        inputs,
+        codec::read_request_head,
+    );
+}
+
+criterion_group!(benches, read_response, write_request, read_request_head);
 criterion_main!(benches);

@@ -94,6 +94,18 @@ pub fn serve_bytes(input: &[u8]) -> Vec<u8> {
     })
 }
 
+/// The head limits of the default settings, read once.
+fn default_limits() -> crate::h1::head::Limits {
+    static LIMITS: OnceLock<crate::h1::head::Limits> = OnceLock::new();
+    *LIMITS.get_or_init(|| {
+        let config = Config::default();
+        crate::h1::head::Limits {
+            max_head: config.max_header_bytes,
+            max_headers: config.max_headers,
+        }
+    })
+}
+
 /// What sitio does with a request: forwards it, or refuses it with a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -108,13 +120,8 @@ pub enum Outcome {
 /// The request head at the start of `input` read by sitio's own HTTP/1
 /// parser (`h1::head`, not yet serving clients) with the guard behind it.
 pub fn with_new_parser(input: &[u8]) -> Outcome {
-    let config = Config::default();
-    let limits = crate::h1::head::Limits {
-        max_head: config.max_header_bytes,
-        max_headers: config.max_headers,
-    };
     let mut buf = bytes::BytesMut::from(input);
-    match crate::h1::head::parse(&mut buf, limits) {
+    match crate::h1::head::parse(&mut buf, default_limits()) {
         Err(refused) => Outcome::Refused(refused.status.as_u16()),
         Ok(None) => Outcome::Incomplete,
         Ok(Some(head)) => match crate::guard::check(&head.parts, head.raw) {
@@ -130,13 +137,8 @@ pub fn with_new_parser(input: &[u8]) -> Outcome {
 /// which the new parser does not replace yet): `(new, today)`, or `None`
 /// while the head is incomplete or its body too long to supply.
 pub fn head_outcomes(input: &[u8]) -> Option<(Outcome, Outcome)> {
-    let config = Config::default();
-    let limits = crate::h1::head::Limits {
-        max_head: config.max_header_bytes,
-        max_headers: config.max_headers,
-    };
     let mut buf = bytes::BytesMut::from(input);
-    let parsed = crate::h1::head::parse(&mut buf, limits);
+    let parsed = crate::h1::head::parse(&mut buf, default_limits());
     let new = with_new_parser(input);
     let mut request = input.to_vec();
     if let Ok(Some(head)) = parsed {
@@ -233,5 +235,17 @@ pub mod codec {
     /// Returns the encoded length.
     pub fn write_request(head: http::request::Parts) -> usize {
         crate::upstream::h1::replay::encode_once(head)
+    }
+
+    /// Reads one request head from `input` with sitio's own server-side
+    /// parser (`h1::head`), the bytes copied into the connection's buffer
+    /// as a read would. Returns the number of header fields; panics on a
+    /// head it refuses.
+    pub fn read_request_head(buf: &mut BytesMut, input: &[u8]) -> usize {
+        buf.extend_from_slice(input);
+        match crate::h1::head::parse(buf, super::default_limits()) {
+            Ok(Some(head)) => head.parts.headers.len(),
+            other => panic!("not one complete request head: {other:?}"),
+        }
     }
 }

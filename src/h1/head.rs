@@ -79,22 +79,48 @@ const fn too_large(reason: &'static str) -> Refused {
     }
 }
 
+/// Header fields kept on the stack while a head is parsed; a larger
+/// `SITIO_MAX_HEADERS` spills to the heap (hyper's server does the same).
+const INLINE_HEADERS: usize = 100;
+
+/// Where one field's name and value are in the head (start, end of each;
+/// heads are at most 1 MiB, `SITIO_MAX_HEADER_BYTES`).
+#[derive(Clone, Copy, Default)]
+struct Span([u32; 4]);
+
+impl Span {
+    fn name(self) -> std::ops::Range<usize> {
+        self.0[0] as usize..self.0[1] as usize
+    }
+
+    fn value(self) -> std::ops::Range<usize> {
+        self.0[2] as usize..self.0[3] as usize
+    }
+}
+
 /// Parses the request head at the start of `buf` and takes its bytes out of
 /// it: `Ok(None)` while it is incomplete (within `limits.max_head` bytes).
 pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<RequestHead>, Refused> {
-    let mut spans = Vec::new();
-    let Some(line) = parse_line(buf, limits, &mut spans)? else {
+    let mut inline = [Span::default(); INLINE_HEADERS];
+    let mut heap = Vec::new();
+    let spans = if limits.max_headers <= INLINE_HEADERS {
+        &mut inline[..limits.max_headers]
+    } else {
+        heap.resize(limits.max_headers, Span::default());
+        &mut heap[..]
+    };
+    let Some((line, count)) = parse_line(buf, limits, spans)? else {
         return Ok(None);
     };
     let bytes = buf.split_to(line.len).freeze();
     let uri = Uri::from_maybe_shared(bytes.slice(line.target.clone()))
         .map_err(|_| malformed("invalid request-target"))?;
     let mut fields = Fields::new(line.version, line.method == Method::CONNECT);
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, value) in &spans {
-        let name = HeaderName::from_bytes(&bytes[name.clone()])
+    let mut headers = HeaderMap::with_capacity(count);
+    for span in &spans[..count] {
+        let name = HeaderName::from_bytes(&bytes[span.name()])
             .map_err(|_| malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(value.clone()))
+        let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
             .map_err(|_| malformed("invalid header value"))?;
         if fields.take(&name, &value, &mut headers)? {
             headers.append(name, value);
@@ -125,15 +151,26 @@ struct Line {
     version: Version,
 }
 
-/// Runs `httparse` over `buf`; the fields' places go to `spans`.
+/// Runs `httparse` over `buf` (at most `spans.len()` fields); where its
+/// fields are goes to `spans`, and how many there are comes back with the
+/// request line.
 fn parse_line(
     buf: &BytesMut,
     limits: Limits,
-    spans: &mut Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
-) -> Result<Option<Line>, Refused> {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    spans: &mut [Span],
+) -> Result<Option<(Line, usize)>, Refused> {
+    let mut inline = [const { std::mem::MaybeUninit::uninit() }; INLINE_HEADERS];
+    let mut heap = Vec::new();
+    let fields = if spans.len() <= INLINE_HEADERS {
+        &mut inline[..spans.len()]
+    } else {
+        heap.resize_with(spans.len(), std::mem::MaybeUninit::uninit);
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, fields);
+    let len = match parsed {
         // hyper reads into a buffer of that size: a longer head fills it
         // before it completes, however it arrives.
         Ok(httparse::Status::Complete(len)) if len > limits.max_head => {
@@ -170,12 +207,13 @@ fn parse_line(
         });
     }
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| malformed("invalid method"))?;
-    spans.extend(
-        req.headers
-            .iter()
-            .map(|h| (at(h.name.as_bytes()), at(h.value))),
-    );
-    Ok(Some(Line {
+    // Within the head, so each offset fits `u32` (the head is at most
+    // `max_head` bytes, 1 MiB at most).
+    for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
+        let (name, value) = (at(h.name.as_bytes()), at(h.value));
+        *span = Span([name.start, name.end, value.start, value.end].map(|n| n as u32));
+    }
+    let line = Line {
         len,
         method,
         target: at(target.as_bytes()),
@@ -184,7 +222,8 @@ fn parse_line(
         } else {
             Version::HTTP_10
         },
-    }))
+    };
+    Ok(Some((line, req.headers.len())))
 }
 
 /// What the fields say of the framing and the connection, read as hyper's
