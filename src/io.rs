@@ -293,6 +293,9 @@ pub(crate) struct ClientIo<S> {
     pipelined_at: Option<u32>,
     /// Set once the close began to linger: when it must end anyway.
     linger_until: Option<Instant>,
+    /// The head timeout answered 408: a close after it does not linger (a
+    /// slow client would hold the connection up to `LINGER_MAX` longer).
+    head_timed_out: bool,
 }
 
 /// Longest quiet spell of a lingering close (nginx: 5 s).
@@ -346,6 +349,7 @@ impl<S> ClientIo<S> {
             parked: false,
             pipelined_at: None,
             linger_until: None,
+            head_timed_out: false,
         }
     }
 
@@ -505,6 +509,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                     // A quiet keep-alive connection: end it like a clean EOF.
                     Armed::Idle | Armed::Off | Armed::Dispatched => Poll::Ready(Ok(())),
                     Armed::Head => {
+                        this.head_timed_out = true;
                         // Best effort: the client is gone or slow anyway.
                         let answer = this.early.header_timeout();
                         let mut rest = answer.as_deref().unwrap_or(REQUEST_TIMEOUT);
@@ -668,7 +673,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         }
         if this.linger_until.is_none() {
             ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
-            if !this.phase.body_unread.swap(false, Ordering::Relaxed) {
+            // A body left unread, or a head hyper refused (answered 400 or
+            // 431 with no exchange): its body, if any, is still coming.
+            let body_unread = this.phase.body_unread.swap(false, Ordering::Relaxed);
+            let refused_head = matches!(this.armed, Armed::Head | Armed::Dispatched)
+                && this.armed_at_exchange == this.phase.exchanges()
+                && !this.head_timed_out;
+            if !body_unread && !refused_head {
                 return Poll::Ready(Ok(()));
             }
             let now = Instant::now();

@@ -286,9 +286,17 @@ async fn early_hints_reach_the_client_before_the_final_answer_is_ready() {
 /// clients do, and only then reads the answer; every write must succeed and
 /// the connection must then end cleanly after the answer.
 async fn upload_whole_then_read(addr: std::net::SocketAddr) -> RawResponse {
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        8 << 20
+    );
+    upload_whole_with_head_then_read(addr, &head).await
+}
+
+/// [`upload_whole_then_read`] after the head given.
+async fn upload_whole_with_head_then_read(addr: std::net::SocketAddr, head: &str) -> RawResponse {
     let mut uploader = TcpStream::connect(addr).await.unwrap();
     let size = 8 << 20;
-    let head = format!("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n");
     uploader.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b'x'; 64 * 1024];
     for sent in (0..size).step_by(chunk.len()) {
@@ -323,6 +331,27 @@ async fn a_client_that_sends_its_whole_upload_before_reading_gets_the_early_answ
     let sitio = Sitio::start(config_for(port), Decorators::none()).await;
     let res = upload_whole_then_read(sitio.addr).await;
     assert_eq!((res.status, &res.body[..]), (413, &b"too big\n"[..]));
+    sitio.stop().await;
+}
+
+/// The same when sitio's parser refuses the upload's head (a malformed
+/// length, answered 400): the client sending its body gets the 400, not a
+/// reset, and nothing reaches the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_with_a_malformed_head_gets_its_400_not_a_reset() {
+    let (port, connections) = answers_uploads_early().await;
+    let sitio = Sitio::start(config_for(port), Decorators::none()).await;
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {}x\r\n\r\n",
+        8 << 20
+    );
+    let res = upload_whole_with_head_then_read(sitio.addr, &head).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "nothing reached the service"
+    );
     sitio.stop().await;
 }
 
