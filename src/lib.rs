@@ -62,7 +62,8 @@
 //! - `filter`: body filters ([`BodyFilter`]) with their end-of-stream flush.
 //! - `guard`: refuses requests whose framing or target is ambiguous (smuggling);
 //!   `head_scan` notes the raw framing headers before hyper normalises them.
-//! - `headers`: hop-by-hop removal, canonical lengths, forwarding headers.
+//! - `headers`: hop-by-hop removal, canonical lengths, forwarding headers; `names`: the
+//!   common header names found fast (both HTTP/1 parsers).
 //! - `upstream`: connections to the service and named upstreams: connect timeout, sharded pool (a connection
 //!   is reused only once both directions of its exchange ended; idle ones swept once a
 //!   second), retries, bodies;
@@ -140,6 +141,7 @@ mod log;
 mod lot;
 mod memory;
 mod mothership;
+mod names;
 mod proxy;
 mod rescue;
 mod send_window;

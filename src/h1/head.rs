@@ -118,8 +118,11 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Request
     let mut fields = Fields::new(line.version, line.method == Method::CONNECT);
     let mut headers = HeaderMap::with_capacity(count);
     for span in &spans[..count] {
-        let name = HeaderName::from_bytes(&bytes[span.name()])
-            .map_err(|_| malformed("invalid header name"))?;
+        let raw = &bytes[span.name()];
+        let name = match crate::names::common(raw) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(raw).map_err(|_| malformed("invalid header name"))?,
+        };
         let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
             .map_err(|_| malformed("invalid header value"))?;
         if fields.take(&name, &value, &mut headers)? {

@@ -169,7 +169,7 @@ pub(crate) fn parse_head(
     let mut headers = HeaderMap::with_capacity(count);
     for span in &spans[..count] {
         let raw = &bytes[span.name()];
-        let name = match common_name(raw) {
+        let name = match crate::names::common(raw) {
             Some(name) => name,
             None => HeaderName::from_bytes(raw)
                 .map_err(|_| Malformed::Head(httparse::Error::HeaderName))?,
@@ -191,65 +191,6 @@ pub(crate) fn parse_head(
         framing,
         keep_alive,
     }))
-}
-
-/// The names most responses carry, found without `HeaderName::from_bytes`,
-/// which lowercases every name into a scratch buffer before its lookup
-/// (about 150 instructions a name in callgrind, and a response head has
-/// eight or so): a switch on the length, then one comparison of words.
-pub(super) fn common_name(raw: &[u8]) -> Option<HeaderName> {
-    let first = raw.first()? | 0x20;
-    let (name, lower): (HeaderName, &[u8]) = match (raw.len(), first) {
-        (4, b'd') => (header::DATE, b"date"),
-        (4, b'e') => (header::ETAG, b"etag"),
-        (4, b'v') => (header::VARY, b"vary"),
-        (6, _) => (header::SERVER, b"server"),
-        (7, _) => (header::EXPIRES, b"expires"),
-        (8, _) => (header::LOCATION, b"location"),
-        (10, b'c') => (header::CONNECTION, b"connection"),
-        (10, b's') => (header::SET_COOKIE, b"set-cookie"),
-        (12, _) => (header::CONTENT_TYPE, b"content-type"),
-        (13, b'a') => (header::ACCEPT_RANGES, b"accept-ranges"),
-        (13, b'c') => (header::CACHE_CONTROL, b"cache-control"),
-        (13, b'l') => (header::LAST_MODIFIED, b"last-modified"),
-        (14, _) => (header::CONTENT_LENGTH, b"content-length"),
-        (16, _) => (header::CONTENT_ENCODING, b"content-encoding"),
-        (17, _) => (header::TRANSFER_ENCODING, b"transfer-encoding"),
-        _ => return None,
-    };
-    token_eq_lower(raw, lower).then_some(name)
-}
-
-/// `raw`, a header name `httparse` accepted (a token), equals `lower` (the
-/// same length, lowercase letters, digits and `-`) but for case. Setting
-/// bit 5 of every byte lowercases letters and leaves `-` and digits as
-/// they are; the only other bytes it maps onto them are control characters,
-/// which a token never holds. Compared as overlapping words: two or three
-/// comparisons for the names above, where `eq_ignore_ascii_case` went
-/// byte by byte (more instructions than the lookup it replaced).
-fn token_eq_lower(raw: &[u8], lower: &[u8]) -> bool {
-    /// `N` bytes of `s` from `at` (4 or 8), bit 5 set in each.
-    fn folded<const N: usize>(s: &[u8], at: usize) -> u64 {
-        let mut w = [0u8; 8];
-        w[..N].copy_from_slice(&s[at..at + N]);
-        u64::from_le_bytes(w) | (0x2020_2020_2020_2020 >> (64 - 8 * N))
-    }
-    let n = raw.len();
-    if n != lower.len() || n < 4 {
-        return false;
-    }
-    if n < 8 {
-        let same = |at| folded::<4>(raw, at) == folded::<4>(lower, at);
-        return same(0) && same(n - 4);
-    }
-    let mut at = 0;
-    while at + 8 < n {
-        if folded::<8>(raw, at) != folded::<8>(lower, at) {
-            return false;
-        }
-        at += 8;
-    }
-    folded::<8>(raw, n - 8) == folded::<8>(lower, n - 8)
 }
 
 /// The body's framing (RFC 9112 §6.3) and whether the connection stays open.
