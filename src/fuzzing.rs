@@ -115,6 +115,10 @@ pub enum Outcome {
     Refused(u16),
     /// Waiting for more of the head.
     Incomplete,
+    /// Closed without sending a byte. hyper does that when the bytes after
+    /// a head it refuses start with the HTTP/2 preface: it reports the
+    /// preface and writes no 400 (found by the `request_head` fuzz target).
+    Closed,
 }
 
 /// The request head at the start of `input` read by sitio's own HTTP/1
@@ -161,6 +165,9 @@ pub fn head_outcomes(input: &[u8]) -> Option<(Outcome, Outcome)> {
 /// with no content type and no body (hyper's own).
 pub fn as_sitio_runs(input: &[u8]) -> Outcome {
     let out = serve_bytes(input);
+    if out.is_empty() {
+        return Outcome::Closed;
+    }
     let text = String::from_utf8_lossy(&out);
     let head = text
         .split("\r\n\r\n")

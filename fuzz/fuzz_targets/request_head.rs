@@ -2,17 +2,25 @@
 //! serving clients) and to sitio as it serves them today (hyper's parser and
 //! the guard): every head both read to a decision is forwarded by both, or
 //! refused by both with the same status. Inputs that are not HTTP/1, or
-//! whose head is incomplete, are left to `request_path`.
+//! whose head is incomplete, are left to `request_path`. One known
+//! difference is allowed: where the new parser refuses a head, hyper may
+//! close without a 400 (the HTTP/2 preface follows the head; see
+//! `fuzzing::Outcome::Closed`), which refuses it too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sitio::fuzzing::{Protocol, classify, head_outcomes};
+use sitio::fuzzing::{Outcome, Protocol, classify, head_outcomes};
 
 fuzz_target!(|data: &[u8]| {
     if classify(data) != Some(Protocol::Http1) {
         return;
     }
     if let Some((new, today)) = head_outcomes(data) {
-        assert_eq!(new, today, "on {:?}", String::from_utf8_lossy(&data[..data.len().min(200)]));
+        let refused_both = matches!((new, today), (Outcome::Refused(_), Outcome::Closed));
+        assert!(
+            new == today || refused_both,
+            "new {new:?}, today {today:?} on {:?}",
+            String::from_utf8_lossy(&data[..data.len().min(200)])
+        );
     }
 });
