@@ -97,13 +97,7 @@ pub fn serve_bytes(input: &[u8]) -> Vec<u8> {
 /// The head limits of the default settings, read once.
 fn default_limits() -> crate::h1::head::Limits {
     static LIMITS: OnceLock<crate::h1::head::Limits> = OnceLock::new();
-    *LIMITS.get_or_init(|| {
-        let config = Config::default();
-        crate::h1::head::Limits {
-            max_head: config.max_header_bytes,
-            max_headers: config.max_headers,
-        }
-    })
+    *LIMITS.get_or_init(|| crate::h1::head::Limits::of(&Config::default()))
 }
 
 /// What sitio does with a request: forwards it, or refuses it with a status.
@@ -124,8 +118,17 @@ pub enum Outcome {
 /// The request head at the start of `input` read by sitio's own HTTP/1
 /// parser (`h1::head`, not yet serving clients) with the guard behind it.
 pub fn with_new_parser(input: &[u8]) -> Outcome {
-    let mut buf = bytes::BytesMut::from(input);
-    match crate::h1::head::parse(&mut buf, default_limits()) {
+    outcome_of(crate::h1::head::parse(
+        &mut bytes::BytesMut::from(input),
+        default_limits(),
+    ))
+}
+
+/// What a parse decided, with the guard behind it.
+fn outcome_of(
+    parsed: Result<Option<crate::h1::head::RequestHead>, crate::h1::head::Refused>,
+) -> Outcome {
+    match parsed {
         Err(refused) => Outcome::Refused(refused.status.as_u16()),
         Ok(None) => Outcome::Incomplete,
         Ok(Some(head)) => match crate::guard::check(&head.parts, head.raw) {
@@ -141,21 +144,20 @@ pub fn with_new_parser(input: &[u8]) -> Outcome {
 /// which the new parser does not replace yet): `(new, today)`, or `None`
 /// while the head is incomplete or its body too long to supply.
 pub fn head_outcomes(input: &[u8]) -> Option<(Outcome, Outcome)> {
+    use crate::h1::head::BodyFraming;
     let mut buf = bytes::BytesMut::from(input);
     let parsed = crate::h1::head::parse(&mut buf, default_limits());
-    let new = with_new_parser(input);
     let mut request = input.to_vec();
-    if let Ok(Some(head)) = parsed {
+    if let Ok(Some(head)) = &parsed {
         request.truncate(input.len() - buf.len());
         match head.body {
-            crate::h1::head::BodyFraming::Empty => {}
-            crate::h1::head::BodyFraming::Chunked => request.extend_from_slice(b"0\r\n\r\n"),
-            crate::h1::head::BodyFraming::Length(n) if n <= 1024 => {
-                request.resize(request.len() + n as usize, b'x');
-            }
-            crate::h1::head::BodyFraming::Length(_) => return None,
+            BodyFraming::Empty => {}
+            BodyFraming::Chunked => request.extend_from_slice(b"0\r\n\r\n"),
+            BodyFraming::Length(n) if n <= 1024 => request.resize(request.len() + n as usize, b'x'),
+            BodyFraming::Length(_) => return None,
         }
     }
+    let new = outcome_of(parsed);
     (new != Outcome::Incomplete).then(|| (new, as_sitio_runs(&request)))
 }
 

@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -64,9 +64,8 @@ pub(crate) struct H2Conn {
     /// Told when the client resets too many streams (see [`RESET_FLOOR`]).
     abuse: tokio::sync::Notify,
     /// Told when the connection cap needs this idle connection's room, or
-    /// the drain began (then `draining` is set).
+    /// the drain began.
     evict: tokio::sync::Notify,
-    draining: AtomicBool,
 }
 
 impl H2Conn {
@@ -106,7 +105,6 @@ impl crate::idle::Evictable for H2Conn {
 
     /// The drain: a GOAWAY, whether idle or not.
     fn drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
         self.evict();
     }
 }
@@ -155,7 +153,6 @@ pub(crate) async fn serve<S>(
         idle_since: AtomicU64::new(0),
         abuse: tokio::sync::Notify::new(),
         evict: tokio::sync::Notify::new(),
-        draining: AtomicBool::new(false),
     });
     let _listed = conn.shared.connections.list(conn.clone());
     // Listed first: a drain that begins after this look tells the registry.
@@ -198,7 +195,7 @@ pub(crate) async fn serve<S>(
     let result = tokio::select! {
         r = conn.as_mut() => r,
         () = watched.evict.notified() => {
-            if !watched.draining.load(Ordering::Relaxed) {
+            if !*stop.borrow() {
                 tracing::debug!(client = %peer, "idle HTTP/2 connection closed to admit a new client");
             }
             conn.as_mut().graceful_shutdown();

@@ -21,16 +21,11 @@ pub(crate) trait Evictable: Send + Sync {
     fn expire(&self, idle_before: u64) {
         let _ = idle_before;
     }
-    /// The drain began. The default closes what is idle now; connections
-    /// that serve exchanges close once idle. They are told here, once,
-    /// rather than each watching a signal at every wake-up (a `watch`
-    /// channel's lock, shared by every worker, taken about three times per
-    /// request).
-    fn drain(&self) {
-        if self.idle_since().is_some() {
-            self.evict();
-        }
-    }
+    /// The drain began: what serves exchanges closes once idle, what is
+    /// idle at once. Each connection is told here, once, rather than each
+    /// watching a signal at every wake-up (a `watch` channel's lock, shared
+    /// by every worker, taken about three times per request).
+    fn drain(&self);
     /// Asks it to close once idle (at once if it is now).
     fn evict(&self);
 }

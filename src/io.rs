@@ -52,6 +52,10 @@ pub(crate) struct ConnPhase {
     evicted: AtomicBool,
     /// Set with `evicted` when the cause is the drain.
     draining: AtomicBool,
+    /// The close lingers (see `ClientIo::poll_linger`): answered, only
+    /// draining what the client still sends, so the first to make room at
+    /// the connection cap.
+    lingering: AtomicBool,
     /// The connection task, woken by [`ConnPhase::evict`].
     evict_waker: AtomicWaker,
     /// Parked (see [`PARK_AFTER`]): its idle timeout is the registry's sweep.
@@ -684,6 +688,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
             }
             let now = Instant::now();
             this.linger_until = Some(now + LINGER_MAX);
+            this.phase.lingering.store(true, Ordering::Relaxed);
             this.deadline.set(now + this.quiet());
         }
         this.poll_linger(cx)
@@ -742,10 +747,18 @@ impl crate::idle::Evictable for ConnPhase {
     /// keep-alive connection: served at least once, no exchange running, no
     /// byte of a next request; `None` otherwise.
     fn idle_since(&self) -> Option<u64> {
+        if self.evicted.load(Ordering::Relaxed) {
+            return None;
+        }
+        // A lingering close counts as idle since ever: nothing it still
+        // does is owed to the client (a refused first head has no exchange,
+        // and would otherwise never make room).
+        if self.lingering.load(Ordering::Relaxed) {
+            return Some(0);
+        }
         let idle = self.get() == AWAITING_HEAD
             && self.exchanges() > 0
-            && !self.head_started.load(Ordering::Relaxed)
-            && !self.evicted.load(Ordering::Relaxed);
+            && !self.head_started.load(Ordering::Relaxed);
         idle.then(|| self.idle_since.load(Ordering::Relaxed))
     }
 

@@ -24,6 +24,16 @@ pub(crate) struct Limits {
     pub(crate) max_headers: usize,
 }
 
+impl Limits {
+    /// The limits `config` sets.
+    pub(crate) fn of(config: &crate::config::Config) -> Self {
+        Limits {
+            max_head: config.max_header_bytes,
+            max_headers: config.max_headers,
+        }
+    }
+}
+
 /// How the request body is delimited (RFC 9112 §6.3; a request is never
 /// delimited by the close of the connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

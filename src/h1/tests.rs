@@ -11,11 +11,7 @@ use crate::config::Config;
 use crate::fuzzing::{Outcome, as_sitio_runs, with_new_parser};
 
 fn limits() -> Limits {
-    let config = Config::default();
-    Limits {
-        max_head: config.max_header_bytes,
-        max_headers: config.max_headers,
-    }
+    Limits::of(&Config::default())
 }
 
 /// Requests that vary one thing at a time from a plain one: the method, the

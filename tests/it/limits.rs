@@ -441,3 +441,53 @@ async fn the_drain_closes_parked_connections_at_once() {
         assert!(rest.is_empty(), "{rest:?}");
     }
 }
+
+/// A client whose head was refused (400) and that keeps trickling bytes is
+/// in a lingering close: answered, sitio only drains it. At the connection
+/// cap it is the first to make room, though it never had an exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_close_makes_room_at_the_connection_cap() {
+    let backend = Backend::start().await;
+    let mut config = config_for(backend.port());
+    config.max_connections = 1;
+    let sitio = Sitio::start(config, Decorators::none()).await;
+    let mut refused = TcpStream::connect(sitio.addr).await.unwrap();
+    refused
+        .write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 9x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(
+        read_response(&mut refused, &mut buf, false)
+            .await
+            .unwrap()
+            .status,
+        400
+    );
+    // Bytes keep coming, each within the lingering close's quiet limit.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if refused.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let res = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw_request(sitio.addr, b"GET /status/200 HTTP/1.1\r\nHost: t\r\n\r\n"),
+    )
+    .await
+    .expect("the newcomer is admitted")
+    .unwrap();
+    assert_eq!(res.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the newcomer waited {:?} behind a lingering close",
+        started.elapsed()
+    );
+    trickle.abort();
+    sitio.stop().await;
+}
