@@ -56,6 +56,7 @@ impl Acceptor {
                 config,
                 http,
                 stop,
+                own_http1: true,
             },
             worker: 0,
             tasks,
@@ -169,6 +170,9 @@ pub(crate) struct Instance {
     pub(crate) http: Arc<http1::Builder>,
     /// Turns true when the drain begins: accept loops end, connections drain.
     pub(crate) stop: watch::Receiver<bool>,
+    /// sitio's own HTTP/1 server side (`h1::serve`) takes what it serves;
+    /// off, hyper's serves everything (the fuzz driver's reference).
+    pub(crate) own_http1: bool,
 }
 
 /// What serves a connection: the instance, and where an accepted one
@@ -257,6 +261,7 @@ struct Http1Client {
     /// Read, not waited on, while parked: the drain evicts parked
     /// connections through the idle registry (`server::run`).
     stop: watch::Receiver<bool>,
+    own_http1: bool,
     _listed: Option<crate::idle::Listed>,
     accepted: Option<Accepted>,
 }
@@ -333,6 +338,7 @@ impl Http1Client {
             config,
             http,
             stop,
+            own_http1,
         } = instance;
         let phase = Arc::new(phase);
         let listed = shared.connections.list(phase.clone());
@@ -348,6 +354,7 @@ impl Http1Client {
             http,
             config,
             stop,
+            own_http1,
             _listed: listed,
             accepted,
         }
@@ -365,7 +372,10 @@ impl Http1Client {
 
     fn awake<S: ClientStream>(&self, io: ClientIo<S>) -> Awake<S> {
         let (http, ctx, stop) = (self.http.clone(), self.ctx.clone(), self.stop.clone());
-        Box::pin(async move { serve_awake(io, &http, &ctx, stop).await })
+        let own = self
+            .own_http1
+            .then(|| crate::h1::head::Limits::of(&self.config));
+        Box::pin(async move { serve_awake(io, own, &http, &ctx, stop).await })
     }
 }
 
@@ -441,10 +451,20 @@ async fn wait_parked<S: ClientStream>(
 /// anything of hyper's (its buffers, its service).
 async fn serve_awake<S: ClientStream>(
     io: ClientIo<S>,
+    own: Option<crate::h1::head::Limits>,
     http: &http1::Builder,
     ctx: &Arc<ConnCtx>,
     stop: watch::Receiver<bool>,
 ) -> Option<Parked<S>> {
+    let mut io = io;
+    if let Some(limits) = own {
+        let draining = *stop.borrow();
+        match crate::h1::serve(&mut io, ctx, limits, draining).await {
+            crate::h1::Ended::Closed => return None,
+            crate::h1::Ended::Parked => return io.into_parked(),
+            crate::h1::Ended::Hyper(read) => io.unread(read),
+        }
+    }
     let mut conn = http
         .serve_connection(TokioIo::new(io), ProxyService(ctx.clone()))
         .with_upgrades();

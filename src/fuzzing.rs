@@ -49,6 +49,44 @@ fn service_port() -> u16 {
 /// header timeout), and returns every byte sitio sent back. Panics only if
 /// sitio does.
 pub fn serve_bytes(input: &[u8]) -> Vec<u8> {
+    serve_with(input, true)
+}
+
+/// [`serve_bytes`] with hyper's server side serving every request (sitio's
+/// own, `h1::serve`, off): the reference the new server side is held to.
+pub fn serve_bytes_by_hyper(input: &[u8]) -> Vec<u8> {
+    serve_with(input, false)
+}
+
+/// Whether sitio sends the same bytes for `input` with its own HTTP/1
+/// server side as with hyper's (the `date` values aside); `Err` shows both.
+pub fn served_alike(input: &[u8]) -> Result<(), String> {
+    let (own, hyper) = (serve_bytes(input), serve_bytes_by_hyper(input));
+    let (own, hyper) = (without_dates(&own), without_dates(&hyper));
+    if own == hyper {
+        return Ok(());
+    }
+    Err(format!("own:\n{own}\nhyper:\n{hyper}"))
+}
+
+/// `bytes` as text with every `date` field's value blanked.
+fn without_dates(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = &*text;
+    while let Some(at) = rest.find("\r\ndate: ") {
+        let value = at + "\r\ndate: ".len();
+        out.push_str(&rest[..value]);
+        out.push_str("<date>");
+        rest = rest[value..]
+            .find("\r\n")
+            .map_or("", |end| &rest[value + end..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+fn serve_with(input: &[u8], own_http1: bool) -> Vec<u8> {
     let config = Config {
         target_port: service_port(),
         header_timeout: Duration::from_millis(50),
@@ -81,6 +119,7 @@ pub fn serve_bytes(input: &[u8]) -> Vec<u8> {
             config,
             http,
             stop: stop_rx,
+            own_http1,
         };
         let conn = tokio::spawn(serve_connection((instance, None), server, peer));
         let _ = client.write_all(input).await;
@@ -116,7 +155,7 @@ pub enum Outcome {
 }
 
 /// The request head at the start of `input` read by sitio's own HTTP/1
-/// parser (`h1::head`, not yet serving clients) with the guard behind it.
+/// parser (`h1::head`) with the guard behind it.
 pub fn with_new_parser(input: &[u8]) -> Outcome {
     outcome_of(crate::h1::head::parse(
         &mut bytes::BytesMut::from(input),
@@ -161,12 +200,12 @@ pub fn head_outcomes(input: &[u8]) -> Option<(Outcome, Outcome)> {
     (new != Outcome::Incomplete).then(|| (new, as_sitio_runs(&request)))
 }
 
-/// What sitio as it serves clients today (hyper's parser, the guard) does
-/// with the first request of `input` ([`serve_bytes`]): a refusal is
+/// What sitio with hyper's server side (hyper's parser, the guard) does
+/// with the first request of `input` ([`serve_bytes_by_hyper`]): a refusal is
 /// sitio's when it names itself in `sitio-error` (the guard's) or is bare,
 /// with no content type and no body (hyper's own).
 pub fn as_sitio_runs(input: &[u8]) -> Outcome {
-    let out = serve_bytes(input);
+    let out = serve_bytes_by_hyper(input);
     if out.is_empty() {
         return Outcome::Closed;
     }

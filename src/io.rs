@@ -106,7 +106,8 @@ impl ConnPhase {
         }
     }
 
-    fn head_scanned(&self, framing: RawFraming) {
+    /// What the head about to start an exchange showed of its framing.
+    pub(crate) fn head_scanned(&self, framing: RawFraming) {
         let bits = u8::from(framing.content_length) * RAW_CONTENT_LENGTH
             + u8::from(framing.transfer_encoding) * RAW_TRANSFER_ENCODING;
         self.raw_framing.store(bits, Ordering::Relaxed);
@@ -156,6 +157,11 @@ impl ConnPhase {
     /// The drain asked the connection to close (see [`ConnPhase::evicted`]).
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The connection was evicted, or the drain began: it closes once idle.
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection was evicted or the drain began.
@@ -364,6 +370,26 @@ impl<S> ClientIo<S> {
         self.parked.then_some(Parked {
             stream: self.stream,
         })
+    }
+
+    /// The last read ended the wait for a head because the connection is
+    /// to be parked (see [`PARK_AFTER`]), not because the client closed.
+    pub(crate) fn is_parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Bytes read but not used (a head sitio's own server side leaves to
+    /// hyper's) are read again first, and scanned again.
+    pub(crate) fn unread(&mut self, bytes: Bytes) {
+        if self.prefix.is_empty() {
+            self.prefix = bytes;
+        } else {
+            let mut joined = bytes::BytesMut::with_capacity(bytes.len() + self.prefix.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.prefix);
+            self.prefix = joined.freeze();
+        }
+        self.scan.reset();
     }
 
     /// A parked connection whose next request's first bytes arrived: they are

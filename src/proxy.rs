@@ -101,6 +101,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         // Room first, then the future written into it: `Box::pin(future)`
         // built the 3.7 KiB future on the stack and copied it into the box,
         // once per request.
+        let req = req.map(Source::Wire);
         let exchange = Box::write(Box::new_uninit(), crate::engine::exchange(conn, req));
         Box::into_pin(exchange)
     }
@@ -133,7 +134,7 @@ pub(crate) struct Forward {
 }
 
 impl Leg for ConnCtx {
-    type In = Incoming;
+    type In = Source;
     type Forward = Forward;
 
     fn decorators(&self) -> &Decorators {
@@ -185,10 +186,10 @@ impl Leg for ConnCtx {
 
     fn request_body(
         &self,
-        body: Incoming,
+        body: Source,
         filters: Filters,
     ) -> (RequestBody, Option<Arc<RequestBodyState>>) {
-        RequestBody::new(Source::Wire(body), Some(&self.phase), filters)
+        RequestBody::new(body, Some(&self.phase), filters)
     }
 
     async fn send(

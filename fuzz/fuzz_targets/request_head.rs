@@ -1,6 +1,6 @@
-//! Arbitrary client bytes to sitio's own request-head parser (not yet
-//! serving clients) and to sitio as it serves them today (hyper's parser and
-//! the guard): every head both read to a decision is forwarded by both, or
+//! Arbitrary client bytes to sitio's own request-head parser and to sitio
+//! with hyper's server side (hyper's parser and the guard): every head both
+//! read to a decision is forwarded by both, or
 //! refused by both with the same status. Inputs that are not HTTP/1, or
 //! whose head is incomplete, are left to `request_path`. One known
 //! difference is allowed: where the new parser refuses a head, hyper may

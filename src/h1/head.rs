@@ -4,7 +4,7 @@
 //! framing, the connection's persistence), so that a request is taken or
 //! refused with the status it gets today.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header, request};
 
 use crate::guard::{RawFraming, Refusal};
@@ -63,6 +63,8 @@ pub(crate) struct RequestHead {
     pub(crate) expect_continue: bool,
     /// `Upgrade` (HTTP/1.1) or `CONNECT`.
     pub(crate) wants_upgrade: bool,
+    /// The head's bytes as they arrived (the header values share them).
+    pub(crate) wire: Bytes,
 }
 
 /// Why a head was refused, with the status and the refusal counter it gets.
@@ -109,7 +111,8 @@ impl Span {
 }
 
 /// Parses the request head at the start of `buf` and takes its bytes out of
-/// it: `Ok(None)` while it is incomplete (within `limits.max_head` bytes).
+/// it: `Ok(None)` while it is incomplete (within `limits.max_head` bytes);
+/// on `Err`, `buf` is as it was.
 pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<RequestHead>, Refused> {
     let mut inline = [Span::default(); INLINE_HEADERS];
     let mut heap = Vec::new();
@@ -123,11 +126,27 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Request
         return Ok(None);
     };
     let bytes = buf.split_to(line.len).freeze();
+    match build(bytes.clone(), line, &spans[..count]) {
+        Ok(head) => Ok(Some(head)),
+        Err(refused) => {
+            // Untouched on refusal: hyper, which answers refusals, reads
+            // the same bytes again (`h1::serve`).
+            let mut back = BytesMut::from(&bytes[..]);
+            back.unsplit(std::mem::take(buf));
+            *buf = back;
+            Err(refused)
+        }
+    }
+}
+
+/// The head of a complete request line and fields (`bytes`, which the
+/// values will share).
+fn build(bytes: Bytes, line: Line, spans: &[Span]) -> Result<RequestHead, Refused> {
     let uri = Uri::from_maybe_shared(bytes.slice(line.target.clone()))
         .map_err(|_| malformed("invalid request-target"))?;
     let mut fields = Fields::new(line.version, line.method == Method::CONNECT);
-    let mut headers = HeaderMap::with_capacity(count);
-    for span in &spans[..count] {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for span in spans {
         let raw = &bytes[span.name()];
         let name = match crate::names::common(raw) {
             Some(name) => name,
@@ -145,14 +164,15 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Request
     parts.uri = uri;
     parts.version = line.version;
     parts.headers = headers;
-    Ok(Some(RequestHead {
+    Ok(RequestHead {
         parts,
         body,
         raw: fields.raw,
         keep_alive,
         expect_continue: fields.expect_continue,
         wants_upgrade: fields.wants_upgrade,
-    }))
+        wire: bytes,
+    })
 }
 
 /// The request line of a complete head, with where its fields are.
@@ -341,7 +361,7 @@ impl Fields {
 }
 
 /// A `Content-Length` value: decimal digits only (no sign, no list).
-fn digits(bytes: &[u8]) -> Option<u64> {
+pub(super) fn digits(bytes: &[u8]) -> Option<u64> {
     if bytes.is_empty() {
         return None;
     }

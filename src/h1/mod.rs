@@ -1,27 +1,38 @@
-//! sitio's own server side of HTTP/1 (the client connection), being built to
-//! replace hyper's there as `upstream::h1` replaced hyper's client: hyper's
-//! server side is now the largest part of sitio's user-space instructions
-//! per request (its dispatcher, a `HeaderMap` built and encoded for each
-//! head, a new 8 KiB read buffer per request). See docs/benchmarks.md.
-//!
-//! Built in steps, each checked against what serves clients today (hyper's
-//! parser with sitio's guard behind it) before it takes over:
+//! sitio's own server side of HTTP/1 (the client connection), taking over
+//! from hyper's there as `upstream::h1` did for the client side: hyper's
+//! server side was the largest part of sitio's user-space instructions per
+//! request (its dispatcher, a new 8 KiB read buffer per request). See
+//! docs/benchmarks.md.
 //!
 //! - `head`: the request head, parsed by `httparse` into one buffer shared by
-//!   the header values, with the framing facts the guard needs read from the
-//!   raw fields (hyper drops a `Content-Length` that `Transfer-Encoding`
-//!   overrides, so today a scan of the raw bytes notes it, and misses heads
-//!   pipelined in the same read).
+//!   the header values, read by hyper's rules (framing, persistence, limits),
+//!   with the raw framing fields the guard needs.
+//! - `response` and `send`: the response head encoded and the body framed by
+//!   hyper's server rules (`content-length` or chunked, HEAD/204/304, `date`,
+//!   `connection: close`), head and a ready body written together.
+//! - `serve`: the connection loop (keep-alive, pipelining, the client watched
+//!   while its exchange runs, the drain and the connection cap). It serves
+//!   HTTP/1.1 requests without a body; whatever else arrives is handed, with
+//!   every byte read, to hyper's server, which answers it as before.
 //!
-//! Still to come: the request body's decoder (the chunked decoder of
-//! `upstream::h1` serves both directions), the response encoder, and the
-//! connection loop (keep-alive, pipelining, `100-continue`, upgrades, the
-//! timeouts, parking and the lingering close that `io` now does under hyper).
+//! Each part is held to hyper on the same bytes: the parser on generated
+//! heads, the desync corpus and a fuzz target (`request_head`); the encoder
+//! on every combination of framing fields and bodies (`encode_tests`); the
+//! whole connection, served both ways, on the same inputs (`tests`, and the
+//! `server_side` fuzz target).
+//!
+//! Still to come: request bodies (the chunked decoder of `upstream::h1`
+//! serves both directions), `100-continue`, upgrades and HTTP/1.0 clients,
+//! then heads forwarded as bytes when no decorator reads them.
 
-// Until the connection loop reads requests with it, only the tests and the
-// fuzz target (`fuzz/fuzz_targets/request_head.rs`) do.
-#![cfg_attr(not(test), allow(dead_code))]
-
+mod date;
+#[cfg(test)]
+mod encode_tests;
 pub(crate) mod head;
+mod response;
+mod send;
+mod serve;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use serve::{Ended, serve};

@@ -39,6 +39,8 @@ impl RequestBodyState {
 /// Where a request body comes from: the client connection, or (in
 /// `Decorators::simulate`) a body made in memory.
 pub(crate) enum Source {
+    /// No body: the head said so (sitio's own HTTP/1 server side).
+    Empty,
     Wire(Incoming),
     Made(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
 }
@@ -46,6 +48,7 @@ pub(crate) enum Source {
 impl Source {
     fn is_end_stream(&self) -> bool {
         match self {
+            Source::Empty => true,
             Source::Wire(b) => b.is_end_stream(),
             Source::Made(b) => b.is_end_stream(),
         }
@@ -53,6 +56,7 @@ impl Source {
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            Source::Empty => SizeHint::with_exact(0),
             Source::Wire(b) => b.size_hint(),
             Source::Made(b) => b.size_hint(),
         }
@@ -60,6 +64,7 @@ impl Source {
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self {
+            Source::Empty => Poll::Ready(None),
             Source::Wire(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Source::Made(b) => Pin::new(b).poll_frame(cx),
         }

@@ -1,0 +1,314 @@
+//! The response side against hyper's server: the same response, for the
+//! same request, is sent by hyper (over an in-memory connection) and by
+//! `send::response`; the client must read the same bytes (the date aside),
+//! and the connection must persist after both or after neither.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode, Version};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::response::Asked;
+use super::send::{self, Unwatched};
+use crate::body::BoxError;
+
+/// A response body with the end and length hint a case asks for.
+struct Canned {
+    frames: VecDeque<Frame<Bytes>>,
+    /// `is_end_stream` once the frames are out (else one more poll says so).
+    ends_known: bool,
+    hint: Option<u64>,
+}
+
+impl HttpBody for Canned {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.frames.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ends_known && self.frames.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.hint {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Case {
+    request: &'static str,
+    status: StatusCode,
+    version: Version,
+    reason: Option<&'static str>,
+    fields: Vec<(&'static str, &'static str)>,
+    body: Vec<&'static [u8]>,
+    trailers: bool,
+    ends_known: bool,
+    hint: Option<u64>,
+}
+
+impl Case {
+    fn response(&self) -> Response<Canned> {
+        let mut frames: VecDeque<Frame<Bytes>> = self
+            .body
+            .iter()
+            .map(|b| Frame::data(Bytes::from_static(b)))
+            .collect();
+        if self.trailers {
+            let mut t = HeaderMap::new();
+            t.insert("x-checksum", "abc".parse().unwrap());
+            frames.push_back(Frame::trailers(t));
+        }
+        let mut res = Response::new(Canned {
+            frames,
+            ends_known: self.ends_known,
+            hint: self.hint,
+        });
+        *res.status_mut() = self.status;
+        *res.version_mut() = self.version;
+        for (name, value) in &self.fields {
+            res.headers_mut().append(*name, value.parse().unwrap());
+        }
+        if let Some(reason) = self.reason {
+            let reason = hyper::ext::ReasonPhrase::try_from(reason.as_bytes()).unwrap();
+            res.extensions_mut().insert(reason);
+        }
+        res
+    }
+
+    fn asked(&self) -> Asked {
+        Asked {
+            head: self.request.starts_with("HEAD"),
+            keep_alive: !self.request.contains("close"),
+        }
+    }
+}
+
+/// What the client read, with the date's value blanked, and whether the
+/// connection stayed open after it.
+type Seen = (String, bool);
+
+fn blank_date(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    match text.find("date: ") {
+        Some(at) if text.len() >= at + 6 + 29 => {
+            format!("{}date: <now>{}", &text[..at], &text[at + 6 + 29..])
+        }
+        _ => text,
+    }
+}
+
+/// Reads until the end of stream or until nothing more comes (paused time:
+/// the timeout fires once every task waits).
+async fn read_all(client: &mut tokio::io::DuplexStream) -> Seen {
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (blank_date(&seen), false),
+            Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
+            Err(_) => return (blank_date(&seen), true),
+        }
+    }
+}
+
+async fn by_hyper(case: &Case) -> Seen {
+    let (mut client, server) = tokio::io::duplex(1 << 20);
+    let res = Arc::new(Mutex::new(Some(case.response())));
+    let service = hyper::service::service_fn(move |_req| {
+        let res = res.lock().unwrap().take().unwrap();
+        async move { Ok::<_, std::convert::Infallible>(res) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+    let task = tokio::spawn(conn);
+    client.write_all(case.request.as_bytes()).await.unwrap();
+    let seen = read_all(&mut client).await;
+    task.abort();
+    seen
+}
+
+async fn by_sitio(case: &Case) -> Seen {
+    let (mut client, mut server) = tokio::io::duplex(1 << 20);
+    let mut out = Vec::new();
+    let sent = send::response(
+        &mut server,
+        case.response(),
+        case.asked(),
+        &mut out,
+        &mut Unwatched,
+    )
+    .await;
+    let persists = sent.unwrap_or(false);
+    if !persists {
+        drop(server);
+    }
+    let (bytes, open) = read_all(&mut client).await;
+    (bytes, open && persists)
+}
+
+fn base() -> Case {
+    Case {
+        request: "GET / HTTP/1.1\r\nhost: a\r\n\r\n",
+        status: StatusCode::OK,
+        version: Version::HTTP_11,
+        reason: None,
+        fields: vec![("content-type", "text/plain")],
+        body: vec![b"hello"],
+        trailers: false,
+        ends_known: true,
+        hint: Some(5),
+    }
+}
+
+/// A body's frames, whether its end is known once they are out, its hint.
+type Body = (Vec<&'static [u8]>, bool, Option<u64>);
+
+/// Every variation of one thing from `base`, and some of two.
+fn cases() -> Vec<Case> {
+    let big: &'static [u8] = Box::leak(vec![b'x'; 10_010].into_boxed_slice());
+    let mut out = Vec::new();
+    let requests = [
+        "GET / HTTP/1.1\r\nhost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        "HEAD / HTTP/1.1\r\nhost: a\r\n\r\n",
+    ];
+    let bodies: Vec<Body> = vec![
+        (vec![b"hello"], true, Some(5)),
+        (vec![], true, Some(0)),
+        (vec![], false, None),
+        (vec![b"hel", b"lo"], true, None),
+        (vec![b"hel", b"", b"lo"], false, None),
+        (vec![b"hel", b"lo"], false, Some(5)),
+        (vec![big, b"tail"], true, None),
+        (vec![big], true, Some(10_010)),
+        (vec![b"hello", b" world"], true, Some(5)),
+    ];
+    let fields: Vec<Vec<(&'static str, &'static str)>> = vec![
+        vec![],
+        vec![("content-length", "5")],
+        vec![("content-length", "5"), ("content-length", "5")],
+        vec![("transfer-encoding", "chunked")],
+        vec![("transfer-encoding", "gzip")],
+        vec![("transfer-encoding", "gzip"), ("connection", "x")],
+        vec![("connection", "keep-alive")],
+        vec![("connection", "close")],
+        vec![("connection", "upgrade"), ("connection", "x-a")],
+        vec![("date", "Mon, 01 Jan 2001 00:00:00 GMT")],
+        vec![
+            ("trailer", "x-checksum"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ],
+        vec![("x-a", "1"), ("content-length", "5"), ("x-b", "2")],
+    ];
+    for request in requests {
+        for (body, ends_known, hint) in &bodies {
+            for f in &fields {
+                // hyper asserts (in debug builds) that a stated length is the
+                // body's known one; a body never claims a false one here.
+                let stated = f.iter().any(|(n, _)| *n == "content-length");
+                if stated && hint.is_some_and(|h| h != 5) {
+                    continue;
+                }
+                out.push(Case {
+                    request,
+                    body: body.clone(),
+                    ends_known: *ends_known,
+                    hint: *hint,
+                    fields: f.clone(),
+                    ..base()
+                });
+            }
+        }
+    }
+    for status in [201, 204, 304, 404, 500, 103] {
+        for request in requests {
+            let status = StatusCode::from_u16(status).unwrap();
+            out.push(Case {
+                request,
+                status,
+                ..base()
+            });
+            out.push(Case {
+                request,
+                status,
+                hint: None,
+                ..base()
+            });
+        }
+    }
+    out.push(Case {
+        reason: Some("Fine Thanks"),
+        ..base()
+    });
+    out.push(Case {
+        status: StatusCode::NOT_FOUND,
+        reason: Some("Nope"),
+        ..base()
+    });
+    out.push(Case {
+        version: Version::HTTP_10,
+        hint: None,
+        ..base()
+    });
+    out.push(Case {
+        trailers: true,
+        hint: None,
+        ..base()
+    });
+    out.push(Case {
+        fields: vec![("content-length", "5"), ("content-length", "6")],
+        hint: None,
+        ..base()
+    });
+    out.push(Case {
+        fields: vec![("content-length", "five")],
+        hint: None,
+        ..base()
+    });
+    out.push(Case {
+        fields: vec![("content-length", "5"), ("transfer-encoding", "chunked")],
+        hint: None,
+        ..base()
+    });
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn responses_go_out_as_hyper_sends_them() {
+    let cases = cases();
+    let mut differ = Vec::new();
+    for case in &cases {
+        let (hyper, sitio) = (by_hyper(case).await, by_sitio(case).await);
+        if hyper != sitio {
+            differ.push(format!(
+                "{:?} {} {:?} {:?} body {:?} known-end {} hint {:?}:\n hyper {hyper:?}\n sitio {sitio:?}",
+                case.request, case.status, case.version, case.fields, case.body.iter().map(|b| b.len()).collect::<Vec<_>>(), case.ends_known, case.hint
+            ));
+        }
+    }
+    assert!(cases.len() > 300, "{} cases", cases.len());
+    assert!(
+        differ.is_empty(),
+        "{} of {} differ:\n{}",
+        differ.len(),
+        cases.len(),
+        differ.join("\n")
+    );
+}

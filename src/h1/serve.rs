@@ -1,0 +1,307 @@
+//! The client connection's loop on sitio's own HTTP/1 server side: read a
+//! head, run its exchange while watching the client, send the response,
+//! again, in one buffer per direction that lives as long as the connection
+//! is awake (hyper's server allocates a new read buffer for every request).
+//!
+//! It serves what most exchanges are: HTTP/1.1 requests without a body
+//! (`GET`, `HEAD`, `DELETE`...). Anything else — a head it refuses, a body, a
+//! `100-continue`, an upgrade, `TE`, HTTP/1.0 — is handed with every byte
+//! read so far to hyper's server (`connection::serve_awake`), which answers
+//! it as it always did; the connection stays with hyper until it is next
+//! parked. Timeouts, parking and the lingering close are `ClientIo`'s, as
+//! under hyper.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Version, header};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::head::{self, BodyFraming, Limits, RequestHead};
+use super::send::{self, Watch};
+use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled};
+use crate::proxy::ConnCtx;
+use crate::upstream::Source;
+
+/// What a connection's read buffer starts with, and grows by.
+const READ_BUF: usize = 8 * 1024;
+/// Room below which the read buffer is grown (or reclaimed, once the heads
+/// read into it are dropped) before a read.
+const READ_MIN: usize = 2 * 1024;
+/// How long a request already on its way when the drain or the cap ends the
+/// connection may take to arrive (as under hyper, `connection::serve_http1`).
+const GRACE: Duration = Duration::from_secs(1);
+
+/// How the loop ended.
+pub(crate) enum Ended {
+    /// The connection is over (closed, failed, or its client left).
+    Closed,
+    /// Idle long enough to park: `ClientIo::into_parked` has the socket.
+    Parked,
+    /// A request this side does not serve: its bytes and all read after
+    /// them, for hyper to read first.
+    Hyper(Bytes),
+}
+
+/// Why a wait ended without what it waited for.
+enum Stop {
+    Closed,
+    Parked,
+    Hyper(Bytes),
+    Failed(io::Error),
+}
+
+/// Serves the client until the connection ends, parks or needs hyper.
+/// `draining`: the drain had begun when the connection woke; the request on
+/// its way is served, then the connection closes.
+pub(crate) async fn serve<S>(
+    io: &mut ClientIo<S>,
+    ctx: &Arc<ConnCtx>,
+    limits: Limits,
+    draining: bool,
+) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = Conn {
+        buf: BytesMut::new(),
+        out: Vec::new(),
+        first: ctx.phase.exchanges(),
+        closing: draining.then(|| Instant::now() + GRACE),
+    };
+    let stop = loop {
+        match conn.exchange(io, ctx, limits).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Normal end of a connection that does not persist: FIN,
+                // lingering if the client may still send (`ClientIo`).
+                let _ = io.shutdown().await;
+                break Stop::Closed;
+            }
+            Err(stop) => break stop,
+        }
+    };
+    match stop {
+        Stop::Closed => Ended::Closed,
+        Stop::Parked => Ended::Parked,
+        Stop::Hyper(bytes) => Ended::Hyper(bytes),
+        Stop::Failed(e) => {
+            log_failure(ctx, &e);
+            Ended::Closed
+        }
+    }
+}
+
+/// One awake connection's buffers and drain state.
+struct Conn {
+    /// Bytes read and not yet parsed.
+    buf: BytesMut,
+    /// The response head (and small body frames) on their way out.
+    out: Vec<u8>,
+    /// Exchanges when the connection woke: until one more starts, a request
+    /// is on its way.
+    first: u32,
+    /// The connection closes after the exchange in progress; a request on
+    /// its way may arrive until then.
+    closing: Option<Instant>,
+}
+
+impl Conn {
+    /// One exchange; `Ok(false)`: the connection closes after it.
+    async fn exchange<S>(
+        &mut self,
+        io: &mut ClientIo<S>,
+        ctx: &Arc<ConnCtx>,
+        limits: Limits,
+    ) -> Result<bool, Stop>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let head = self.read_head(io, &ctx.phase, limits).await?;
+        if !served_here(&head) {
+            return Err(Stop::Hyper(self.give_back(head.wire)));
+        }
+        let phase = &ctx.phase;
+        phase.head_scanned(head.raw);
+        phase.request_arrived(false);
+        let asked_head = head.parts.method == Method::HEAD;
+        let mut keep_alive = head.keep_alive && self.closing.is_none();
+        let req = Request::from_parts(head.parts, Source::Empty);
+        // Room first, then the future written into it (see `ProxyService`).
+        let exchange = Box::write(Box::new_uninit(), crate::engine::exchange(ctx.clone(), req));
+        let mut exchange = Box::into_pin(exchange);
+        let mut watch = Client {
+            buf: &mut self.buf,
+            gone: false,
+        };
+        let res = std::future::poll_fn(|cx| {
+            if let Poll::Ready(Ok(res)) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Ok(res));
+            }
+            // Interim responses (103) the exchange queued go out now.
+            if let Poll::Ready(Err(e)) = Pin::new(&mut *io).poll_flush(cx) {
+                return Poll::Ready(Err(Stop::Failed(e)));
+            }
+            watch
+                .poll_gone(io, cx)
+                .map(|e| Err(e.map_or(Stop::Closed, Stop::Failed)))
+        })
+        .await?;
+        drop(exchange);
+        keep_alive &= !phase.is_evicted();
+        let asked = super::response::Asked {
+            head: asked_head,
+            keep_alive,
+        };
+        match send::response(io, res, asked, &mut self.out, &mut watch).await {
+            Ok(persists) => Ok(persists),
+            Err(send::Failed::Io(e)) => Err(Stop::Failed(e)),
+            Err(send::Failed::ClientGone) => Err(Stop::Closed),
+            Err(other) => {
+                tracing::debug!(client = %ctx.peer, error = %other, "response not sent whole; connection closed");
+                Err(Stop::Closed)
+            }
+        }
+    }
+
+    /// Reads until a whole head is in: parsed, or handed to hyper when the
+    /// parser refuses it (hyper answers it as before).
+    async fn read_head<S>(
+        &mut self,
+        io: &mut ClientIo<S>,
+        phase: &ConnPhase,
+        limits: Limits,
+    ) -> Result<RequestHead, Stop>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            if !self.buf.is_empty() {
+                match head::parse(&mut self.buf, limits) {
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) => {}
+                    Err(_) => return Err(Stop::Hyper(std::mem::take(&mut self.buf).freeze())),
+                }
+            }
+            let read = match self.closing {
+                None => tokio::select! {
+                    biased;
+                    read = fill(io, &mut self.buf) => read,
+                    () = phase.evicted() => {
+                        if phase.exchanges() != self.first {
+                            return Err(Stop::Closed);
+                        }
+                        // The request that woke the connection may still come.
+                        self.closing = Some(Instant::now() + GRACE);
+                        continue;
+                    }
+                },
+                // Closing before this connection's first exchange (the only
+                // time a closing connection reads a head): its grace.
+                Some(until) => tokio::select! {
+                    biased;
+                    read = fill(io, &mut self.buf) => read,
+                    () = tokio::time::sleep_until(until) => return Err(Stop::Closed),
+                },
+            };
+            match read {
+                Ok(0) if io.is_parked() && self.buf.is_empty() => return Err(Stop::Parked),
+                Ok(0) => return Err(Stop::Closed),
+                Ok(_) => {}
+                Err(e) => return Err(Stop::Failed(e)),
+            }
+        }
+    }
+
+    /// A head and what followed it, to be read again by hyper.
+    fn give_back(&mut self, wire: Bytes) -> Bytes {
+        let rest = std::mem::take(&mut self.buf);
+        if rest.is_empty() {
+            return wire;
+        }
+        let mut joined = BytesMut::with_capacity(wire.len() + rest.len());
+        joined.extend_from_slice(&wire);
+        joined.extend_from_slice(&rest);
+        joined.freeze()
+    }
+}
+
+/// Whether this side serves the request (else hyper does, see the module).
+fn served_here(head: &RequestHead) -> bool {
+    head.parts.version == Version::HTTP_11
+        && head.body == BodyFraming::Empty
+        && !head.expect_continue
+        && !head.wants_upgrade
+        && !head.parts.headers.contains_key(header::TE)
+}
+
+/// Reads what the client sent into `buf` (0: the client closed, or
+/// `ClientIo` ended the wait to park).
+async fn fill<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+    std::future::poll_fn(|cx| poll_fill(io, cx, buf)).await
+}
+
+fn poll_fill<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_MIN {
+        // Reclaims the buffer in place once the heads that share it are gone.
+        buf.reserve(READ_BUF);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Watches the client while its exchange runs, as hyper does: its leaving
+/// (end of stream) ends the exchange; bytes it sends early (a pipelined
+/// request) are kept for later, and then it is no longer read.
+struct Client<'b> {
+    buf: &'b mut BytesMut,
+    gone: bool,
+}
+
+impl Watch for Client<'_> {
+    fn poll_gone<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Error>> {
+        if self.gone || !self.buf.is_empty() {
+            return Poll::Pending;
+        }
+        let read = ready!(poll_fill(io, cx, self.buf));
+        match read {
+            Ok(0) => {
+                self.gone = true;
+                Poll::Ready(None)
+            }
+            Ok(_) => Poll::Pending,
+            Err(e) => {
+                self.gone = true;
+                Poll::Ready(Some(e))
+            }
+        }
+    }
+}
+
+/// Logs (and counts) why a connection failed, as for hyper's connections.
+fn log_failure(ctx: &ConnCtx, e: &io::Error) {
+    let peer = ctx.peer;
+    let inner = e.get_ref();
+    if inner.is_some_and(|i| i.is::<HeaderTimeout>()) {
+        let connections = &ctx.shared.telemetry.connections;
+        connections.refused(crate::guard::Refusal::HeaderTimeout);
+        tracing::info!(client = %peer, status = 408, "request head too slow; connection closed");
+    } else if let Some(why) = inner.and_then(|i| i.downcast_ref::<Stalled>()) {
+        tracing::info!(client = %peer, "{why}; connection closed");
+    } else {
+        tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+    }
+}
