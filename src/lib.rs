@@ -121,6 +121,7 @@ pub mod telemetry;
 mod admin;
 mod cli;
 mod client;
+mod client_body;
 mod clock;
 mod compose;
 mod connection;

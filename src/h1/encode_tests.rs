@@ -145,12 +145,12 @@ async fn by_hyper(case: &Case) -> Seen {
 
 async fn by_sitio(case: &Case) -> Seen {
     let (mut client, mut server) = tokio::io::duplex(1 << 20);
-    let mut out = Vec::new();
+    let (mut out, mut spare) = (Vec::new(), None);
     let sent = send::response(
         &mut server,
         case.response(),
         case.asked(),
-        &mut out,
+        (&mut out, &mut spare),
         &mut Unwatched,
     )
     .await;

@@ -113,7 +113,22 @@ impl Span {
 /// Parses the request head at the start of `buf` and takes its bytes out of
 /// it: `Ok(None)` while it is incomplete (within `limits.max_head` bytes);
 /// on `Err`, `buf` is as it was.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<RequestHead>, Refused> {
+    parse_into(buf, limits, HeaderMap::new())
+}
+
+/// Header fields a request gains on its way (the forwarding fields, `host`):
+/// room kept for them so that the map does not grow then.
+const ROOM: usize = 6;
+
+/// [`parse`], with the fields read into `headers` (emptied first): a map a
+/// previous exchange is done with keeps its allocation for this one.
+pub(crate) fn parse_into(
+    buf: &mut BytesMut,
+    limits: Limits,
+    mut headers: HeaderMap,
+) -> Result<Option<RequestHead>, Refused> {
     let mut inline = [Span::default(); INLINE_HEADERS];
     let mut heap = Vec::new();
     let spans = if limits.max_headers <= INLINE_HEADERS {
@@ -126,7 +141,9 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Request
         return Ok(None);
     };
     let bytes = buf.split_to(line.len).freeze();
-    match build(bytes.clone(), line, &spans[..count]) {
+    headers.clear();
+    headers.reserve(count + ROOM);
+    match build(bytes.clone(), line, &spans[..count], headers) {
         Ok(head) => Ok(Some(head)),
         Err(refused) => {
             // Untouched on refusal: hyper, which answers refusals, reads
@@ -141,11 +158,15 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Request
 
 /// The head of a complete request line and fields (`bytes`, which the
 /// values will share).
-fn build(bytes: Bytes, line: Line, spans: &[Span]) -> Result<RequestHead, Refused> {
+fn build(
+    bytes: Bytes,
+    line: Line,
+    spans: &[Span],
+    mut headers: HeaderMap,
+) -> Result<RequestHead, Refused> {
     let uri = Uri::from_maybe_shared(bytes.slice(line.target.clone()))
         .map_err(|_| malformed("invalid request-target"))?;
     let mut fields = Fields::new(line.version, line.method == Method::CONNECT);
-    let mut headers = HeaderMap::with_capacity(spans.len());
     for span in spans {
         let raw = &bytes[span.name()];
         let name = match crate::names::common(raw) {

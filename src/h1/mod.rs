@@ -34,5 +34,6 @@ mod send;
 mod serve;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 pub(crate) use serve::{Ended, serve};

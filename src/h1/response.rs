@@ -218,6 +218,20 @@ struct Fields {
     prev_len: Option<u64>,
 }
 
+impl Fields {
+    /// Ends the line of a name whose values were joined on one.
+    fn end_line(&self, open: &mut bool, dst: &mut Vec<u8>) {
+        if std::mem::take(open) {
+            let end: &[u8] = if self.must_chunk {
+                b", chunked\r\n"
+            } else {
+                b"\r\n"
+            };
+            dst.extend_from_slice(end);
+        }
+    }
+}
+
 impl Framed {
     fn encode(&self, head: &response::Parts, dst: &mut Vec<u8>) -> Result<Encoder, Unsendable> {
         status_line(head, dst);
@@ -231,20 +245,18 @@ impl Framed {
         };
         let http10 = head.version == Version::HTTP_10;
         let chunkable = !http10 && can_chunk(self.asked, head.status);
-        for name in head.headers.keys() {
-            let mut open = false;
-            for value in head.headers.get_all(name) {
-                self.field(&mut f, (name, value), chunkable, &mut open, dst)?;
+        // The values of one name come one after the other, all with the
+        // same key (one entry of the map): a new key is a new name.
+        let mut current: Option<&header::HeaderName> = None;
+        let mut open = false;
+        for (name, value) in &head.headers {
+            if !current.is_some_and(|c| std::ptr::eq(c, name)) {
+                f.end_line(&mut open, dst);
+                current = Some(name);
             }
-            if open {
-                let end: &[u8] = if f.must_chunk {
-                    b", chunked\r\n"
-                } else {
-                    b"\r\n"
-                };
-                dst.extend_from_slice(end);
-            }
+            self.field(&mut f, (name, value), chunkable, &mut open, dst)?;
         }
+        f.end_line(&mut open, dst);
         if !f.wrote_len {
             f.kind = self.implied(head.status, chunkable, dst);
         }

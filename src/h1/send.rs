@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::Response;
+use http::{HeaderMap, Response};
 use hyper::body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -73,13 +73,14 @@ impl std::fmt::Display for Failed {
     }
 }
 
-/// Sends `res` to the client on `io`, with `out` as its write buffer.
+/// Sends `res` to the client on `io`, with `out` as its write buffer; the
+/// response's emptied field map is left in `spare` for the next request.
 /// `Ok(true)`: the connection may carry another exchange.
 pub(crate) async fn response<S, B>(
     io: &mut S,
     res: Response<B>,
     asked: Asked,
-    out: &mut Vec<u8>,
+    (out, spare): (&mut Vec<u8>, &mut Option<HeaderMap>),
     watch: &mut impl Watch,
 ) -> Result<bool, Failed>
 where
@@ -97,7 +98,10 @@ where
     };
     out.clear();
     let encoded = encode_head(&mut head, asked, length, out);
+    let mut fields = std::mem::take(&mut head.headers);
     drop(head);
+    fields.clear();
+    *spare = Some(fields);
     let mut enc = match encoded {
         Ok(enc) if length.is_some() && !enc.is_eof() => enc,
         Ok(enc) => {

@@ -15,25 +15,22 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Version, header};
+use http::{HeaderMap, Method, Request, Version, header};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::head::{self, BodyFraming, Limits, RequestHead};
 use super::send::{self, Watch};
+use super::watch::{Client, fill};
+use crate::client_body::Feed;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled};
 use crate::proxy::ConnCtx;
 use crate::upstream::Source;
 
-/// What a connection's read buffer starts with, and grows by.
-const READ_BUF: usize = 8 * 1024;
-/// Room below which the read buffer is grown (or reclaimed, once the heads
-/// read into it are dropped) before a read.
-const READ_MIN: usize = 2 * 1024;
 /// How long a request already on its way when the drain or the cap ends the
 /// connection may take to arrive (as under hyper, `connection::serve_http1`).
 const GRACE: Duration = Duration::from_secs(1);
@@ -72,6 +69,7 @@ where
     let mut conn = Conn {
         buf: BytesMut::new(),
         out: Vec::new(),
+        spare: None,
         first: ctx.phase.exchanges(),
         closing: draining.then(|| Instant::now() + GRACE),
     };
@@ -104,6 +102,8 @@ struct Conn {
     buf: BytesMut,
     /// The response head (and small body frames) on their way out.
     out: Vec<u8>,
+    /// The last response's field map, emptied: the next request's.
+    spare: Option<HeaderMap>,
     /// Exchanges when the connection woke: until one more starts, a request
     /// is on its way.
     first: u32,
@@ -129,17 +129,21 @@ impl Conn {
         }
         let phase = &ctx.phase;
         phase.head_scanned(head.raw);
-        phase.request_arrived(false);
+        let (feed, body) = match head.body {
+            BodyFraming::Length(len) => {
+                let (feed, body) = Feed::new(len);
+                (Some(feed), Source::Client(body))
+            }
+            BodyFraming::Empty | BodyFraming::Chunked => (None, Source::Empty),
+        };
+        phase.request_arrived(feed.is_some());
         let asked_head = head.parts.method == Method::HEAD;
         let mut keep_alive = head.keep_alive && self.closing.is_none();
-        let req = Request::from_parts(head.parts, Source::Empty);
+        let req = Request::from_parts(head.parts, body);
         // Room first, then the future written into it (see `ProxyService`).
         let exchange = Box::write(Box::new_uninit(), crate::engine::exchange(ctx.clone(), req));
         let mut exchange = Box::into_pin(exchange);
-        let mut watch = Client {
-            buf: &mut self.buf,
-            gone: false,
-        };
+        let mut watch = Client::new(&mut self.buf, feed);
         let res = std::future::poll_fn(|cx| {
             if let Poll::Ready(Ok(res)) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(Ok(res));
@@ -159,8 +163,10 @@ impl Conn {
             head: asked_head,
             keep_alive,
         };
-        match send::response(io, res, asked, &mut self.out, &mut watch).await {
-            Ok(persists) => Ok(persists),
+        let buffers = (&mut self.out, &mut self.spare);
+        match send::response(io, res, asked, buffers, &mut watch).await {
+            // A body left unread closes the connection (the close lingers).
+            Ok(persists) => Ok(persists && watch.body_done(phase)),
             Err(send::Failed::Io(e)) => Err(Stop::Failed(e)),
             Err(send::Failed::ClientGone) => Err(Stop::Closed),
             Err(other) => {
@@ -183,7 +189,8 @@ impl Conn {
     {
         loop {
             if !self.buf.is_empty() {
-                match head::parse(&mut self.buf, limits) {
+                let fields = self.spare.take().unwrap_or_default();
+                match head::parse_into(&mut self.buf, limits, fields) {
                     Ok(Some(head)) => return Ok(head),
                     Ok(None) => {}
                     Err(_) => return Err(Stop::Hyper(std::mem::take(&mut self.buf).freeze())),
@@ -235,60 +242,10 @@ impl Conn {
 /// Whether this side serves the request (else hyper does, see the module).
 fn served_here(head: &RequestHead) -> bool {
     head.parts.version == Version::HTTP_11
-        && head.body == BodyFraming::Empty
+        && head.body != BodyFraming::Chunked
         && !head.expect_continue
         && !head.wants_upgrade
         && !head.parts.headers.contains_key(header::TE)
-}
-
-/// Reads what the client sent into `buf` (0: the client closed, or
-/// `ClientIo` ended the wait to park).
-async fn fill<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
-    std::future::poll_fn(|cx| poll_fill(io, cx, buf)).await
-}
-
-fn poll_fill<S: AsyncRead + Unpin>(
-    io: &mut S,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_MIN {
-        // Reclaims the buffer in place once the heads that share it are gone.
-        buf.reserve(READ_BUF);
-    }
-    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
-}
-
-/// Watches the client while its exchange runs, as hyper does: its leaving
-/// (end of stream) ends the exchange; bytes it sends early (a pipelined
-/// request) are kept for later, and then it is no longer read.
-struct Client<'b> {
-    buf: &'b mut BytesMut,
-    gone: bool,
-}
-
-impl Watch for Client<'_> {
-    fn poll_gone<S: AsyncRead + Unpin>(
-        &mut self,
-        io: &mut S,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<io::Error>> {
-        if self.gone || !self.buf.is_empty() {
-            return Poll::Pending;
-        }
-        let read = ready!(poll_fill(io, cx, self.buf));
-        match read {
-            Ok(0) => {
-                self.gone = true;
-                Poll::Ready(None)
-            }
-            Ok(_) => Poll::Pending,
-            Err(e) => {
-                self.gone = true;
-                Poll::Ready(Some(e))
-            }
-        }
-    }
 }
 
 /// Logs (and counts) why a connection failed, as for hyper's connections.

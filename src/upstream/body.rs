@@ -41,6 +41,8 @@ impl RequestBodyState {
 pub(crate) enum Source {
     /// No body: the head said so (sitio's own HTTP/1 server side).
     Empty,
+    /// A body of known length that sitio's own HTTP/1 server side reads.
+    Client(crate::client_body::ClientBody),
     Wire(Incoming),
     Made(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
 }
@@ -49,6 +51,7 @@ impl Source {
     fn is_end_stream(&self) -> bool {
         match self {
             Source::Empty => true,
+            Source::Client(b) => b.is_end_stream(),
             Source::Wire(b) => b.is_end_stream(),
             Source::Made(b) => b.is_end_stream(),
         }
@@ -57,6 +60,7 @@ impl Source {
     fn size_hint(&self) -> SizeHint {
         match self {
             Source::Empty => SizeHint::with_exact(0),
+            Source::Client(b) => b.size_hint(),
             Source::Wire(b) => b.size_hint(),
             Source::Made(b) => b.size_hint(),
         }
@@ -65,6 +69,7 @@ impl Source {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self {
             Source::Empty => Poll::Ready(None),
+            Source::Client(b) => Pin::new(b).poll_frame(cx),
             Source::Wire(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Source::Made(b) => Pin::new(b).poll_frame(cx),
         }

@@ -1,0 +1,152 @@
+//! The client while its exchange runs, as hyper's dispatcher treats it: the
+//! request body is read as the exchange asks for it, one read at a time;
+//! once no body is left to read, the client's leaving (end of stream) ends
+//! the exchange, and bytes it sends early (a pipelined request) are kept for
+//! later, after which it is not read until the exchange is over.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncRead;
+
+use super::send::Watch;
+use crate::client_body::Feed;
+use crate::io::ConnPhase;
+
+/// What a connection's read buffer starts with, and grows by.
+const READ_BUF: usize = 8 * 1024;
+/// Room below which the read buffer is grown (or reclaimed, once the bytes
+/// read into it are dropped) before a read.
+const READ_MIN: usize = 2 * 1024;
+
+/// Reads what the client sent into `buf` (0: the client closed, or
+/// `ClientIo` ended the wait to park).
+pub(super) async fn fill<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| poll_fill(io, cx, buf)).await
+}
+
+fn poll_fill<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_MIN {
+        // Reclaims the buffer in place once what shared it is gone.
+        buf.reserve(READ_BUF);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// One exchange's client.
+pub(super) struct Client<'b> {
+    buf: &'b mut BytesMut,
+    /// The request body still to be read, if any.
+    body: Option<Arc<Feed>>,
+    /// The client left or failed (reported once).
+    gone: bool,
+}
+
+impl<'b> Client<'b> {
+    /// The client of an exchange whose body (if any) `body` feeds.
+    pub(super) fn new(buf: &'b mut BytesMut, body: Option<Arc<Feed>>) -> Self {
+        Client {
+            buf,
+            body,
+            gone: false,
+        }
+    }
+
+    /// Once the response is out: whether the request body was read to its
+    /// end. When the exchange let go of it early, what of it was already
+    /// read is dropped; if more is still to come, the connection must close
+    /// (hyper does the same).
+    pub(super) fn body_done(&mut self, phase: &ConnPhase) -> bool {
+        let Some(feed) = self.body.take() else {
+            return true;
+        };
+        let left = feed.left();
+        if left == 0 {
+            return true;
+        }
+        // At most `left`, so it fits a `usize` (it is at most the buffer's).
+        let n = left.min(self.buf.len() as u64) as usize;
+        self.buf.advance(n);
+        feed.skipped(n as u64);
+        if feed.left() > 0 {
+            return false;
+        }
+        phase.body_read();
+        true
+    }
+
+    /// Reads for the body when it asks: `Some` when the watch is over for
+    /// now (pending, or the client left), `None` when there is no body to
+    /// read any more.
+    fn poll_body<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Option<io::Error>>> {
+        let feed = self.body.as_ref()?;
+        let Some(left) = feed.wants() else {
+            // Not asking: no read (back-pressure). Let go of unread: hyper
+            // stops reading too (the connection closes after the response).
+            return (feed.left() > 0).then_some(Poll::Pending);
+        };
+        if self.buf.is_empty() {
+            match poll_fill(io, cx, self.buf) {
+                Poll::Pending => return Some(Poll::Pending),
+                Poll::Ready(Ok(0)) => {
+                    self.gone = true;
+                    return Some(Poll::Ready(None));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    self.gone = true;
+                    return Some(Poll::Ready(Some(e)));
+                }
+            }
+        }
+        // At most `left`, so it fits a `usize` (it is at most the buffer's).
+        let n = left.min(self.buf.len() as u64) as usize;
+        // Wakes this task: the exchange takes the data when polled again.
+        feed.give(self.buf.split_to(n).freeze());
+        Some(Poll::Pending)
+    }
+}
+
+impl Watch for Client<'_> {
+    fn poll_gone<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Error>> {
+        if self.gone {
+            return Poll::Pending;
+        }
+        if let Some(polled) = self.poll_body(io, cx) {
+            return polled;
+        }
+        if !self.buf.is_empty() {
+            return Poll::Pending;
+        }
+        let read = ready!(poll_fill(io, cx, self.buf));
+        match read {
+            Ok(0) => {
+                self.gone = true;
+                Poll::Ready(None)
+            }
+            Ok(_) => Poll::Pending,
+            Err(e) => {
+                self.gone = true;
+                Poll::Ready(Some(e))
+            }
+        }
+    }
+}
