@@ -55,6 +55,14 @@ impl InterimRelay {
         self.pending.store(true, Ordering::Release);
     }
 
+    /// Queues `100 Continue` (RFC 9110 §10.1.1): the exchange is about to
+    /// read the body of a request that asked for it.
+    pub(crate) fn continue_now(&self) {
+        let Ok(mut s) = self.state.lock() else { return };
+        s.bytes.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        self.pending.store(true, Ordering::Release);
+    }
+
     /// Writes queued bytes: from the IO's `poll_flush` while an exchange
     /// waits, and before any write of hyper's.
     pub(crate) fn poll_write_pending<S: AsyncWrite + Unpin>(

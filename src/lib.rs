@@ -71,9 +71,10 @@
 //!   exchange's task: request head encoded in one buffer, response head parsed into one.
 //! - `h1`: sitio's own server side of HTTP/1 on the client connection: request head
 //!   (`httparse`), response encoder and the connection loop, one read and one write buffer
-//!   per awake connection. It serves HTTP/1.1 requests without a body and hands the rest,
-//!   with every byte read, to hyper's server (`connection::serve_awake`); both sides are
-//!   held to the same bytes out (unit tests, the desync corpus, fuzz targets).
+//!   per awake connection. It serves requests with no body or one of known length (read
+//!   as the exchange asks, `client_body`), and hands the rest (chunked bodies, upgrades,
+//!   `TE`) with every byte read to hyper's server (`connection::serve_awake`); both sides
+//!   are held to the same bytes out (unit tests, the desync corpus, fuzz targets).
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
 //! - [`decorator`]: the decorator API (hooks, [`Action`], typed state, [`Exchange`]),
 //!   the chain and how one hook is called (state found, panic caught), named upstreams

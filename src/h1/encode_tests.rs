@@ -92,9 +92,12 @@ impl Case {
     }
 
     fn asked(&self) -> Asked {
+        let http10 = self.request.contains("HTTP/1.0");
         Asked {
             head: self.request.starts_with("HEAD"),
-            keep_alive: !self.request.contains("close"),
+            keep_alive: !self.request.contains("close")
+                && (!http10 || self.request.contains("keep-alive")),
+            http10,
         }
     }
 }
@@ -187,6 +190,9 @@ fn cases() -> Vec<Case> {
         "GET / HTTP/1.1\r\nhost: a\r\n\r\n",
         "GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
         "HEAD / HTTP/1.1\r\nhost: a\r\n\r\n",
+        "GET / HTTP/1.0\r\nhost: a\r\n\r\n",
+        "GET / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n",
+        "HEAD / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n",
     ];
     let bodies: Vec<Body> = vec![
         (vec![b"hello"], true, Some(5)),
@@ -262,11 +268,20 @@ fn cases() -> Vec<Case> {
         reason: Some("Nope"),
         ..base()
     });
-    out.push(Case {
-        version: Version::HTTP_10,
-        hint: None,
-        ..base()
-    });
+    for request in requests {
+        out.push(Case {
+            request,
+            version: Version::HTTP_10,
+            hint: None,
+            ..base()
+        });
+        out.push(Case {
+            request,
+            version: Version::HTTP_10,
+            fields: vec![("connection", "keep-alive")],
+            ..base()
+        });
+    }
     out.push(Case {
         trailers: true,
         hint: None,

@@ -12,7 +12,8 @@
 //!   `connection: close`), head and a ready body written together.
 //! - `serve`: the connection loop (keep-alive, pipelining, the client watched
 //!   while its exchange runs, the drain and the connection cap). It serves
-//!   HTTP/1.1 requests without a body; whatever else arrives is handed, with
+//!   requests with no body or a body of known length (`100-continue`
+//!   included, HTTP/1.0 too); whatever else arrives is handed, with
 //!   every byte read, to hyper's server, which answers it as before.
 //!
 //! Each part is held to hyper on the same bytes: the parser on generated
@@ -21,8 +22,8 @@
 //! whole connection, served both ways, on the same inputs (`tests`, and the
 //! `server_side` fuzz target).
 //!
-//! Still to come: request bodies (the chunked decoder of `upstream::h1`
-//! serves both directions), `100-continue`, upgrades and HTTP/1.0 clients,
+//! Still to come: chunked request bodies (the chunked decoder of
+//! `upstream::h1` serves both directions), upgrades and `TE: trailers`,
 //! then heads forwarded as bytes when no decorator reads them.
 
 mod date;

@@ -7,8 +7,8 @@
 //! (the response's own if it has one), an unknown one is chunked; HEAD, 204,
 //! 304 and 1xx carry no body whatever their fields say; a response without
 //! `date` gets one; a connection that will not persist says
-//! `connection: close`. Only HTTP/1.1 requests are served here (HTTP/1.0
-//! clients get hyper's down-grading rules from hyper).
+//! `connection: close`; an HTTP/1.0 client gets an HTTP/1.0 response, which
+//! says `keep-alive` if the connection persists, and no chunks.
 
 use http::header::{self, HeaderValue};
 use http::{StatusCode, Version, response};
@@ -23,6 +23,8 @@ pub(crate) struct Asked {
     /// The connection may carry another exchange (the request did not say
     /// `close`, and no drain or eviction ends it).
     pub(crate) keep_alive: bool,
+    /// The request was HTTP/1.0: the response is too, and has no chunks.
+    pub(crate) http10: bool,
 }
 
 /// What the response body says of its length before it is read.
@@ -157,7 +159,10 @@ pub(crate) fn encode_head(
     body: Option<BodyLength>,
     dst: &mut Vec<u8>,
 ) -> Result<Encoder, Unsendable> {
-    if !asked.keep_alive {
+    let mut asked = asked;
+    if asked.http10 {
+        asked.keep_alive = down_to_http10(head, asked.keep_alive);
+    } else if !asked.keep_alive {
         close_connection(head);
     }
     let status = head.status;
@@ -182,6 +187,29 @@ pub(crate) fn encode_head(
     framed
         .encode(head, dst)
         .inspect_err(|_| dst.truncate(start))
+}
+
+/// The response to an HTTP/1.0 request is HTTP/1.0 (hyper's
+/// `enforce_version`): a persisting connection says `keep-alive`, unless the
+/// response is HTTP/1.0 without it (then the connection does not persist).
+/// Returns whether it persists.
+fn down_to_http10(head: &mut response::Parts, keep_alive: bool) -> bool {
+    let mut keep_alive = keep_alive;
+    let says_keep_alive = head
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| has_token(v, "keep-alive"));
+    if !says_keep_alive {
+        if head.version == Version::HTTP_10 {
+            keep_alive = false;
+        } else if head.version == Version::HTTP_11 && keep_alive {
+            let value = HeaderValue::from_static("keep-alive");
+            head.headers.append(header::CONNECTION, value);
+        }
+    }
+    head.version = Version::HTTP_10;
+    keep_alive
 }
 
 /// A connection that will not persist says so (hyper's `enforce_version`).

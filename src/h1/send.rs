@@ -24,7 +24,7 @@ const QUEUE_MAX: usize = 64 * 1024;
 /// Watches the client while the response waits for its body.
 pub(crate) trait Watch {
     /// Ready when the client left (`None`) or its connection failed.
-    fn poll_gone<S: AsyncRead + Unpin>(
+    fn poll_gone<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
         cx: &mut Context<'_>,

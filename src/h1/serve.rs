@@ -3,9 +3,10 @@
 //! again, in one buffer per direction that lives as long as the connection
 //! is awake (hyper's server allocates a new read buffer for every request).
 //!
-//! It serves what most exchanges are: HTTP/1.1 requests without a body
-//! (`GET`, `HEAD`, `DELETE`...). Anything else — a head it refuses, a body, a
-//! `100-continue`, an upgrade, `TE`, HTTP/1.0 — is handed with every byte
+//! It serves what most exchanges are: HTTP/1.0 and HTTP/1.1 requests with no
+//! body or a body of known length (`100-continue` included), the body read
+//! as the exchange asks for it (`client_body`). Anything else — a head it
+//! refuses, a chunked body, an upgrade, `TE` — is handed with every byte
 //! read so far to hyper's server (`connection::serve_awake`), which answers
 //! it as it always did; the connection stays with hyper until it is next
 //! parked. Timeouts, parking and the lingering close are `ClientIo`'s, as
@@ -138,12 +139,15 @@ impl Conn {
         };
         phase.request_arrived(feed.is_some());
         let asked_head = head.parts.method == Method::HEAD;
+        let http10 = head.parts.version == Version::HTTP_10;
         let mut keep_alive = head.keep_alive && self.closing.is_none();
         let req = Request::from_parts(head.parts, body);
         // Room first, then the future written into it (see `ProxyService`).
         let exchange = Box::write(Box::new_uninit(), crate::engine::exchange(ctx.clone(), req));
         let mut exchange = Box::into_pin(exchange);
-        let mut watch = Client::new(&mut self.buf, feed);
+        // hyper's rule: only HTTP/1.1, only for a body to come.
+        let owed = head.expect_continue && !http10 && feed.is_some();
+        let mut watch = Client::new(&mut self.buf, feed, owed.then_some(&**phase));
         let res = std::future::poll_fn(|cx| {
             if let Poll::Ready(Ok(res)) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(Ok(res));
@@ -162,7 +166,9 @@ impl Conn {
         let asked = super::response::Asked {
             head: asked_head,
             keep_alive,
+            http10,
         };
+        watch.responding();
         let buffers = (&mut self.out, &mut self.spare);
         match send::response(io, res, asked, buffers, &mut watch).await {
             // A body left unread closes the connection (the close lingers).
@@ -241,9 +247,7 @@ impl Conn {
 
 /// Whether this side serves the request (else hyper does, see the module).
 fn served_here(head: &RequestHead) -> bool {
-    head.parts.version == Version::HTTP_11
-        && head.body != BodyFraming::Chunked
-        && !head.expect_continue
+    head.body != BodyFraming::Chunked
         && !head.wants_upgrade
         && !head.parts.headers.contains_key(header::TE)
 }

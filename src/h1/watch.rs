@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::send::Watch;
 use crate::client_body::Feed;
@@ -48,18 +48,33 @@ pub(super) struct Client<'b> {
     buf: &'b mut BytesMut,
     /// The request body still to be read, if any.
     body: Option<Arc<Feed>>,
+    /// `100 Continue` is owed before the body is first read (the request
+    /// asked for it), unless the response has begun by then (hyper's rule).
+    continue_owed: Option<&'b ConnPhase>,
     /// The client left or failed (reported once).
     gone: bool,
 }
 
 impl<'b> Client<'b> {
-    /// The client of an exchange whose body (if any) `body` feeds.
-    pub(super) fn new(buf: &'b mut BytesMut, body: Option<Arc<Feed>>) -> Self {
+    /// The client of an exchange whose body (if any) `body` feeds; with
+    /// `continue_on`, the body waits for `100 Continue`, sent on that
+    /// connection's interim relay when the exchange first asks for it.
+    pub(super) fn new(
+        buf: &'b mut BytesMut,
+        body: Option<Arc<Feed>>,
+        continue_on: Option<&'b ConnPhase>,
+    ) -> Self {
         Client {
             buf,
             body,
+            continue_owed: continue_on,
             gone: false,
         }
+    }
+
+    /// The response begins: `100 Continue` is no longer sent.
+    pub(super) fn responding(&mut self) {
+        self.continue_owed = None;
     }
 
     /// Once the response is out: whether the request body was read to its
@@ -88,7 +103,7 @@ impl<'b> Client<'b> {
     /// Reads for the body when it asks: `Some` when the watch is over for
     /// now (pending, or the client left), `None` when there is no body to
     /// read any more.
-    fn poll_body<S: AsyncRead + Unpin>(
+    fn poll_body<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
         cx: &mut Context<'_>,
@@ -99,6 +114,14 @@ impl<'b> Client<'b> {
             // stops reading too (the connection closes after the response).
             return (feed.left() > 0).then_some(Poll::Pending);
         };
+        if let Some(phase) = self.continue_owed.take() {
+            phase.interim.continue_now();
+            // Written now if the socket takes it, else before the response.
+            if let Poll::Ready(Err(e)) = Pin::new(&mut *io).poll_flush(cx) {
+                self.gone = true;
+                return Some(Poll::Ready(Some(e)));
+            }
+        }
         if self.buf.is_empty() {
             match poll_fill(io, cx, self.buf) {
                 Poll::Pending => return Some(Poll::Pending),
@@ -122,7 +145,7 @@ impl<'b> Client<'b> {
 }
 
 impl Watch for Client<'_> {
-    fn poll_gone<S: AsyncRead + Unpin>(
+    fn poll_gone<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
         cx: &mut Context<'_>,

@@ -5,6 +5,7 @@
 #![allow(unreachable_pub, missing_docs, missing_debug_implementations)]
 
 mod auth;
+mod client_connection;
 mod common;
 mod container;
 mod contract;
