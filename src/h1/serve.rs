@@ -133,6 +133,14 @@ impl Conn {
         let (feed, body) = match head.body {
             BodyFraming::Length(len) => {
                 let (feed, body) = Feed::new(len);
+                if !head.expect_continue && !self.buf.is_empty() {
+                    // What of the body came with the head is ready at once
+                    // (hyper's first chunk is too): it goes to the service
+                    // with the head, and a service that answers before
+                    // reading the body finds it there.
+                    let n = len.min(self.buf.len() as u64) as usize;
+                    feed.give(self.buf.split_to(n).freeze());
+                }
                 (Some(feed), Source::Client(body))
             }
             BodyFraming::Empty | BodyFraming::Chunked => (None, Source::Empty),
