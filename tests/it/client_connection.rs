@@ -10,29 +10,40 @@ use tokio::sync::oneshot;
 
 use crate::common::*;
 
-/// A service that takes one request and never answers it: it reports how
-/// long after the request its connection was closed (`None`: not within 10 s).
-async fn never_answers() -> (u16, oneshot::Receiver<Option<Duration>>) {
+/// A service that serves its first connection with `serve` and reports
+/// what that found.
+async fn first_connection<T, F, Fut>(serve: F) -> (u16, oneshot::Receiver<T>)
+where
+    T: Send + 'static,
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
-        let Ok((mut s, _)) = listener.accept().await else {
-            return;
-        };
-        let mut buf = Vec::new();
-        if read_request_head(&mut s, &mut buf).await.is_none() {
-            return;
+        if let Ok((s, _)) = listener.accept().await {
+            let _ = tx.send(serve(s).await);
         }
+    });
+    (port, rx)
+}
+
+/// A service that takes one request and never answers it: it reports how
+/// long after the request its connection was closed (`None`: not within 10 s).
+async fn never_answers() -> (u16, oneshot::Receiver<Option<Duration>>) {
+    first_connection(|mut s| async move {
+        let mut buf = Vec::new();
+        read_request_head(&mut s, &mut buf).await?;
         let asked = Instant::now();
         let mut rest = [0u8; 1024];
         let closed = tokio::time::timeout(Duration::from_secs(10), async {
             while s.read(&mut rest).await.is_ok_and(|n| n > 0) {}
         })
         .await;
-        let _ = tx.send(closed.ok().map(|()| asked.elapsed()));
-    });
-    (port, rx)
+        closed.ok().map(|()| asked.elapsed())
+    })
+    .await
 }
 
 /// A client that gives up on a slow answer and closes its connection ends
@@ -60,25 +71,19 @@ async fn a_client_that_leaves_ends_its_exchange_at_the_service() {
     sitio.stop().await;
 }
 
-/// A service that reports the first bytes it read of the first request.
+/// A service that reports the first bytes it read of the first request
+/// (and answers it).
 async fn first_read() -> (u16, oneshot::Receiver<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let Ok((mut s, _)) = listener.accept().await else {
-            return;
-        };
+    first_connection(|mut s| async move {
         let mut buf = vec![0u8; 64 * 1024];
         let n = s.read(&mut buf).await.unwrap_or(0);
         buf.truncate(n);
-        let _ = tx.send(buf);
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             .await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    });
-    (port, rx)
+        buf
+    })
+    .await
 }
 
 /// What of an upload arrived with its head goes to the service with the
