@@ -402,3 +402,31 @@ fn a_pipelined_head_with_both_framing_fields_is_refused_for_them() {
     assert_eq!(own.matches("HTTP/1.1 400").count(), 1, "{own}");
     assert!(crate::fuzzing::served_alike(input).is_ok());
 }
+
+/// Found by the `server_side` fuzz target: the same head pipelined behind
+/// a bodiless request. With hyper's side alone it is forwarded (`head_scan`
+/// missed its length, hyper dropped it, the guard saw chunked framing) and
+/// the connection closed after it; the own side refuses it.
+#[test]
+fn a_pipelined_head_with_both_framing_fields_is_not_forwarded() {
+    let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+        GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\
+        Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(input)).into_owned();
+    let hyper = String::from_utf8_lossy(&crate::fuzzing::serve_bytes_by_hyper(input)).into_owned();
+    assert!(
+        own.contains("both Content-Length and Transfer-Encoding"),
+        "{own}"
+    );
+    assert_eq!(
+        hyper.matches("HTTP/1.1 404").count(),
+        1,
+        "forwarded: {hyper}"
+    );
+    assert!(crate::fuzzing::served_alike(input).is_ok());
+    let refused_twice = [&input[..], &input[..]].concat();
+    assert!(
+        crate::fuzzing::served_alike(&refused_twice).is_ok(),
+        "the connection closes at the refusal"
+    );
+}
