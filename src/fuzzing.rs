@@ -85,15 +85,41 @@ pub fn served_alike(input: &[u8]) -> Result<(), String> {
 /// the last, which is the guard's refusal in `own` and a response with
 /// `connection: close` in `hyper`.
 fn refused_where_hyper_closed(own: &str, hyper: &str) -> bool {
-    let (Some(own_last), Some(hyper_last)) = (own.rfind("HTTP/1."), hyper.rfind("HTTP/1.")) else {
+    let (own, hyper) = (responses(own), responses(hyper));
+    let (Some((own_last, own_before)), Some((hyper_last, hyper_before))) =
+        (own.split_last(), hyper.split_last())
+    else {
         return false;
     };
-    own[..own_last] == hyper[..hyper_last]
-        && own[own_last..].ends_with("<refused by the guard>")
-        && hyper[hyper_last..]
+    own_before == hyper_before
+        && own_last.ends_with("<refused by the guard>")
+        && hyper_last
             .split("\r\n\r\n")
             .next()
             .is_some_and(|head| head.contains("\r\nconnection: close"))
+}
+
+/// `text` cut where each response begins: at a status line (`HTTP/1.x`,
+/// a space, three digits, a space), not at any `HTTP/1.` a page mentions.
+fn responses(text: &str) -> Vec<&str> {
+    let b = text.as_bytes();
+    let starts = text
+        .match_indices("HTTP/1.")
+        .map(|(at, _)| at)
+        .filter(|&at| {
+            let line = &b[at..b.len().min(at + 13)];
+            line.len() == 13
+                && line[7].is_ascii_digit()
+                && line[8] == b' '
+                && line[9..12].iter().all(u8::is_ascii_digit)
+                && line[12] == b' '
+        });
+    let mut cuts: Vec<usize> = starts.collect();
+    if cuts.first() != Some(&0) {
+        cuts.insert(0, 0);
+    }
+    cuts.push(text.len());
+    cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect()
 }
 
 /// `bytes` as text, with every `date` value blanked, and the page of each
@@ -118,10 +144,8 @@ pub fn normalised(bytes: &[u8]) -> String {
             .map_or("", |end| &rest[value + end..]);
     }
     out.push_str(rest);
-    let mut pages = out.split("HTTP/1.");
-    let mut joined = pages.next().unwrap_or_default().to_owned();
-    for page in pages {
-        joined.push_str("HTTP/1.");
+    let mut joined = String::with_capacity(out.len());
+    for page in responses(&out) {
         match page.split_once("\r\n") {
             Some((status, head)) if head.contains("sitio-error: bad-request") => {
                 joined.push_str(status);
@@ -283,6 +307,21 @@ pub fn as_sitio_runs(input: &[u8]) -> Outcome {
 mod tests {
     use super::serve_bytes;
 
+    /// A page that mentions `HTTP/1.1` is one response, not two (found by
+    /// the `server_side` fuzz target: the guard's page for a missing `Host`
+    /// says "HTTP/1.1 request without Host").
+    #[test]
+    fn responses_are_cut_at_status_lines_only() {
+        let page = "HTTP/1.1 400 Bad Request\r\nsitio-error: bad-request\r\n\r\n<p>HTTP/1.1 request without Host</p>";
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        let both = format!("{ok}{page}");
+        assert_eq!(super::responses(&both), [ok, page]);
+        assert_eq!(
+            super::normalised(both.as_bytes()),
+            format!("{ok}HTTP/1.1 400 Bad Request\r\n<refused by the guard>")
+        );
+    }
+
     #[test]
     fn the_fuzz_driver_proxies_and_refuses() {
         let ok = serve_bytes(b"GET /photos/1.svg HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
@@ -342,5 +381,25 @@ pub mod codec {
             Ok(Some(head)) => head.parts.headers.len(),
             other => panic!("not one complete request head: {other:?}"),
         }
+    }
+
+    /// Encodes `head` as the client gets it from sitio's own server side
+    /// (`h1::response`), for a keep-alive HTTP/1.1 GET and a body of
+    /// `body_len` bytes, into `out` (cleared first). Returns its length.
+    pub fn write_response_head(
+        head: &mut http::response::Parts,
+        body_len: u64,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        use crate::h1::response::{Asked, BodyLength, encode_head};
+        out.clear();
+        let asked = Asked {
+            head: false,
+            keep_alive: true,
+            http10: false,
+        };
+        let length = Some(BodyLength::Known(body_len));
+        encode_head(head, asked, length, out).expect("an encodable head");
+        out.len()
     }
 }

@@ -1,9 +1,10 @@
 //! Arbitrary client bytes served whole by sitio with its own HTTP/1 server
 //! side (`h1::serve`, which hands what it does not serve to hyper's) and by
 //! sitio with hyper's server side alone: the client must read the same bytes
-//! (the `date` values aside). Inputs that name the demo service's endpoints
-//! that answer differently from call to call (a counter, a clock, a delay)
-//! are skipped.
+//! (the `date` values and the reasons of refusals aside, and one known
+//! difference: see `fuzzing::served_alike`). Inputs that name the demo
+//! service's endpoints that answer differently from call to call (a
+//! counter, a clock, a delay) are skipped.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

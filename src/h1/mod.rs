@@ -30,7 +30,7 @@ mod date;
 #[cfg(test)]
 mod encode_tests;
 pub(crate) mod head;
-mod response;
+pub(crate) mod response;
 mod send;
 mod serve;
 #[cfg(test)]
