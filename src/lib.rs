@@ -75,6 +75,7 @@
 //!   as the exchange asks, `client_body`), and hands the rest (chunked bodies, upgrades,
 //!   `TE`) with every byte read to hyper's server (`connection::serve_awake`); both sides
 //!   are held to the same bytes out (unit tests, the desync corpus, fuzz targets).
+//!   `client_body`: a request body that loop reads as the exchange asks for it.
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
 //! - [`decorator`]: the decorator API (hooks, [`Action`], typed state, [`Exchange`]),
 //!   the chain and how one hook is called (state found, panic caught), named upstreams
