@@ -318,7 +318,7 @@ async fn responses_go_out_as_hyper_sends_them() {
             ));
         }
     }
-    assert!(cases.len() > 300, "{} cases", cases.len());
+    assert!(cases.len() > 600, "{} cases", cases.len());
     assert!(
         differ.is_empty(),
         "{} of {} differ:\n{}",
