@@ -462,7 +462,7 @@ async fn serve_awake<S: ClientStream>(
         match crate::h1::serve(&mut io, ctx, limits, draining).await {
             crate::h1::Ended::Closed => return None,
             crate::h1::Ended::Parked => return io.into_parked(),
-            crate::h1::Ended::Hyper(read) => io.unread(read),
+            crate::h1::Ended::Hyper(head, rest) => io.unread(head, &rest),
         }
     }
     let mut conn = http

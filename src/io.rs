@@ -379,14 +379,17 @@ impl<S> ClientIo<S> {
     }
 
     /// Bytes read but not used (a head sitio's own server side leaves to
-    /// hyper's) are read again first, and scanned again.
-    pub(crate) fn unread(&mut self, bytes: Bytes) {
-        if self.prefix.is_empty() {
-            self.prefix = bytes;
+    /// hyper's, and what followed it) are read again first, and scanned
+    /// again. One copy at most, and none for a head read alone.
+    pub(crate) fn unread(&mut self, head: Bytes, rest: &[u8]) {
+        if self.prefix.is_empty() && rest.is_empty() {
+            self.prefix = head;
         } else {
-            let mut joined = bytes::BytesMut::with_capacity(bytes.len() + self.prefix.len());
-            joined.extend_from_slice(&bytes);
-            joined.extend_from_slice(&self.prefix);
+            let len = head.len() + rest.len() + self.prefix.len();
+            let mut joined = bytes::BytesMut::with_capacity(len);
+            for part in [&head[..], rest, &self.prefix[..]] {
+                joined.extend_from_slice(part);
+            }
             self.prefix = joined.freeze();
         }
         self.scan.reset();

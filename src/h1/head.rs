@@ -63,6 +63,8 @@ pub(crate) struct RequestHead {
     pub(crate) expect_continue: bool,
     /// `Upgrade` (HTTP/1.1) or `CONNECT`.
     pub(crate) wants_upgrade: bool,
+    /// A `TE` field (`trailers` lets the response carry trailers).
+    pub(crate) te: bool,
     /// The head's bytes as they arrived (the header values share them).
     pub(crate) wire: Bytes,
 }
@@ -115,19 +117,20 @@ impl Span {
 /// on `Err`, `buf` is as it was.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<RequestHead>, Refused> {
-    parse_into(buf, limits, HeaderMap::new())
+    parse_into(buf, limits, &mut None)
 }
 
 /// Header fields a request gains on its way (the forwarding fields, `host`):
 /// room kept for them so that the map does not grow then.
 const ROOM: usize = 6;
 
-/// [`parse`], with the fields read into `headers` (emptied first): a map a
-/// previous exchange is done with keeps its allocation for this one.
+/// [`parse`], with the fields read into the map in `spare` (emptied first),
+/// taken only once the head is complete: a map a previous exchange is done
+/// with keeps its allocation for this one, however many reads the head takes.
 pub(crate) fn parse_into(
     buf: &mut BytesMut,
     limits: Limits,
-    mut headers: HeaderMap,
+    spare: &mut Option<HeaderMap>,
 ) -> Result<Option<RequestHead>, Refused> {
     let mut inline = [Span::default(); INLINE_HEADERS];
     let mut heap = Vec::new();
@@ -141,6 +144,7 @@ pub(crate) fn parse_into(
         return Ok(None);
     };
     let bytes = buf.split_to(line.len).freeze();
+    let mut headers = spare.take().unwrap_or_default();
     headers.clear();
     headers.reserve(count + ROOM);
     match build(bytes.clone(), line, &spans[..count], headers) {
@@ -192,6 +196,7 @@ fn build(
         keep_alive,
         expect_continue: fields.expect_continue,
         wants_upgrade: fields.wants_upgrade,
+        te: fields.te,
         wire: bytes,
     })
 }
@@ -291,6 +296,7 @@ struct Fields {
     saw_close: bool,
     expect_continue: bool,
     wants_upgrade: bool,
+    te: bool,
 }
 
 impl Fields {
@@ -305,6 +311,7 @@ impl Fields {
             saw_close: false,
             expect_continue: false,
             wants_upgrade: connect,
+            te: false,
         }
     }
 
@@ -326,11 +333,7 @@ impl Fields {
                     headers.remove(header::CONTENT_LENGTH);
                 }
                 // Chunked must be the last coding (of the last such field).
-                self.chunked = value
-                    .to_str()
-                    .ok()
-                    .and_then(|s| s.rsplit(',').next())
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+                self.chunked = last_is_chunked(value);
             }
             header::CONTENT_LENGTH => {
                 self.raw.content_length = true;
@@ -361,6 +364,7 @@ impl Fields {
                 self.expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
             }
             header::UPGRADE => self.wants_upgrade = self.http11,
+            header::TE => self.te = true,
             _ => {}
         }
         Ok(true)
@@ -392,9 +396,21 @@ pub(super) fn digits(bytes: &[u8]) -> Option<u64> {
     })
 }
 
-/// Whether a comma-separated field value holds `token` (any case).
-fn has_token(value: &HeaderValue, token: &str) -> bool {
+/// Whether a comma-separated field value holds `token` (any case), read as
+/// hyper reads one (a value that is not visible ASCII holds none; this is
+/// why `headers::connection_has`, on bytes, is not used here).
+pub(super) fn has_token(value: &HeaderValue, token: &str) -> bool {
     value
         .to_str()
         .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// The last coding of a `Transfer-Encoding` value is `chunked` (hyper's
+/// reading, on both sides of the server).
+pub(super) fn last_is_chunked(value: &HeaderValue) -> bool {
+    value
+        .to_str()
+        .ok()
+        .and_then(|s| s.rsplit(',').next())
+        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
 }

@@ -14,6 +14,7 @@ use http::header::{self, HeaderValue};
 use http::{StatusCode, Version, response};
 
 use super::date;
+use super::head::{has_token, last_is_chunked};
 
 /// What of the request decides how its response is framed.
 #[derive(Debug, Clone, Copy)]
@@ -140,13 +141,6 @@ fn can_have_length(status: StatusCode) -> bool {
     !status.is_informational()
         && status != StatusCode::NO_CONTENT
         && status != StatusCode::NOT_MODIFIED
-}
-
-/// Whether a comma-separated field value holds `token` (any case).
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value
-        .to_str()
-        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// Encodes `head` into `dst` (status line, fields, `date`, framing fields
@@ -442,13 +436,4 @@ fn status_line(head: &response::Parts, dst: &mut Vec<u8>) {
         }
     }
     dst.extend_from_slice(b"\r\n");
-}
-
-/// The last coding of a `Transfer-Encoding` value is `chunked`.
-fn last_is_chunked(value: &HeaderValue) -> bool {
-    value
-        .to_str()
-        .ok()
-        .and_then(|s| s.rsplit(',').next())
-        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
 }

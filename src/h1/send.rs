@@ -134,27 +134,22 @@ where
                 .map(|e| Err(e.map_or(Failed::ClientGone, Failed::Io)))
         })
         .await?;
-        let frame = match frame {
-            None => {
-                queued
-                    .out
-                    .extend_from_slice(enc.end().map_err(Failed::Short)?);
-                break;
-            }
+        // Trailers are not sent: the request did not ask for them (`TE`,
+        // which hyper serves); like the end of the body, they end it.
+        let data = match frame {
             Some(Err(e)) => return Err(Failed::Body(e)),
-            Some(Ok(frame)) => frame,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => Some(data),
+                Err(frame) if frame.is_trailers() => None,
+                Err(_) => continue,
+            },
+            None => None,
         };
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) if frame.is_trailers() => {
-                // Not sent: the request did not ask for them (`TE`, which
-                // hyper serves); they end the body.
-                queued
-                    .out
-                    .extend_from_slice(enc.end().map_err(Failed::Short)?);
-                break;
-            }
-            Err(_) => continue,
+        let Some(data) = data else {
+            queued
+                .out
+                .extend_from_slice(enc.end().map_err(Failed::Short)?);
+            break;
         };
         let last = body.is_end_stream();
         if !data.is_empty() {

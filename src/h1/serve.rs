@@ -20,7 +20,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Version, header};
+use http::{HeaderMap, Method, Request, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -42,16 +42,16 @@ pub(crate) enum Ended {
     Closed,
     /// Idle long enough to park: `ClientIo::into_parked` has the socket.
     Parked,
-    /// A request this side does not serve: its bytes and all read after
-    /// them, for hyper to read first.
-    Hyper(Bytes),
+    /// A request this side does not serve: its head's bytes and all read
+    /// after them, for hyper to read first (`ClientIo::unread`).
+    Hyper(Bytes, BytesMut),
 }
 
 /// Why a wait ended without what it waited for.
 enum Stop {
     Closed,
     Parked,
-    Hyper(Bytes),
+    Hyper(Bytes, BytesMut),
     Failed(io::Error),
 }
 
@@ -89,7 +89,7 @@ where
     match stop {
         Stop::Closed => Ended::Closed,
         Stop::Parked => Ended::Parked,
-        Stop::Hyper(bytes) => Ended::Hyper(bytes),
+        Stop::Hyper(head, rest) => Ended::Hyper(head, rest),
         Stop::Failed(e) => {
             log_failure(ctx, &e);
             Ended::Closed
@@ -126,7 +126,7 @@ impl Conn {
     {
         let head = self.read_head(io, &ctx.phase, limits).await?;
         if !served_here(&head) {
-            return Err(Stop::Hyper(self.give_back(head.wire)));
+            return Err(Stop::Hyper(head.wire, std::mem::take(&mut self.buf)));
         }
         let phase = &ctx.phase;
         phase.head_scanned(head.raw);
@@ -203,11 +203,13 @@ impl Conn {
     {
         loop {
             if !self.buf.is_empty() {
-                let fields = self.spare.take().unwrap_or_default();
-                match head::parse_into(&mut self.buf, limits, fields) {
+                match head::parse_into(&mut self.buf, limits, &mut self.spare) {
                     Ok(Some(head)) => return Ok(head),
                     Ok(None) => {}
-                    Err(_) => return Err(Stop::Hyper(std::mem::take(&mut self.buf).freeze())),
+                    Err(_) => {
+                        let read = std::mem::take(&mut self.buf).freeze();
+                        return Err(Stop::Hyper(read, BytesMut::new()));
+                    }
                 }
             }
             let read = match self.closing {
@@ -239,25 +241,11 @@ impl Conn {
             }
         }
     }
-
-    /// A head and what followed it, to be read again by hyper.
-    fn give_back(&mut self, wire: Bytes) -> Bytes {
-        let rest = std::mem::take(&mut self.buf);
-        if rest.is_empty() {
-            return wire;
-        }
-        let mut joined = BytesMut::with_capacity(wire.len() + rest.len());
-        joined.extend_from_slice(&wire);
-        joined.extend_from_slice(&rest);
-        joined.freeze()
-    }
 }
 
 /// Whether this side serves the request (else hyper does, see the module).
 fn served_here(head: &RequestHead) -> bool {
-    head.body != BodyFraming::Chunked
-        && !head.wants_upgrade
-        && !head.parts.headers.contains_key(header::TE)
+    head.body != BodyFraming::Chunked && !head.wants_upgrade && !head.te
 }
 
 /// Logs (and counts) why a connection failed, as for hyper's connections.

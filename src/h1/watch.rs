@@ -43,6 +43,23 @@ fn poll_fill<S: AsyncRead + Unpin>(
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
+/// Reads what the client sent into `buf`; `Err` once it left (`None`) or
+/// its connection failed, noted in `gone` (reported once).
+fn poll_read<S: AsyncRead + Unpin>(
+    buf: &mut BytesMut,
+    gone: &mut bool,
+    io: &mut S,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Option<io::Error>>> {
+    let left = match ready!(poll_fill(io, cx, buf)) {
+        Ok(0) => None,
+        Ok(_) => return Poll::Ready(Ok(())),
+        Err(e) => Some(e),
+    };
+    *gone = true;
+    Poll::Ready(Err(left))
+}
+
 /// One exchange's client.
 pub(super) struct Client<'b> {
     buf: &'b mut BytesMut,
@@ -123,17 +140,10 @@ impl<'b> Client<'b> {
             }
         }
         if self.buf.is_empty() {
-            match poll_fill(io, cx, self.buf) {
+            match poll_read(self.buf, &mut self.gone, io, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(gone)) => return Some(Poll::Ready(gone)),
                 Poll::Pending => return Some(Poll::Pending),
-                Poll::Ready(Ok(0)) => {
-                    self.gone = true;
-                    return Some(Poll::Ready(None));
-                }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => {
-                    self.gone = true;
-                    return Some(Poll::Ready(Some(e)));
-                }
             }
         }
         // At most `left`, so it fits a `usize` (it is at most the buffer's).
@@ -159,17 +169,9 @@ impl Watch for Client<'_> {
         if !self.buf.is_empty() {
             return Poll::Pending;
         }
-        let read = ready!(poll_fill(io, cx, self.buf));
-        match read {
-            Ok(0) => {
-                self.gone = true;
-                Poll::Ready(None)
-            }
-            Ok(_) => Poll::Pending,
-            Err(e) => {
-                self.gone = true;
-                Poll::Ready(Some(e))
-            }
+        match ready!(poll_read(self.buf, &mut self.gone, io, cx)) {
+            Ok(()) => Poll::Pending,
+            Err(gone) => Poll::Ready(gone),
         }
     }
 }
