@@ -23,7 +23,7 @@ pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// The comma-separated tokens of a header value, trimmed. On bytes: this
 /// runs for the `Connection` header of most heads, and `str::split(char)`'s
 /// searcher cost more than the whole comparison.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
 }
 
@@ -40,6 +40,12 @@ fn hop_by_hop_names() -> [&'static HeaderName; 6] {
         &header::UPGRADE,
     ]
 }
+
+/// Whether `name` is one of the fixed hop-by-hop headers (or `Connection`).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop_names().contains(&name)
+}
+
 const CONNECTION_BIT: u8 = 1;
 const TE_BIT: u8 = 8;
 const TRANSFER_ENCODING_BIT: u8 = 16;
@@ -299,19 +305,30 @@ fn canonical_length(h: &mut HeaderMap) {
     let Some(value) = values.next() else {
         return;
     };
-    let bytes = value.as_bytes();
-    let plain = !bytes.is_empty()
-        && bytes.len() < 20
-        && bytes.iter().all(u8::is_ascii_digit)
-        && (bytes[0] != b'0' || bytes.len() == 1)
-        && values.next().is_none();
-    if plain {
+    if plain_length(value.as_bytes()).is_some() && values.next().is_none() {
         return; // The common case: nothing to allocate.
     }
     // Values that do not agree are the parser's to refuse: left as they are.
     if let Ok(Some(n)) = content_length(h) {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
+}
+
+/// The length a `Content-Length` value gives in its canonical form (decimal
+/// digits, no leading zero, at most 19 of them, so it fits a `u64`); `None`
+/// for any other form, which [`content_length`] reads or refuses.
+pub(crate) fn plain_length(bytes: &[u8]) -> Option<u64> {
+    let plain = !bytes.is_empty()
+        && bytes.len() < 20
+        && bytes.iter().all(u8::is_ascii_digit)
+        && (bytes[0] != b'0' || bytes.len() == 1);
+    plain.then(|| digits_value(bytes))
+}
+
+fn digits_value(digits: &[u8]) -> u64 {
+    digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
 }
 
 /// The one length every `Content-Length` value (and every element of a
@@ -324,7 +341,7 @@ pub(crate) fn content_length(h: &HeaderMap) -> Result<Option<u64>, ()> {
             if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
                 return Err(());
             }
-            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            let n = digits_value(item);
             if found.is_some_and(|f| f != n) {
                 return Err(());
             }

@@ -118,7 +118,11 @@ pub(crate) fn relay(
     res: Response<Wire>,
 ) -> Response<Body> {
     let (mut rhead, wire) = res.into_parts();
-    headers::to_client(&mut rhead);
+    if matches!(&wire, Wire::H1(body) if body.is_normalised()) {
+        rhead.version = http::Version::HTTP_11;
+    } else {
+        headers::to_client(&mut rhead);
+    }
     let body = Body::upstream(UpstreamBody::new(wire, (home, upstream)));
     Response::from_parts(rhead, body)
 }

@@ -6,10 +6,10 @@
 use std::fmt;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header, response};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, response};
 use hyper::body::Frame;
 
-use crate::headers::{connection_has, content_length};
+use super::hops::{GiveUp, Hops};
 
 /// The most header fields a response head may have (hyper's limit too).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -73,6 +73,9 @@ pub(crate) struct Head {
     pub(crate) framing: Framing,
     /// The connection may carry another exchange after this one.
     pub(crate) keep_alive: bool,
+    /// What `headers::to_client` does to a head is done (hop-by-hop fields
+    /// out, a canonical length), but for the version: see [`super::hops`].
+    pub(crate) normalised: bool,
 }
 
 impl Head {
@@ -105,11 +108,13 @@ impl Span {
 /// Parses the response head at the start of `buf` and takes its bytes out
 /// of it: `Ok(None)` while it is incomplete (up to `max_head` bytes).
 /// `head_request`: the response to a HEAD, which has no body whatever its
-/// headers say.
+/// headers say. `for_client`: the head goes to the client, so a final one
+/// is normalised as it is read where it can be ([`Head::normalised`]).
 pub(crate) fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
     max_head: usize,
+    for_client: bool,
 ) -> Result<Option<Head>, Malformed> {
     let mut spans = [Span::default(); MAX_HEADERS];
     let (len, version, code, count, reason) = {
@@ -166,19 +171,33 @@ pub(crate) fn parse_head(
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(Malformed::Head(httparse::Error::Status))?;
     let bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for span in &spans[..count] {
-        let raw = &bytes[span.name()];
-        let name = match crate::names::common(raw) {
-            Some(name) => name,
-            None => HeaderName::from_bytes(raw)
-                .map_err(|_| Malformed::Head(httparse::Error::HeaderName))?,
-        };
-        let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
-            .map_err(|_| Malformed::Head(httparse::Error::HeaderValue))?;
-        headers.append(name, value);
-    }
-    let (framing, keep_alive) = framing(&headers, status, version, head_request)?;
+    let spans = &spans[..count];
+    // Only a final response goes to the client as it is read here (an
+    // interim one is relayed whole, a `101` keeps its `Upgrade`).
+    let read = if for_client && !status.is_informational() {
+        let mut hops = Hops::default();
+        match fields(&bytes, spans, Some(&mut hops)) {
+            Ok(headers) => Some((headers, hops)),
+            Err(Stop::GiveUp) => None,
+            Err(Stop::Malformed(e)) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let normalised = read.is_some();
+    let (headers, hops) = match read {
+        Some(read) => read,
+        None => {
+            let headers = fields(&bytes, spans, None).map_err(|stop| match stop {
+                Stop::Malformed(e) => e,
+                // Only a reading with `Hops` gives up.
+                Stop::GiveUp => Malformed::Head(httparse::Error::HeaderName),
+            })?;
+            let hops = Hops::of(&headers);
+            (headers, hops)
+        }
+    };
+    let (framing, keep_alive) = hops.framing(&headers, status, version, head_request)?;
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
@@ -190,44 +209,39 @@ pub(crate) fn parse_head(
         parts,
         framing,
         keep_alive,
+        normalised,
     }))
 }
 
-/// The body's framing (RFC 9112 §6.3) and whether the connection stays open.
-fn framing(
-    headers: &HeaderMap,
-    status: StatusCode,
-    version: Version,
-    head_request: bool,
-) -> Result<(Framing, bool), Malformed> {
-    let mut keep_alive = !connection_has(headers, "close")
-        && (version == Version::HTTP_11 || connection_has(headers, "keep-alive"));
-    let no_body = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    if no_body {
-        return Ok((Framing::Empty, keep_alive));
+/// Why [`fields`] stopped.
+enum Stop {
+    Malformed(Malformed),
+    GiveUp,
+}
+
+/// The field map of a head: every field, or with `hops` the end-to-end ones
+/// only (the hop-by-hop ones noted in `hops`).
+fn fields(bytes: &Bytes, spans: &[Span], mut hops: Option<&mut Hops>) -> Result<HeaderMap, Stop> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for span in spans {
+        let raw = &bytes[span.name()];
+        let name = match crate::names::common(raw) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(raw)
+                .map_err(|_| Stop::Malformed(Malformed::Head(httparse::Error::HeaderName)))?,
+        };
+        if let Some(hops) = hops.as_deref_mut()
+            && hops
+                .note(&name, &bytes[span.value()])
+                .map_err(|GiveUp| Stop::GiveUp)?
+        {
+            continue;
+        }
+        let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
+            .map_err(|_| Stop::Malformed(Malformed::Head(httparse::Error::HeaderValue)))?;
+        headers.append(name, value);
     }
-    let mut coded = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if coded.peek().is_some() {
-        let last = coded.last().map(|v| v.as_bytes()).unwrap_or_default();
-        let last = last.rsplit(|b| *b == b',').next().unwrap_or_default();
-        let chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-        // A length next to a transfer coding is a desync risk (RFC 9112
-        // §6.1): the coding wins and the connection is not reused.
-        keep_alive &= !headers.contains_key(header::CONTENT_LENGTH);
-        return Ok(if chunked && version == Version::HTTP_11 {
-            (Framing::Chunked, keep_alive)
-        } else {
-            (Framing::Close, false)
-        });
-    }
-    match content_length(headers).map_err(|()| Malformed::ContentLength)? {
-        Some(0) => Ok((Framing::Empty, keep_alive)),
-        Some(n) => Ok((Framing::Length(n), keep_alive)),
-        None => Ok((Framing::Close, false)),
-    }
+    Ok(headers)
 }
 
 /// Where a response body is: what is left of it by its framing.

@@ -14,6 +14,7 @@
 mod body;
 mod decode;
 mod encode;
+mod hops;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod replay;
 #[cfg(test)]
@@ -169,10 +170,11 @@ pub(crate) async fn send(
         parts,
         framing,
         keep_alive,
+        normalised,
     } = head;
     let writer = (write_failed.is_none() && !writer.is_finished()).then(|| Box::new(writer));
     let keep = keep && keep_alive && write_failed.is_none();
-    let body = ResponseBody::new(conn, framing, writer, keep);
+    let body = ResponseBody::new(conn, framing, writer, keep, normalised);
     Ok(Response::from_parts(parts, body))
 }
 
@@ -184,7 +186,7 @@ fn read_head(
 ) -> Poll<Result<Head, Failed>> {
     loop {
         if !conn.buf.is_empty() {
-            match decode::parse_head(&mut conn.buf, head_request, READ_SIZE) {
+            match decode::parse_head(&mut conn.buf, head_request, READ_SIZE, true) {
                 Ok(Some(head)) => return Poll::Ready(Ok(head)),
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(Failed::new(ErrorKind::UpstreamProtocol, e))),

@@ -133,7 +133,7 @@ fn trailers_and_extensions_of_a_chunked_body() {
 fn a_non_canonical_reason_phrase_is_kept_for_the_client() {
     let mut buf =
         bytes::BytesMut::from(&b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 0\r\n\r\n"[..]);
-    let head = super::decode::parse_head(&mut buf, false, 1024)
+    let head = super::decode::parse_head(&mut buf, false, 1024, false)
         .unwrap()
         .unwrap();
     let reason = head
@@ -143,7 +143,7 @@ fn a_non_canonical_reason_phrase_is_kept_for_the_client() {
         .unwrap();
     assert_eq!(reason.as_bytes(), b"Fine Thanks");
     let mut buf = bytes::BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..]);
-    let head = super::decode::parse_head(&mut buf, false, 1024)
+    let head = super::decode::parse_head(&mut buf, false, 1024, false)
         .unwrap()
         .unwrap();
     assert!(
@@ -155,7 +155,7 @@ fn a_non_canonical_reason_phrase_is_kept_for_the_client() {
 }
 
 /// Responses that exercise every part of the codec, valid and not.
-fn corpus() -> Vec<Vec<u8>> {
+pub(super) fn corpus() -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = [
         "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: keep-alive\r\n\r\nhello world",
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5;a=b\r\npedia\r\n0\r\nX-T: 1\r\n\r\n",
