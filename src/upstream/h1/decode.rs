@@ -109,12 +109,14 @@ impl Span {
 /// of it: `Ok(None)` while it is incomplete (up to `max_head` bytes).
 /// `head_request`: the response to a HEAD, which has no body whatever its
 /// headers say. `for_client`: the head goes to the client, so a final one
-/// is normalised as it is read where it can be ([`Head::normalised`]).
+/// is normalised as it is read where it can be ([`Head::normalised`]); its
+/// fields go into the map it holds, if any (emptied first; taken only once
+/// a head is complete).
 pub(crate) fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
     max_head: usize,
-    for_client: bool,
+    for_client: Option<&mut Option<HeaderMap>>,
 ) -> Result<Option<Head>, Malformed> {
     let mut spans = [Span::default(); MAX_HEADERS];
     let (len, version, code, count, reason) = {
@@ -174,21 +176,22 @@ pub(crate) fn parse_head(
     let spans = &spans[..count];
     // Only a final response goes to the client as it is read here (an
     // interim one is relayed whole, a `101` keeps its `Upgrade`).
-    let read = if for_client && !status.is_informational() {
-        let mut hops = Hops::default();
-        match fields(&bytes, spans, Some(&mut hops)) {
-            Ok(headers) => Some((headers, hops)),
-            Err(Stop::GiveUp) => None,
-            Err(Stop::Malformed(e)) => return Err(e),
+    let read = match for_client {
+        Some(spare) if !status.is_informational() => {
+            let mut hops = Hops::default();
+            match fields(&bytes, spans, spare.take(), Some(&mut hops)) {
+                Ok(headers) => Some((headers, hops)),
+                Err(Stop::GiveUp) => None,
+                Err(Stop::Malformed(e)) => return Err(e),
+            }
         }
-    } else {
-        None
+        _ => None,
     };
     let normalised = read.is_some();
     let (headers, hops) = match read {
         Some(read) => read,
         None => {
-            let headers = fields(&bytes, spans, None).map_err(|stop| match stop {
+            let headers = fields(&bytes, spans, None, None).map_err(|stop| match stop {
                 Stop::Malformed(e) => e,
                 // Only a reading with `Hops` gives up.
                 Stop::GiveUp => Malformed::Head(httparse::Error::HeaderName),
@@ -219,10 +222,22 @@ enum Stop {
     GiveUp,
 }
 
-/// The field map of a head: every field, or with `hops` the end-to-end ones
-/// only (the hop-by-hop ones noted in `hops`).
-fn fields(bytes: &Bytes, spans: &[Span], mut hops: Option<&mut Hops>) -> Result<HeaderMap, Stop> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+/// The field map of a head (in `into` if given): every field, or with `hops`
+/// the end-to-end ones only (the hop-by-hop ones noted in `hops`).
+fn fields(
+    bytes: &Bytes,
+    spans: &[Span],
+    into: Option<HeaderMap>,
+    mut hops: Option<&mut Hops>,
+) -> Result<HeaderMap, Stop> {
+    let mut headers = match into {
+        Some(mut map) => {
+            map.clear();
+            map.reserve(spans.len());
+            map
+        }
+        None => HeaderMap::with_capacity(spans.len()),
+    };
     for span in spans {
         let raw = &bytes[span.name()];
         let name = match crate::names::common(raw) {

@@ -32,6 +32,9 @@ pub(crate) struct Message {
     pub(crate) resendable: bool,
     pub(super) body: Option<RequestBody>,
     pub(super) out: Out,
+    /// The request's field map, done with once encoded: the response head
+    /// is read into it (no map allocated or freed per exchange).
+    pub(super) spare: Option<HeaderMap>,
 }
 
 impl Message {
@@ -48,6 +51,7 @@ impl Message {
             resendable,
             body: (out != Out::Empty).then_some(body),
             out,
+            spare: Some(head.headers),
         }
     }
 }

@@ -24,7 +24,7 @@ use std::io;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use http::Response;
+use http::{HeaderMap, Response};
 use tokio::net::TcpStream;
 
 pub(crate) use body::ResponseBody;
@@ -135,7 +135,7 @@ pub(crate) async fn send(
                     _ => {}
                 }
             }
-            let head = match read_head(&mut conn, cx, msg.head_request) {
+            let head = match read_head(&mut conn, cx, msg.head_request, &mut msg.spare) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(mut failed)) => {
                     if let Some(e) = write_failed.take() {
@@ -183,10 +183,11 @@ fn read_head(
     conn: &mut Conn,
     cx: &mut Context<'_>,
     head_request: bool,
+    spare: &mut Option<HeaderMap>,
 ) -> Poll<Result<Head, Failed>> {
     loop {
         if !conn.buf.is_empty() {
-            match decode::parse_head(&mut conn.buf, head_request, READ_SIZE, true) {
+            match decode::parse_head(&mut conn.buf, head_request, READ_SIZE, Some(spare)) {
                 Ok(Some(head)) => return Poll::Ready(Ok(head)),
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(Failed::new(ErrorKind::UpstreamProtocol, e))),

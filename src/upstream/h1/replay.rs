@@ -33,7 +33,7 @@ pub(crate) fn replay(input: &[u8], piece: usize, head_request: bool) -> Result<R
         n > 0
     };
     let head = loop {
-        match parse_head(&mut buf, head_request, super::READ_SIZE, false)
+        match parse_head(&mut buf, head_request, super::READ_SIZE, None)
             .map_err(|e| e.to_string())?
         {
             Some(head) if head.is_interim() => {}
@@ -81,7 +81,7 @@ fn fields<'a>(
 /// One response already whole in `buf`, read as `send` and the body do
 /// (for the codec's benchmark): its body length.
 pub(crate) fn read_once(buf: &mut BytesMut) -> usize {
-    let head = match parse_head(buf, false, super::READ_SIZE, false) {
+    let head = match parse_head(buf, false, super::READ_SIZE, None) {
         Ok(Some(head)) => head,
         other => panic!("not a whole response: {other:?}"),
     };

@@ -133,7 +133,7 @@ fn trailers_and_extensions_of_a_chunked_body() {
 fn a_non_canonical_reason_phrase_is_kept_for_the_client() {
     let mut buf =
         bytes::BytesMut::from(&b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 0\r\n\r\n"[..]);
-    let head = super::decode::parse_head(&mut buf, false, 1024, false)
+    let head = super::decode::parse_head(&mut buf, false, 1024, None)
         .unwrap()
         .unwrap();
     let reason = head
@@ -143,7 +143,7 @@ fn a_non_canonical_reason_phrase_is_kept_for_the_client() {
         .unwrap();
     assert_eq!(reason.as_bytes(), b"Fine Thanks");
     let mut buf = bytes::BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..]);
-    let head = super::decode::parse_head(&mut buf, false, 1024, false)
+    let head = super::decode::parse_head(&mut buf, false, 1024, None)
         .unwrap()
         .unwrap();
     assert!(
