@@ -351,6 +351,14 @@ pub fn decode_response(input: &[u8], piece: usize, head_request: bool) -> String
     )
 }
 
+/// Whether the service's response head, read for the client with its
+/// hop-by-hop fields noted as they pass (`upstream::h1::hops`), is sent as
+/// building the whole field map and normalising it would send it: `Err`
+/// says how not.
+pub fn response_head_alike(input: &[u8], head_request: bool) -> Result<(), String> {
+    crate::upstream::h1::hops::alike(input, head_request).map(|_| ())
+}
+
 /// The service connection's codec step by step, for `benches/codec.rs`.
 pub mod codec {
     use bytes::BytesMut;

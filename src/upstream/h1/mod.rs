@@ -14,7 +14,7 @@
 mod body;
 mod decode;
 mod encode;
-mod hops;
+pub(crate) mod hops;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod replay;
 #[cfg(test)]
