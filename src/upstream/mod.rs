@@ -140,9 +140,8 @@ impl Upstream {
     ///
     /// A pooled connection the service closed while it was idle is found
     /// at checkout and never used. One the service closes as the request
-    /// goes (idle for a while, dead before any response byte) has a safe
-    /// body-less request sent again on a fresh connection, within the retry
-    /// budget. The service's 1xx responses go to `interim`.
+    /// goes (dead before any response byte) has a safe body-less request
+    /// sent again on a fresh connection, within the retry budget. The service's 1xx responses go to `interim`.
     ///
     /// With `h2`, the request (an HTTP/2 head, see `headers::for_h2`) goes
     /// over this worker's multiplexed HTTP/2 connection instead. A gRPC
@@ -208,12 +207,15 @@ impl Upstream {
         retry::note_request();
         let (head, body) = req.into_parts();
         let mut msg = h1::Message::new(head, body);
-        if reusable && let Some((conn, idle_for)) = self.pool.checkout() {
-            // Died while idle, before any response byte: a safe, body-less
-            // request may go again on a fresh connection (its head is kept
-            // for that only when it may).
-            let may_resend = msg.resendable && self.retries && idle_for >= retry::STALE_AFTER;
-            match h1::send(conn, &mut msg, interim, true, may_resend).await {
+        if reusable && let Some((conn, _idle_for)) = self.pool.checkout() {
+            // Closed by the service before any response byte: a safe,
+            // body-less request goes again on a fresh connection, however
+            // briefly the pooled one sat idle. A service may close a
+            // connection at any moment after a response (nginx resends on
+            // its cached connections alike); the budget bounds a request
+            // that makes the service drop every connection it comes on.
+            let may_resend = msg.resendable && self.retries;
+            match h1::send(conn, &mut msg, interim, true).await {
                 Ok(res) => return Ok(res.map(Wire::H1)),
                 Err(failed) => {
                     if !(may_resend && failed.closed_before_response && retry::take()) {
@@ -224,7 +226,7 @@ impl Upstream {
             }
         }
         let conn = h1::Conn::new(self.connect_tcp().await?);
-        match h1::send(conn, &mut msg, interim, reusable, false).await {
+        match h1::send(conn, &mut msg, interim, reusable).await {
             Ok(res) => Ok(res.map(Wire::H1)),
             Err(failed) => Err(failed.error),
         }

@@ -9,8 +9,6 @@ const MIN_PER_WINDOW: u32 = 10;
 /// Beyond that, retries may add this share of the window's requests.
 const RATIO: f64 = 0.2;
 const WINDOW: Duration = Duration::from_secs(10);
-/// A pooled connection idle this long may have been closed by the service.
-pub(crate) const STALE_AFTER: Duration = Duration::from_secs(1);
 
 thread_local! {
     static BUDGET: Cell<(Option<Instant>, u32, u32)> = const { Cell::new((None, 0, 0)) };

@@ -74,6 +74,24 @@ async fn a_safe_request_on_a_stale_pooled_connection_is_sent_again() {
     sitio.stop().await;
 }
 
+/// The service drops the pooled connection as the next request comes, with
+/// no idle time in between (as a service does that closes a connection right
+/// after an answer): the request goes again all the same, as nginx resends
+/// on its cached connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_safe_request_is_sent_again_however_briefly_its_connection_sat_idle() {
+    let (port, answered) = closes_reused_connections().await;
+    let sitio = Sitio::start(config_for(port), Decorators::none()).await;
+    let mut client = TcpStream::connect(sitio.addr).await.unwrap();
+    let mut buf = Vec::new();
+    for round in 0..5 {
+        let res = send_on(&mut client, &mut buf, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(res.status, 200, "round {round}");
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 5);
+    sitio.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn retries_can_be_switched_off() {
     let (port, _) = closes_reused_connections().await;

@@ -134,9 +134,12 @@ const MAX_QUEUED: usize = 8;
 /// The request on its way out: queued bytes first, then the body's frames
 /// as the client sends them.
 pub(crate) struct Writer {
-    /// The head, until written (kept out of `queue`, which then allocates
-    /// only for requests with a body).
+    /// The head (kept out of `queue`, which then allocates only for
+    /// requests with a body), whole: a request that failed before any
+    /// response byte may go again on a fresh connection ([`Writer::into_head`]).
     first: Bytes,
+    /// How much of `first` is written.
+    first_at: usize,
     queue: VecDeque<Bytes>,
     /// `None` once the body's end (and its terminator) is queued.
     body: Option<RequestBody>,
@@ -147,6 +150,7 @@ impl Writer {
     pub(crate) fn new(head: Bytes, body: Option<RequestBody>, out: Out) -> Self {
         Writer {
             first: head,
+            first_at: 0,
             queue: VecDeque::new(),
             body,
             out,
@@ -155,7 +159,12 @@ impl Writer {
 
     /// Whether the whole request was written.
     pub(crate) fn is_finished(&self) -> bool {
-        self.body.is_none() && self.first.is_empty() && self.queue.is_empty()
+        self.body.is_none() && self.first_at == self.first.len() && self.queue.is_empty()
+    }
+
+    /// The request's head, whole, however much of it was written.
+    pub(crate) fn into_head(self) -> Bytes {
+        self.first
     }
 
     /// Writes what it can; `Ready(Ok)` once the whole request is out.
@@ -255,14 +264,15 @@ impl Writer {
         io: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        while !self.first.is_empty() || !self.queue.is_empty() {
+        while self.first_at < self.first.len() || !self.queue.is_empty() {
+            let first = &self.first[self.first_at..];
             let n = if self.queue.is_empty() {
-                ready!(Pin::new(&mut *io).poll_write(cx, &self.first))?
+                ready!(Pin::new(&mut *io).poll_write(cx, first))?
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_QUEUED + 3];
-                let bufs = std::iter::once(&self.first)
+                let bufs = std::iter::once(first)
                     .filter(|b| !b.is_empty())
-                    .chain(self.queue.iter());
+                    .chain(self.queue.iter().map(|b| &b[..]));
                 let mut count = 0;
                 for (slice, buf) in slices.iter_mut().zip(bufs) {
                     *slice = IoSlice::new(buf);
@@ -279,8 +289,8 @@ impl Writer {
     }
 
     fn advance(&mut self, mut n: usize) {
-        let first = n.min(self.first.len());
-        self.first.advance(first);
+        let first = n.min(self.first.len() - self.first_at);
+        self.first_at += first;
         n -= first;
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {

@@ -105,23 +105,18 @@ impl Failed {
 /// Sends `msg` over `conn` and reads the response head, relaying interim
 /// responses to `interim` (and failing past [`MAX_INTERIM`] of them). The
 /// request body streams while the head is awaited (a service may answer
-/// before it has read it all) and after, as the response body is read. `keep`: the connection may be pooled after
-/// this exchange; `keep_head`: `msg` may be sent again (its head stays).
+/// before it has read it all) and after, as the response body is read.
+/// `keep`: the connection may be pooled after this exchange. When sending
+/// fails before a response head, `msg` keeps its head (it may go again).
 pub(crate) async fn send(
     mut conn: Conn,
     msg: &mut Message,
     interim: Option<&InterimRelay>,
     keep: bool,
-    keep_head: bool,
 ) -> Result<Response<ResponseBody>, Failed> {
-    // A clone of the head's `Bytes` allocates its shared count: only when
-    // the head may be needed again.
-    let head = if keep_head {
-        msg.head.clone()
-    } else {
-        std::mem::take(&mut msg.head)
-    };
-    let mut writer = Writer::new(head, msg.body.take(), msg.out);
+    // Moved, not cloned (a clone of the head's `Bytes` allocates its shared
+    // count); the writer gives it back if the request must go again.
+    let mut writer = Writer::new(std::mem::take(&mut msg.head), msg.body.take(), msg.out);
     let mut write_failed = None;
     let mut interims = 0u32;
     let head = std::future::poll_fn(|cx| {
@@ -165,7 +160,14 @@ pub(crate) async fn send(
             }
         }
     })
-    .await?;
+    .await;
+    let head = match head {
+        Ok(head) => head,
+        Err(failed) => {
+            msg.head = writer.into_head();
+            return Err(failed);
+        }
+    };
     let Head {
         parts,
         framing,

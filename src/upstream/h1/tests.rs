@@ -426,7 +426,7 @@ async fn send_to(answer: &'static [u8]) -> Result<u16, crate::error::ErrorKind> 
     let (head, body) = request(Method::GET, &[("host", "svc")], None);
     let mut msg = Message::new(head, body);
     let relay = crate::interim::InterimRelay::default();
-    let sent = super::send(conn, &mut msg, Some(&relay), true, false).await;
+    let sent = super::send(conn, &mut msg, Some(&relay), true).await;
     drop(service.await);
     sent.map(|res| res.status().as_u16())
         .map_err(|f| f.error.kind())
