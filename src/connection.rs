@@ -459,6 +459,7 @@ async fn serve_awake<S: ClientStream>(
     let mut io = io;
     if let Some(limits) = own {
         let draining = *stop.borrow();
+        io.read_heads_itself();
         match crate::h1::serve(&mut io, ctx, limits, draining).await {
             crate::h1::Ended::Closed => return None,
             crate::h1::Ended::Parked => return io.into_parked(),

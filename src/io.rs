@@ -283,6 +283,9 @@ pub(crate) struct ClientIo<S> {
     /// armed head deadline belongs to a request that has since been served.
     armed_at_exchange: u32,
     scan: HeadScan,
+    /// sitio's own server side reads the heads (and notes their framing
+    /// itself): no scan of what is read; until a hand-over to hyper.
+    own_heads: bool,
     deadline: LazyDeadline,
     header_timeout: Duration,
     idle_timeout: Duration,
@@ -349,6 +352,7 @@ impl<S> ClientIo<S> {
             armed: Armed::Head,
             armed_at_exchange: 0,
             scan: HeadScan::default(),
+            own_heads: false,
             deadline: LazyDeadline::new(head_deadline),
             header_timeout: timeouts.header,
             idle_timeout: timeouts.idle,
@@ -393,6 +397,15 @@ impl<S> ClientIo<S> {
             self.prefix = joined.freeze();
         }
         self.scan.reset();
+        self.own_heads = false;
+    }
+
+    /// sitio's own server side reads the heads from now on, until it hands
+    /// the connection to hyper ([`ClientIo::unread`]): what is read is not
+    /// scanned (about 575 instructions a request), and a head that needs
+    /// another read is held to the header timeout from that read on.
+    pub(crate) fn read_heads_itself(&mut self) {
+        self.own_heads = true;
     }
 
     /// A parked connection whose next request's first bytes arrived: they are
@@ -496,20 +509,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             this.armed = Armed::Idle;
             this.deadline.set(now + this.idle_timeout.min(PARK_AFTER));
         } else if this.armed == Armed::Dispatched {
-            // hyper wants more of a head the scan saw end: hold it to the
-            // header timeout as any partial head.
+            // hyper wants more of a head the scan saw end, or sitio's own
+            // parser more of one it has not scanned: hold it to the header
+            // timeout as any partial head.
+            this.phase.head_started.store(true, Ordering::Relaxed);
             let head = this.header_timeout;
             this.arm(Armed::Head, head);
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let complete = match this.scan.feed(&buf.filled()[before..]) {
-                    Some(framing) => {
-                        this.phase.head_scanned(framing);
-                        true
-                    }
-                    None => false,
+                let complete = if this.own_heads {
+                    // Taken as whole: if it is not, the next read for it
+                    // arms the header timeout (the `Dispatched` case).
+                    true
+                } else if let Some(framing) = this.scan.feed(&buf.filled()[before..]) {
+                    this.phase.head_scanned(framing);
+                    true
+                } else {
+                    false
                 };
                 if this.armed == Armed::Idle && buf.filled().len() > before {
                     if complete {
