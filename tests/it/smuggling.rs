@@ -213,7 +213,7 @@ async fn run_cases(origin: &Origin, cases: &[Vec<u8>]) -> Vec<Outcome> {
         let (n, out) = done.unwrap();
         outcomes[n] = out;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin_caught_up(origin, &forwarded, cases.len()).await;
     for target in origin.seen.lock().unwrap().iter() {
         if let Some(n) = tag_of(target).filter(|n| *n < cases.len()) {
             outcomes[n].parsed += 1;
@@ -226,6 +226,30 @@ async fn run_cases(origin: &Origin, cases: &[Vec<u8>]) -> Vec<Outcome> {
     }
     sitio.stop().await;
     outcomes
+}
+
+/// Waits until the origin has reported (on its standard output, read by a
+/// task of its own) a request of every case sitio forwarded, or 5 s: a fixed
+/// wait missed reports on a loaded machine. Then a little longer, for any
+/// request it parsed beyond those (a smuggled one).
+async fn origin_caught_up(origin: &Origin, forwarded: &Mutex<Vec<String>>, cases: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let tags = |targets: &[String]| -> std::collections::BTreeSet<usize> {
+        targets
+            .iter()
+            .filter_map(|t| tag_of(t))
+            .filter(|n| *n < cases)
+            .collect()
+    };
+    loop {
+        let sent = tags(&forwarded.lock().unwrap());
+        let seen = tags(&origin.seen.lock().unwrap());
+        if sent.is_subset(&seen) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 /// The invariants every case must keep, whatever it is.
