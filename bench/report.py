@@ -194,7 +194,7 @@ def plot(path, modes):
                 ax.bar(names, kernel, color="none", edgecolor="black", hatch="//", linewidth=0,
                        label="of it kernel")
                 ax.legend(fontsize=7)
-            if key == "idle_conn_kib":
+            if key == "idle_conn_kib" and any(values):
                 # A log scale: Pingora's 85 KiB would flatten the rest.
                 ax.set_yscale("log")
             for i, v in enumerate(values):
