@@ -118,9 +118,9 @@ pub(crate) fn relay(
     res: Response<Wire>,
 ) -> Response<Body> {
     let (mut rhead, wire) = res.into_parts();
-    if matches!(&wire, Wire::H1(body) if body.is_normalised()) {
-        rhead.version = http::Version::HTTP_11;
-    } else {
+    // sitio's own HTTP/1 client hands over heads already made for the
+    // client (`upstream::h1::send`); hyper's HTTP/2 client does not.
+    if matches!(wire, Wire::H2(_)) {
         headers::to_client(&mut rhead);
     }
     let body = Body::upstream(UpstreamBody::new(wire, (home, upstream)));

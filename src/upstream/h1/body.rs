@@ -23,8 +23,6 @@ pub(crate) struct ResponseBody {
     writer: Option<Box<Writer>>,
     /// The connection may carry another exchange once both directions end.
     keep: bool,
-    /// The head's hop-by-hop fields are out already.
-    normalised: bool,
     /// A failure found, reported at the next poll (see [`ResponseBody::fail`]).
     failed: Option<io::Error>,
 }
@@ -35,22 +33,14 @@ impl ResponseBody {
         framing: Framing,
         writer: Option<Box<Writer>>,
         keep: bool,
-        normalised: bool,
     ) -> Self {
         ResponseBody {
             conn: Some(conn),
             decoder: BodyDecoder::new(framing),
             writer,
             keep,
-            normalised,
             failed: None,
         }
-    }
-
-    /// Its head was normalised for the client as it was read
-    /// ([`super::decode::Head::normalised`]).
-    pub(crate) fn is_normalised(&self) -> bool {
-        self.normalised
     }
 
     /// The connection, if it may serve another exchange: the response read

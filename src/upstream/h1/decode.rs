@@ -79,6 +79,16 @@ pub(crate) struct Head {
 }
 
 impl Head {
+    /// Makes the head the one the client gets: what the reading did not do
+    /// as the fields passed ([`Head::normalised`]), `headers::to_client` does.
+    pub(crate) fn make_for_client(&mut self) {
+        if self.normalised {
+            self.parts.version = Version::HTTP_11;
+        } else {
+            crate::headers::to_client(&mut self.parts);
+        }
+    }
+
     /// An interim (1xx) response before the final one; a `101` is final
     /// (the connection changes protocol after it).
     pub(crate) fn is_interim(&self) -> bool {
@@ -176,30 +186,13 @@ pub(crate) fn parse_head(
     let spans = &spans[..count];
     // Only a final response goes to the client as it is read here (an
     // interim one is relayed whole, a `101` keeps its `Upgrade`).
-    let read = match for_client {
-        Some(spare) if !status.is_informational() => {
-            let mut hops = Hops::default();
-            match fields(&bytes, spans, spare.take(), Some(&mut hops)) {
-                Ok(headers) => Some((headers, hops)),
-                Err(Stop::GiveUp) => None,
-                Err(Stop::Malformed(e)) => return Err(e),
-            }
-        }
-        _ => None,
-    };
-    let normalised = read.is_some();
-    let (headers, hops) = match read {
-        Some(read) => read,
-        None => {
-            let headers = fields(&bytes, spans, None, None).map_err(|stop| match stop {
-                Stop::Malformed(e) => e,
-                // Only a reading with `Hops` gives up.
-                Stop::GiveUp => Malformed::Head(httparse::Error::HeaderName),
-            })?;
-            let hops = Hops::of(&headers);
-            (headers, hops)
-        }
-    };
+    let spare = for_client.filter(|_| !status.is_informational());
+    let mut hops = Hops::default();
+    let noting = spare.is_some().then_some(&mut hops);
+    let (headers, normalised) = fields(&bytes, spans, spare.and_then(Option::take), noting)?;
+    if !normalised {
+        hops = Hops::of(&headers);
+    }
     let (framing, keep_alive) = hops.framing(&headers, status, version, head_request)?;
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
@@ -216,47 +209,44 @@ pub(crate) fn parse_head(
     }))
 }
 
-/// Why [`fields`] stopped.
-enum Stop {
-    Malformed(Malformed),
-    GiveUp,
-}
-
-/// The field map of a head (in `into` if given): every field, or with `hops`
-/// the end-to-end ones only (the hop-by-hop ones noted in `hops`).
+/// The field map of a head (in `into` if given): every field, or with
+/// `hops` the end-to-end ones only, the hop-by-hop ones noted in `hops`;
+/// with whether they were (a head `hops` gives up on is read again whole,
+/// into the same map).
 fn fields(
     bytes: &Bytes,
     spans: &[Span],
     into: Option<HeaderMap>,
     mut hops: Option<&mut Hops>,
-) -> Result<HeaderMap, Stop> {
-    let mut headers = match into {
-        Some(mut map) => {
-            map.clear();
-            map.reserve(spans.len());
-            map
+) -> Result<(HeaderMap, bool), Malformed> {
+    let mut headers = into.unwrap_or_default();
+    headers.clear();
+    headers.reserve(spans.len());
+    'read: loop {
+        for span in spans {
+            let raw = &bytes[span.name()];
+            let name = match crate::names::common(raw) {
+                Some(name) => name,
+                None => HeaderName::from_bytes(raw)
+                    .map_err(|_| Malformed::Head(httparse::Error::HeaderName))?,
+            };
+            if let Some(noted) = hops.as_deref_mut() {
+                match noted.note(&name, &bytes[span.value()]) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(GiveUp) => {
+                        hops = None;
+                        headers.clear();
+                        continue 'read;
+                    }
+                }
+            }
+            let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
+                .map_err(|_| Malformed::Head(httparse::Error::HeaderValue))?;
+            headers.append(name, value);
         }
-        None => HeaderMap::with_capacity(spans.len()),
-    };
-    for span in spans {
-        let raw = &bytes[span.name()];
-        let name = match crate::names::common(raw) {
-            Some(name) => name,
-            None => HeaderName::from_bytes(raw)
-                .map_err(|_| Stop::Malformed(Malformed::Head(httparse::Error::HeaderName)))?,
-        };
-        if let Some(hops) = hops.as_deref_mut()
-            && hops
-                .note(&name, &bytes[span.value()])
-                .map_err(|GiveUp| Stop::GiveUp)?
-        {
-            continue;
-        }
-        let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
-            .map_err(|_| Stop::Malformed(Malformed::Head(httparse::Error::HeaderValue)))?;
-        headers.append(name, value);
+        return Ok((headers, hops.is_some()));
     }
-    Ok(headers)
 }
 
 /// Where a response body is: what is left of it by its framing.

@@ -102,7 +102,8 @@ impl Failed {
     }
 }
 
-/// Sends `msg` over `conn` and reads the response head, relaying interim
+/// Sends `msg` over `conn` and reads the response head (made for the
+/// client: hop-by-hop fields out, a canonical length), relaying interim
 /// responses to `interim` (and failing past [`MAX_INTERIM`] of them). The
 /// request body streams while the head is awaited (a service may answer
 /// before it has read it all) and after, as the response body is read.
@@ -161,22 +162,23 @@ pub(crate) async fn send(
         }
     })
     .await;
-    let head = match head {
+    let mut head = match head {
         Ok(head) => head,
         Err(failed) => {
             msg.head = writer.into_head();
             return Err(failed);
         }
     };
+    head.make_for_client();
     let Head {
         parts,
         framing,
         keep_alive,
-        normalised,
+        ..
     } = head;
     let writer = (write_failed.is_none() && !writer.is_finished()).then(|| Box::new(writer));
     let keep = keep && keep_alive && write_failed.is_none();
-    let body = ResponseBody::new(conn, framing, writer, keep, normalised);
+    let body = ResponseBody::new(conn, framing, writer, keep);
     Ok(Response::from_parts(parts, body))
 }
 
