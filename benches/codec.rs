@@ -45,6 +45,21 @@ fn read_response(c: &mut Criterion) {
         ("chunked, two chunks", CHUNKED),
     ];
     reads(c, "codec_read_response", inputs, codec::read_response);
+    let inputs = [
+        ("nginx 100-byte file, into a map", NGINX),
+        ("nginx 100-byte file, as lines", NGINX),
+    ];
+    let mut group = c.benchmark_group("codec_read_response_for_client");
+    for ((name, input), as_lines) in inputs.into_iter().zip([false, true]) {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut spare = None;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                codec::read_response_for_client(&mut buf, black_box(input), as_lines, &mut spare)
+            })
+        });
+    }
+    group.finish();
 }
 
 fn write_request(c: &mut Criterion) {

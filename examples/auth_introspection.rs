@@ -168,6 +168,9 @@ fn admit(head: &mut request::Parts, answer: &Answer) -> Action<'static> {
 
 impl Decorator for Introspection {
     type State = ();
+    // No response hook: with none in the chain, sitio sends the service's
+    // response head on without building a field map for it.
+    const ON_RESPONSE: bool = false;
 
     fn name(&self) -> &'static str {
         "auth_introspection"

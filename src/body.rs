@@ -82,6 +82,15 @@ impl Body {
         matches!(self.kind, Kind::Upstream(_))
     }
 
+    /// The fields of the head this body came with, if they were kept as the
+    /// client's lines (`upstream::h1::Lines`); once.
+    pub(crate) fn take_lines(&mut self) -> Option<Box<crate::upstream::Lines>> {
+        match &mut self.kind {
+            Kind::Upstream(body) => body.take_lines(),
+            _ => None,
+        }
+    }
+
     /// Consumes the body in the background so that its upstream connection can be
     /// reused; used when a decorator replaces a response whose body is not sent.
     pub(crate) fn discard(self) {

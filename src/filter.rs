@@ -95,6 +95,11 @@ impl Filters {
             .push((owner, filter));
     }
 
+    /// No filter was installed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.stream.as_ref().is_none_or(|s| s.list.is_empty())
+    }
+
     /// True when some filter may change the body's length.
     pub(crate) fn change_length(&self) -> bool {
         self.stream

@@ -352,7 +352,8 @@ pub fn decode_response(input: &[u8], piece: usize, head_request: bool) -> String
 }
 
 /// Whether the service's response head, read for the client with its
-/// hop-by-hop fields noted as they pass (`upstream::h1::hops`), is sent as
+/// hop-by-hop fields noted as they pass (`upstream::h1::hops`), or kept as
+/// the client's lines (`upstream::h1::lines`), is sent as
 /// building the whole field map and normalising it would send it: `Err`
 /// says how not.
 pub fn response_head_alike(input: &[u8], head_request: bool) -> Result<(), String> {
@@ -370,7 +371,23 @@ pub mod codec {
     pub fn read_response(buf: &mut BytesMut, input: &[u8]) -> usize {
         use crate::upstream::h1::replay::read_once;
         buf.extend_from_slice(input);
-        read_once(buf)
+        read_once(buf, None)
+    }
+
+    /// [`read_response`] as a proxied exchange reads it for the client:
+    /// hop-by-hop fields left out as they pass, the fields put in a map
+    /// (`as_lines` false) or kept as the client's lines (`as_lines` true,
+    /// when no decorator reads response heads). `spare`: the map read
+    /// into and given back, as the exchange reuses one.
+    pub fn read_response_for_client(
+        buf: &mut BytesMut,
+        input: &[u8],
+        as_lines: bool,
+        spare: &mut Option<http::HeaderMap>,
+    ) -> usize {
+        use crate::upstream::h1::replay::read_once;
+        buf.extend_from_slice(input);
+        read_once(buf, Some((as_lines, spare)))
     }
 
     /// Encodes `head` (and an empty body) as the request the service gets.

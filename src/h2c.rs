@@ -309,6 +309,7 @@ impl Leg for H2Conn {
         upstream: usize,
         mut req: Request<RequestBody>,
         forward: H2cForward,
+        _as_lines: bool,
     ) -> Result<(Response<Body>, bool), ProxyError> {
         // A gRPC call's deadline holds for the whole call: the response head
         // and then its body (a stream past it ends DEADLINE_EXCEEDED).
@@ -319,7 +320,18 @@ impl Leg for H2Conn {
         let target = &self.shared.upstreams[upstream];
         let left = deadline.map(|d| d.remaining());
         let res = target
-            .send(req, forward.reusable, forward.h2, left, None, None)
+            .send(
+                req,
+                crate::upstream::How {
+                    reusable: forward.reusable,
+                    h2: forward.h2,
+                    // hyper's HTTP/2 server sends the response: a map.
+                    as_lines: false,
+                },
+                left,
+                None,
+                None,
+            )
             .await?;
         let mut res = crate::proxy::relay(self.clone(), upstream, res);
         if let Some(d) = deadline {

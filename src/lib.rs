@@ -70,7 +70,9 @@
 //!   `upstream::h1` is sitio's own HTTP/1 client (on `httparse`), driven inline in the
 //!   exchange's task: request head encoded in one buffer, response head parsed into one
 //!   (into the request's field map, which it is done with), its hop-by-hop fields read
-//!   and left out as the map is built (`upstream::h1::hops`).
+//!   and left out as the map is built (`upstream::h1::hops`); or, when nothing on the way
+//!   reads response heads ([`Decorator::ON_RESPONSE`]), its fields kept as the lines the
+//!   client gets, with no map (`upstream::h1::lines`).
 //! - `h1`: sitio's own server side of HTTP/1 on the client connection: request head
 //!   (`httparse`), response encoder and the connection loop, one read and one write buffer
 //!   per awake connection. It serves requests with no body or one of known length (read

@@ -24,7 +24,7 @@ use crate::guard::{RawFraming, Refusal};
 use crate::io::ConnPhase;
 use crate::telemetry::{Routes, Telemetry};
 use crate::upstream::{
-    PoolHome, RequestBody, RequestBodyState, Source, Upstream, UpstreamBody, Wire,
+    How, PoolHome, RequestBody, RequestBodyState, Source, Upstream, UpstreamBody, Wire,
 };
 use crate::{headers, tunnel};
 
@@ -196,23 +196,29 @@ impl Leg for ConnCtx {
         RequestBody::new(body, Some(&self.phase), filters)
     }
 
+    fn takes_lines(&self, body: &Source) -> bool {
+        // sitio's own server side reads these bodies, and its encoder sends
+        // the response; hyper's server takes only a field map.
+        matches!(body, Source::Empty | Source::Client(_))
+    }
+
     async fn send(
         self: &Arc<Self>,
         upstream: usize,
         req: Request<RequestBody>,
         forward: Forward,
+        as_lines: bool,
     ) -> Result<(Response<Body>, bool), ProxyError> {
         let interim = forward.relay_early_hints.then_some(&self.phase.interim);
         let target = &self.shared.upstreams[upstream];
+        let how = How {
+            reusable: forward.reusable,
+            h2: forward.h2,
+            // An upgrade's `101` is read whole anyway.
+            as_lines,
+        };
         let sent = target
-            .send(
-                req,
-                forward.reusable,
-                forward.h2,
-                None,
-                interim,
-                Some(&self.response_timer),
-            )
+            .send(req, how, None, interim, Some(&self.response_timer))
             .await;
         let (rhead, mut wire) = sent?.into_parts();
         let mut upgraded = false;

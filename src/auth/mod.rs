@@ -218,6 +218,7 @@ impl std::fmt::Debug for Authenticate {
 impl Decorator for Authenticate {
     /// Why this exchange was refused, if it was.
     type State = Option<Reason>;
+    const ON_RESPONSE: bool = false;
 
     fn name(&self) -> &'static str {
         "auth"

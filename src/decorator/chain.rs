@@ -140,6 +140,8 @@ struct Entry {
     name: &'static str,
     /// Whether its state takes room (see [`States`]).
     sized: bool,
+    /// It has a response hook ([`Decorator::ON_RESPONSE`]).
+    on_response: bool,
 }
 
 fn entry<D: Decorator>(decorator: D) -> Entry {
@@ -147,6 +149,7 @@ fn entry<D: Decorator>(decorator: D) -> Entry {
         name: decorator.name(),
         hooks: Arc::new(decorator),
         sized: sized::<D::State>(),
+        on_response: D::ON_RESPONSE,
     }
 }
 
@@ -333,6 +336,11 @@ impl Decorators {
         &self.targets
     }
 
+    /// Whether some decorator has a response hook (reads response heads).
+    pub(crate) fn has_response_hooks(&self) -> bool {
+        self.chain.iter().any(|d| d.on_response)
+    }
+
     /// Decorator `i`, about to run a hook: its entry and its state's slot.
     fn enter<'a>(
         &'a self,
@@ -378,6 +386,9 @@ impl Decorators {
         states: &'a mut States,
         ex: &'a mut Exchange,
     ) -> Action<'a> {
+        if !self.chain[i].on_response {
+            return Action::Continue;
+        }
         let (d, slot) = self.enter(i, states, ex);
         guarded(d.name, || d.hooks.response(head, slot, ex))
     }

@@ -130,6 +130,29 @@ pub trait Decorator: Send + Sync + 'static {
     /// This decorator's per-exchange state; `()` when it needs none.
     type State: Default + Send + 'static;
 
+    /// Whether sitio calls [`Decorator::on_response`] (`true` unless set).
+    /// A decorator that does not implement it sets `false`: when no
+    /// decorator in the chain has a response hook, sitio sends the
+    /// service's response head on as it read it (hop-by-hop fields out)
+    /// without building a field map for it, about a sixth of the CPU sitio
+    /// spends on a small proxied request. With `false`, `on_response` is
+    /// never called.
+    ///
+    /// ```
+    /// use sitio::{Decorator, Exchange};
+    ///
+    /// /// Counts answers by status; needs no response head.
+    /// struct Count;
+    /// impl Decorator for Count {
+    ///     type State = ();
+    ///     const ON_RESPONSE: bool = false;
+    ///     fn on_complete(&self, _: &mut (), ex: &Exchange) {
+    ///         let _status = ex.status();
+    ///     }
+    /// }
+    /// ```
+    const ON_RESPONSE: bool = true;
+
     /// A short name for logs (a panic in a hook is logged with it).
     fn name(&self) -> &'static str {
         std::any::type_name::<Self>()

@@ -96,6 +96,7 @@ impl Leg for Memory {
         _upstream: usize,
         req: Request<RequestBody>,
         (): (),
+        _as_lines: bool,
     ) -> Result<(Response<Body>, bool), ProxyError> {
         let service = self.service.lock().ok().and_then(|mut s| s.take());
         let Some(service) = service else {

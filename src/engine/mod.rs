@@ -70,13 +70,21 @@ pub(crate) trait Leg: Send + Sync + Sized + 'static {
         body: Self::In,
         filters: Filters,
     ) -> (crate::upstream::RequestBody, Option<Arc<RequestBodyState>>);
+    /// Whether the response to a request with this body goes out through
+    /// an encoder that takes a head's fields as lines (`upstream::Lines`):
+    /// sitio's own HTTP/1 server side.
+    fn takes_lines(&self, _body: &Self::In) -> bool {
+        false
+    }
     /// Sends the request; the response head is normalised for the client.
-    /// `Ok((response, upgraded))`.
+    /// `as_lines`: its fields may stay the client's lines (nothing reads
+    /// them on the way; see [`Leg::takes_lines`]). `Ok((response, upgraded))`.
     fn send(
         self: &Arc<Self>,
         upstream: usize,
         req: Request<crate::upstream::RequestBody>,
         forward: Self::Forward,
+        as_lines: bool,
     ) -> impl Future<Output = Result<(Response<Body>, bool), ProxyError>> + Send;
     /// The exchange is over (its completion hooks ran).
     fn finished(&self, at: Instant);
@@ -232,10 +240,17 @@ impl<L: Leg> Phases<'_, L> {
         if filters.change_length() {
             head.headers.remove(CONTENT_LENGTH);
         }
+        // Nothing reads the response head on its way to the client: no
+        // response hook, no body filter that changes its length, no gRPC
+        // status to find in it.
+        let as_lines = !chain.has_response_hooks()
+            && ex.response_filters.is_empty()
+            && !ex.is_grpc()
+            && self.leg.takes_lines(&body);
         let (body, state) = self.leg.request_body(body, filters);
         *bytes_in = state;
         let req = Request::from_parts(head, body);
-        let sent = self.leg.send(upstream, req, forward).await;
+        let sent = self.leg.send(upstream, req, forward, as_lines).await;
         match sent {
             Ok((res, upgraded)) => {
                 ex.service_status = Some(res.status());

@@ -67,6 +67,12 @@ impl<L: Leg> Tracked<L> {
         Response::from_parts(head, body)
     }
 
+    /// The fields of the response head, if they were kept as the client's
+    /// lines (see `upstream::h1::Lines`); once.
+    pub(crate) fn take_lines(&mut self) -> Option<Box<crate::upstream::Lines>> {
+        self.inner.take_lines()
+    }
+
     /// The exchange, completed (for `Decorators::simulate`, once the body
     /// was read: an unread body completes as abandoned by the client).
     pub(crate) fn completed(mut self) -> Exchange {

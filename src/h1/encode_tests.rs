@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::response::Asked;
 use super::send::{self, Unwatched};
 use crate::body::BoxError;
+use crate::upstream::Lines;
 
 /// A response body with the end and length hint a case asks for.
 struct Canned {
@@ -92,13 +93,17 @@ impl Case {
     }
 
     fn asked(&self) -> Asked {
-        let http10 = self.request.contains("HTTP/1.0");
-        Asked {
-            head: self.request.starts_with("HEAD"),
-            keep_alive: !self.request.contains("close")
-                && (!http10 || self.request.contains("keep-alive")),
-            http10,
-        }
+        asked_by(self.request)
+    }
+}
+
+/// What `request` asks of its response's framing.
+fn asked_by(request: &str) -> Asked {
+    let http10 = request.contains("HTTP/1.0");
+    Asked {
+        head: request.starts_with("HEAD"),
+        keep_alive: !request.contains("close") && (!http10 || request.contains("keep-alive")),
+        http10,
     }
 }
 
@@ -131,8 +136,12 @@ async fn read_all(client: &mut tokio::io::DuplexStream) -> Seen {
 }
 
 async fn by_hyper(case: &Case) -> Seen {
+    by_hyper_with(case.request, case.response()).await
+}
+
+async fn by_hyper_with(request: &str, res: Response<Canned>) -> Seen {
     let (mut client, server) = tokio::io::duplex(1 << 20);
-    let res = Arc::new(Mutex::new(Some(case.response())));
+    let res = Arc::new(Mutex::new(Some(res)));
     let service = hyper::service::service_fn(move |_req| {
         let res = res.lock().unwrap().take().unwrap();
         async move { Ok::<_, std::convert::Infallible>(res) }
@@ -140,19 +149,23 @@ async fn by_hyper(case: &Case) -> Seen {
     let conn = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(server), service);
     let task = tokio::spawn(conn);
-    client.write_all(case.request.as_bytes()).await.unwrap();
+    client.write_all(request.as_bytes()).await.unwrap();
     let seen = read_all(&mut client).await;
     task.abort();
     seen
 }
 
 async fn by_sitio(case: &Case) -> Seen {
+    by_sitio_with((case.response(), None), case.asked()).await
+}
+
+async fn by_sitio_with(res: (Response<Canned>, Option<Box<Lines>>), asked: Asked) -> Seen {
     let (mut client, mut server) = tokio::io::duplex(1 << 20);
     let (mut out, mut spare) = (Vec::new(), None);
     let sent = send::response(
         &mut server,
-        case.response(),
-        case.asked(),
+        res,
+        asked,
         (&mut out, &mut spare),
         &mut Unwatched,
     )
@@ -186,14 +199,7 @@ type Body = (Vec<&'static [u8]>, bool, Option<u64>);
 fn cases() -> Vec<Case> {
     let big: &'static [u8] = Box::leak(vec![b'x'; 10_010].into_boxed_slice());
     let mut out = Vec::new();
-    let requests = [
-        "GET / HTTP/1.1\r\nhost: a\r\n\r\n",
-        "GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
-        "HEAD / HTTP/1.1\r\nhost: a\r\n\r\n",
-        "GET / HTTP/1.0\r\nhost: a\r\n\r\n",
-        "GET / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n",
-        "HEAD / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n",
-    ];
+    let requests = REQUESTS;
     let bodies: Vec<Body> = vec![
         (vec![b"hello"], true, Some(5)),
         (vec![], true, Some(0)),
@@ -326,4 +332,102 @@ async fn responses_go_out_as_hyper_sends_them() {
         cases.len(),
         differ.join("\n")
     );
+}
+
+/// The requests every case is answered for.
+const REQUESTS: [&str; 6] = [
+    "GET / HTTP/1.1\r\nhost: a\r\n\r\n",
+    "GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    "HEAD / HTTP/1.1\r\nhost: a\r\n\r\n",
+    "GET / HTTP/1.0\r\nhost: a\r\n\r\n",
+    "GET / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n",
+    "HEAD / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n",
+];
+
+/// Service heads for the lines: the usual ones, and every field the
+/// reading leaves out, gives up on, or that changes the client's framing.
+const SERVICE_HEADS: [&str; 16] = [
+    "HTTP/1.1 200 OK\r\nServer: nginx/1.26.3\r\nDate: Thu, 03 Dec 2026 08:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nLast-Modified: Thu, 03 Dec 2026 07:00:00 GMT\r\nConnection: keep-alive\r\nETag: \"1-5\"\r\nAccept-Ranges: bytes\r\n\r\n",
+    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Mixed-Case: V\r\nSet-Cookie: b=2\r\nContent-Length: 5\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nDate: Thu, 03 Dec 2026 08:00:00 GMT\r\n\r\n",
+    "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n",
+    "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nUpgrade: h2c\r\nContent-Length: 5\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nContent-Length: 5\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTrailer: x-checksum\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    "HTTP/1.1 204 No Content\r\nX-A: 1\r\nX-A: 2\r\n\r\n",
+    "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 5\r\n\r\n",
+    "HTTP/1.1 200 Fine Thanks\r\nContent-Length: 5\r\nX-Obs: café\tx\r\n\r\n",
+    "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+];
+
+/// A body as the service connection gives it: `None`, known to be empty;
+/// `Some(None)`, of unknown length.
+fn service_body(body: Option<Option<u64>>) -> Canned {
+    let (frames, ends_known, hint) = match body {
+        None => (vec![], true, Some(0)),
+        Some(Some(n)) => (vec![Bytes::from(vec![b'x'; n as usize])], true, Some(n)),
+        Some(None) => (
+            vec![Bytes::from_static(b"hel"), Bytes::from_static(b"lo")],
+            false,
+            None,
+        ),
+    };
+    Canned {
+        frames: frames.into_iter().map(Frame::data).collect(),
+        ends_known,
+        hint,
+    }
+}
+
+/// `seen` with the head's field lines in name order (a stable sort: one
+/// name's lines keep theirs), for heads whose lines keep the service's
+/// order where a map groups each name's fields together.
+fn fields_by_name((text, open): Seen) -> Seen {
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return (text, open);
+    };
+    let mut lines: Vec<&str> = head.split("\r\n").collect();
+    lines[1..].sort_by_key(|line| line.split(':').next().unwrap_or_default().to_owned());
+    (format!("{}\r\n\r\n{body}", lines.join("\r\n")), open)
+}
+
+/// A service's head whose fields were kept as the client's lines goes out
+/// as hyper sends the same head read into a map (the order of different
+/// names aside), for every kind of request; and the usual heads are kept
+/// as lines.
+#[tokio::test(start_paused = true)]
+async fn heads_kept_as_lines_go_out_as_hyper_sends_them_from_a_map() {
+    let (mut compared, mut as_lines) = (0, 0);
+    for service in SERVICE_HEADS {
+        for request in REQUESTS {
+            let head_request = request.starts_with("HEAD");
+            let read = |lines| {
+                crate::upstream::h1::head_for_client(service.as_bytes(), head_request, lines)
+            };
+            let Some((map, body, None)) = read(false) else {
+                panic!("{service:?} not read into a map");
+            };
+            let Some((parts, lines_body, lines)) = read(true) else {
+                panic!("{service:?} not read for lines");
+            };
+            assert_eq!(body, lines_body);
+            as_lines += usize::from(lines.is_some());
+            let hyper = by_hyper_with(request, Response::from_parts(map, service_body(body))).await;
+            let res = Response::from_parts(parts, service_body(body));
+            let sitio = by_sitio_with((res, lines.map(Box::new)), asked_by(request)).await;
+            assert_eq!(
+                fields_by_name(hyper),
+                fields_by_name(sitio),
+                "{service:?} for {request:?}"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, SERVICE_HEADS.len() * REQUESTS.len());
+    assert!(as_lines >= 12 * REQUESTS.len(), "{as_lines} kept as lines");
 }

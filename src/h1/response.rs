@@ -15,6 +15,7 @@ use http::{StatusCode, Version, response};
 
 use super::date;
 use super::head::{has_token, last_is_chunked};
+use crate::upstream::Lines;
 
 /// What of the request decides how its response is framed.
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +182,48 @@ pub(crate) fn encode_head(
     framed
         .encode(head, dst)
         .inspect_err(|_| dst.truncate(start))
+}
+
+/// Encodes a head whose fields came as the client's lines (`lines`; the
+/// map in `head` is empty) into `dst`, when its encoding is plain: an
+/// HTTP/1.1 client, not a `HEAD`, a status that has a body, and a body
+/// framed by the length the lines hold or (unknown) by chunks. Writes the
+/// bytes [`encode_head`] writes for the same fields in a map (the map's
+/// order aside: lines keep the service's). `None` (nothing written) for
+/// any other head, which goes through the map.
+pub(crate) fn encode_lines(
+    head: &response::Parts,
+    lines: &Lines,
+    asked: Asked,
+    body: Option<BodyLength>,
+    dst: &mut Vec<u8>,
+) -> Option<Encoder> {
+    if asked.http10 || asked.head || !head.headers.is_empty() || !can_have_length(head.status) {
+        return None;
+    }
+    let kind = match (body?, lines.length()) {
+        (BodyLength::Known(n), Some(length)) if n == length && n > 0 => Kind::Length(n),
+        (BodyLength::Unknown, None) => Kind::Chunked,
+        _ => return None,
+    };
+    status_line(head, dst);
+    dst.extend_from_slice(lines.lines());
+    if !asked.keep_alive {
+        dst.extend_from_slice(b"connection: close\r\n");
+    }
+    if kind == Kind::Chunked {
+        dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if !lines.has_date() {
+        dst.extend_from_slice(b"date: ");
+        date::extend(dst);
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+    Some(Encoder {
+        kind,
+        last: !asked.keep_alive,
+    })
 }
 
 /// The response to an HTTP/1.0 request is HTTP/1.0 (hyper's

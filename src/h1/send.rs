@@ -12,8 +12,9 @@ use http::{HeaderMap, Response};
 use hyper::body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::response::{Asked, BodyLength, Unsendable, encode_head};
+use super::response::{Asked, BodyLength, Unsendable, encode_head, encode_lines};
 use crate::body::BoxError;
+use crate::upstream::Lines;
 
 /// Body data up to this size is copied behind what is queued (one write
 /// for head and body); larger data is written from where it is.
@@ -75,10 +76,12 @@ impl std::fmt::Display for Failed {
 
 /// Sends `res` to the client on `io`, with `out` as its write buffer; the
 /// response's emptied field map is left in `spare` for the next request.
-/// `Ok(true)`: the connection may carry another exchange.
+/// `lines`: the head's fields, when they came as the client's lines (the
+/// map is empty then). `Ok(true)`: the connection may carry another
+/// exchange.
 pub(crate) async fn response<S, B>(
     io: &mut S,
-    res: Response<B>,
+    (res, lines): (Response<B>, Option<Box<Lines>>),
     asked: Asked,
     (out, spare): (&mut Vec<u8>, &mut Option<HeaderMap>),
     watch: &mut impl Watch,
@@ -97,7 +100,18 @@ where
         })
     };
     out.clear();
-    let encoded = encode_head(&mut head, asked, length, out);
+    let plain = lines
+        .as_ref()
+        .and_then(|lines| encode_lines(&head, lines, asked, length, out));
+    let encoded = match (plain, lines) {
+        (Some(enc), _) => Ok(enc),
+        (None, lines) => {
+            if let Some(lines) = lines {
+                (*lines).into_map(&mut head.headers);
+            }
+            encode_head(&mut head, asked, length, out)
+        }
+    };
     let mut fields = std::mem::take(&mut head.headers);
     drop(head);
     fields.clear();

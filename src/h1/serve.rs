@@ -156,7 +156,7 @@ impl Conn {
         // hyper's rule: only HTTP/1.1, only for a body to come.
         let owed = head.expect_continue && !http10 && feed.is_some();
         let mut watch = Client::new(&mut self.buf, feed, owed.then_some(&**phase));
-        let res = std::future::poll_fn(|cx| {
+        let mut res = std::future::poll_fn(|cx| {
             if let Poll::Ready(Ok(res)) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(Ok(res));
             }
@@ -178,7 +178,8 @@ impl Conn {
         };
         watch.responding();
         let buffers = (&mut self.out, &mut self.spare);
-        match send::response(io, res, asked, buffers, &mut watch).await {
+        let lines = res.body_mut().take_lines();
+        match send::response(io, (res, lines), asked, buffers, &mut watch).await {
             // A body left unread closes the connection (the close lingers).
             Ok(persists) => Ok(persists && watch.body_done(phase)),
             Err(send::Failed::Io(e)) => Err(Stop::Failed(e)),

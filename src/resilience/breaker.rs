@@ -206,6 +206,7 @@ impl std::fmt::Debug for CircuitBreaker {
 
 impl Decorator for CircuitBreaker {
     type State = Turn;
+    const ON_RESPONSE: bool = false;
 
     fn name(&self) -> &'static str {
         "circuit_breaker"

@@ -262,6 +262,7 @@ impl Recorder {
 
 impl Decorator for Recorder {
     type State = ();
+    const ON_RESPONSE: bool = false;
     fn name(&self) -> &'static str {
         "stats"
     }

@@ -272,6 +272,15 @@ impl UpstreamBody {
         }
     }
 
+    /// The response head's fields, if they were kept as the client's lines
+    /// (its map is empty then); once.
+    pub(crate) fn take_lines(&mut self) -> Option<Box<super::h1::Lines>> {
+        match &mut self.inner {
+            Wire::H1(b) => b.take_lines(),
+            Wire::H2(_) => None,
+        }
+    }
+
     /// Reads and drops the rest of the body off the request path, so that the
     /// connection returns to the pool; gives up (closing it) on large or slow bodies.
     pub(crate) fn drain_in_background(mut self) {

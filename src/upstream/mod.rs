@@ -8,6 +8,7 @@ mod pool;
 mod retry;
 
 pub(crate) use body::{RequestBody, RequestBodyState, Source, UpstreamBody, Wire};
+pub(crate) use h1::Lines;
 pub(crate) use pool::pin_worker;
 
 use std::io;
@@ -154,13 +155,12 @@ impl Upstream {
     pub(crate) async fn send(
         &self,
         req: Request<RequestBody>,
-        reusable: bool,
-        h2: bool,
+        how: How,
         call_timeout: Option<Duration>,
         interim: Option<&InterimRelay>,
         timer: Option<&crate::deadline::Reused>,
     ) -> Result<Response<Wire>, ProxyError> {
-        let mut sent = std::pin::pin!(self.send_inner(req, reusable, h2, interim));
+        let mut sent = std::pin::pin!(self.send_inner(req, how, interim));
         let (limit, source) = match (self.response_timeout, call_timeout) {
             (Some(setting), Some(call)) if setting <= call => (setting, "SITIO_UPSTREAM_TIMEOUT"),
             (_, Some(call)) => (call, "the call's grpc-timeout"),
@@ -195,10 +195,14 @@ impl Upstream {
     async fn send_inner(
         &self,
         req: Request<RequestBody>,
-        reusable: bool,
-        h2: bool,
+        how: How,
         interim: Option<&InterimRelay>,
     ) -> Result<Response<Wire>, ProxyError> {
+        let How {
+            reusable,
+            h2,
+            as_lines,
+        } = how;
         if h2 {
             // Multiplexed: nothing goes back to a pool. Boxed so that its
             // (larger) state does not grow every HTTP/1 send's future.
@@ -207,6 +211,7 @@ impl Upstream {
         retry::note_request();
         let (head, body) = req.into_parts();
         let mut msg = h1::Message::new(head, body);
+        msg.as_lines = as_lines;
         if reusable && let Some((conn, _idle_for)) = self.pool.checkout() {
             // Closed by the service before any response byte: a safe,
             // body-less request goes again on a fresh connection, however
@@ -236,6 +241,19 @@ impl Upstream {
     pub(crate) fn checkin(&self, conn: h1::Conn) {
         self.pool.checkin(conn);
     }
+}
+
+/// How a request goes to an upstream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct How {
+    /// Its connection may be pooled (and a pooled one used).
+    pub(crate) reusable: bool,
+    /// Over HTTP/2 (`SITIO_TARGET_PROTOCOL=h2c`).
+    pub(crate) h2: bool,
+    /// The final response head's fields may stay lines ([`h1::Lines`]):
+    /// the client's HTTP/1 encoder takes them, and nothing on the way reads
+    /// the head. Only sitio's own HTTP/1 client keeps them.
+    pub(crate) as_lines: bool,
 }
 
 /// Where a finished service connection finds its pool again (see [`Home`]).

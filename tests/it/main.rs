@@ -30,6 +30,7 @@ mod proxying;
 mod rate_limits;
 mod readme;
 mod resilience;
+mod response_heads;
 mod service_connection;
 mod smuggling;
 mod split;

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, response};
 use hyper::body::Frame;
 
 use super::hops::{GiveUp, Hops};
+use super::lines::Lines;
 
 /// The most header fields a response head may have (hyper's limit too).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -76,6 +77,9 @@ pub(crate) struct Head {
     /// What `headers::to_client` does to a head is done (hop-by-hop fields
     /// out, a canonical length), but for the version: see [`super::hops`].
     pub(crate) normalised: bool,
+    /// Its fields as the client's lines, when kept so ([`ForClient`]); the
+    /// map in `parts` is empty then.
+    pub(crate) lines: Option<Lines>,
 }
 
 impl Head {
@@ -115,18 +119,26 @@ impl Span {
     }
 }
 
+/// A head read for the client: a final one is made ready for it as it is
+/// read, where it can be ([`Head::normalised`]).
+pub(crate) struct ForClient<'a> {
+    /// The map its fields go into, if any (emptied first; taken only once a
+    /// head is complete, also when its fields are kept as lines).
+    pub(crate) spare: &'a mut Option<HeaderMap>,
+    /// Keep a final head's fields as lines ([`Head::lines`]), not in a map,
+    /// where they can be: nothing on the way reads the head.
+    pub(crate) as_lines: bool,
+}
+
 /// Parses the response head at the start of `buf` and takes its bytes out
 /// of it: `Ok(None)` while it is incomplete (up to `max_head` bytes).
 /// `head_request`: the response to a HEAD, which has no body whatever its
-/// headers say. `for_client`: the head goes to the client, so a final one
-/// is normalised as it is read where it can be ([`Head::normalised`]); its
-/// fields go into the map it holds, if any (emptied first; taken only once
-/// a head is complete).
+/// headers say. `for_client`: the head goes to the client.
 pub(crate) fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
     max_head: usize,
-    for_client: Option<&mut Option<HeaderMap>>,
+    for_client: Option<ForClient<'_>>,
 ) -> Result<Option<Head>, Malformed> {
     let mut spans = [Span::default(); MAX_HEADERS];
     let (len, version, code, count, reason) = {
@@ -182,17 +194,40 @@ pub(crate) fn parse_head(
     let status = code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(Malformed::Head(httparse::Error::Status))?;
-    let bytes = buf.split_to(len).freeze();
     let spans = &spans[..count];
     // Only a final response goes to the client as it is read here (an
     // interim one is relayed whole, a `101` keeps its `Upgrade`).
-    let spare = for_client.filter(|_| !status.is_informational());
+    let for_client = for_client.filter(|_| !status.is_informational());
     let mut hops = Hops::default();
-    let noting = spare.is_some().then_some(&mut hops);
-    let (headers, normalised) = fields(&bytes, spans, spare.and_then(Option::take), noting)?;
-    if !normalised {
-        hops = Hops::of(&headers);
+    let mut lines = None;
+    if let Some(ForClient { as_lines: true, .. }) = for_client {
+        let named = spans.iter().map(|s| (&buf[s.name()], &buf[s.value()]));
+        match Lines::read(named, len, &mut hops) {
+            Ok(read) => lines = Some(read),
+            // Read again into a map, by the same rules.
+            Err(GiveUp) => hops = Hops::default(),
+        }
     }
+    let (headers, normalised) = match (for_client, &lines) {
+        (Some(for_client), Some(_)) => {
+            buf.advance(len);
+            // Empty, but with its room: it goes back to the client side,
+            // which reads the next request into it.
+            let mut map = for_client.spare.take().unwrap_or_default();
+            map.clear();
+            (map, true)
+        }
+        (for_client, _) => {
+            let bytes = buf.split_to(len).freeze();
+            let spare = for_client.and_then(|f| f.spare.take());
+            let noting = spare.is_some().then_some(&mut hops);
+            let read = fields(&bytes, spans, spare, noting)?;
+            if !read.1 {
+                hops = Hops::of(&read.0);
+            }
+            read
+        }
+    };
     let (framing, keep_alive) = hops.framing(&headers, status, version, head_request)?;
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
@@ -206,6 +241,7 @@ pub(crate) fn parse_head(
         framing,
         keep_alive,
         normalised,
+        lines,
     }))
 }
 

@@ -35,6 +35,9 @@ pub(crate) struct Message {
     /// The request's field map, done with once encoded: the response head
     /// is read into it (no map allocated or freed per exchange).
     pub(super) spare: Option<HeaderMap>,
+    /// Keep the final response head's fields as the client's lines, not in
+    /// a map (see `lines`): nothing on the way reads them.
+    pub(crate) as_lines: bool,
 }
 
 impl Message {
@@ -52,6 +55,7 @@ impl Message {
             body: (out != Out::Empty).then_some(body),
             out,
             spare: Some(head.headers),
+            as_lines: false,
         }
     }
 }

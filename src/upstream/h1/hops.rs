@@ -80,6 +80,11 @@ impl Hops {
         Ok(true)
     }
 
+    /// The `Content-Length` noted as the fields passed.
+    pub(super) fn length(&self) -> Option<u64> {
+        self.length
+    }
+
     /// The facts of a whole map, by lookups (interim responses, the heads
     /// [`Hops::note`] gave up on, and the differential harnesses).
     pub(super) fn of(headers: &HeaderMap) -> Self {
@@ -153,25 +158,52 @@ type Sent = (
     bool,
 );
 
-/// `input`'s head as the client gets it, read with the fields noted as they
-/// pass (`fast`) or built whole and then put through `to_client`; with
-/// whether the fast reading kept it.
+/// How a head is read for [`sent`].
 #[cfg(any(test, feature = "fuzzing"))]
-fn sent(input: &[u8], head_request: bool, fast: bool) -> Result<(Sent, bool), String> {
+#[derive(Clone, Copy, Debug)]
+enum Reading {
+    /// The whole map, then `to_client`.
+    Whole,
+    /// Hop-by-hop fields noted as the map is built.
+    Fast,
+    /// Kept as the client's lines (`lines`), then put in a map.
+    Lines,
+}
+
+/// `input`'s head as the client gets it, read the `reading` way; with
+/// whether that way kept it (did not give up).
+#[cfg(any(test, feature = "fuzzing"))]
+fn sent(input: &[u8], head_request: bool, reading: Reading) -> Result<(Sent, bool), String> {
     let mut buf = bytes::BytesMut::from(input);
     // A spare map with a field of its own: it must not show.
     let mut spare = Some(HeaderMap::from_iter([(
         header::VIA,
         http::HeaderValue::from_static("left over"),
     )]));
-    let parsed =
-        super::decode::parse_head(&mut buf, head_request, 1 << 16, fast.then_some(&mut spare));
+    let for_client = match reading {
+        Reading::Whole => None,
+        Reading::Fast | Reading::Lines => Some(super::decode::ForClient {
+            spare: &mut spare,
+            as_lines: matches!(reading, Reading::Lines),
+        }),
+    };
+    let parsed = super::decode::parse_head(&mut buf, head_request, 1 << 16, for_client);
     let mut head = match parsed {
         Ok(Some(head)) => head,
         Ok(None) => return Err("incomplete".into()),
         Err(e) => return Err(e.to_string()),
     };
     head.make_for_client();
+    let kept = match reading {
+        Reading::Lines => head.lines.is_some(),
+        _ => head.normalised,
+    };
+    if let Some(lines) = head.lines.take() {
+        if !head.parts.headers.is_empty() {
+            return Err("a map beside the lines".into());
+        }
+        lines.into_map(&mut head.parts.headers);
+    }
     let mut fields = std::collections::BTreeMap::<String, Vec<Vec<u8>>>::new();
     for (name, value) in &head.parts.headers {
         fields
@@ -186,28 +218,36 @@ fn sent(input: &[u8], head_request: bool, fast: bool) -> Result<(Sent, bool), St
         head.framing,
         head.keep_alive,
     );
-    Ok((sent, head.normalised))
+    Ok((sent, kept))
 }
 
-/// Whether the fast reading of `input`'s head sends the client what building
-/// the whole map and `to_client` send (`Err` says how not): `Some(kept)` for
-/// a head both read, `None` for one both refused or found incomplete.
+/// Whether the fast reading of `input`'s head, and the reading into the
+/// client's lines, send the client what building the whole map and
+/// `to_client` send (`Err` says how not): `Some((fast kept, lines kept))`
+/// for a head all read, `None` for one all refused or found incomplete.
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn alike(input: &[u8], head_request: bool) -> Result<Option<bool>, String> {
-    let fast = sent(input, head_request, true);
-    let whole = sent(input, head_request, false);
-    if fast.as_ref().map(|(s, _)| s) != whole.as_ref().map(|(s, _)| s) {
+pub(crate) fn alike(input: &[u8], head_request: bool) -> Result<Option<(bool, bool)>, String> {
+    let whole = sent(input, head_request, Reading::Whole);
+    let fast = sent(input, head_request, Reading::Fast);
+    let lines = sent(input, head_request, Reading::Lines);
+    let same = |other: &Result<(Sent, bool), String>| {
+        other.as_ref().map(|(s, _)| s) == whole.as_ref().map(|(s, _)| s)
+    };
+    if !same(&fast) || !same(&lines) {
         return Err(format!(
-            "{:?} (HEAD: {head_request}): fast {fast:?}, whole {whole:?}",
+            "{:?} (HEAD: {head_request}): fast {fast:?}, lines {lines:?}, whole {whole:?}",
             String::from_utf8_lossy(input)
         ));
     }
-    Ok(fast.ok().map(|(_, kept)| kept))
+    Ok(match (fast, lines) {
+        (Ok((_, fast)), Ok((_, lines))) => Some((fast, lines)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{alike, sent};
+    use super::{Reading, alike, sent};
 
     /// Heads with every mix of the fields the fast reading notes.
     fn heads() -> Vec<Vec<u8>> {
@@ -271,14 +311,14 @@ mod tests {
         out
     }
 
-    /// The fast reading sends the client what building the whole map and
-    /// `to_client` send, for every mix of the fields it reads, and for the
-    /// codec's corpus of valid and broken responses (both as a GET's and as
-    /// a HEAD's response); and it keeps the usual heads.
+    /// The fast reading and the reading into lines send the client what
+    /// building the whole map and `to_client` send, for every mix of the
+    /// fields they read, and for the codec's corpus of valid and broken
+    /// responses (both as a GET's and as a HEAD's response); and they keep
+    /// the usual heads.
     #[test]
-    fn the_fast_reading_sends_what_to_client_sends() {
-        let mut kept = 0;
-        let mut given_up = 0;
+    fn the_fast_readings_send_what_to_client_sends() {
+        let (mut kept, mut given_up, mut as_lines) = (0, 0, 0);
         let inputs: Vec<Vec<u8>> = heads()
             .into_iter()
             .chain(super::super::tests::corpus())
@@ -286,8 +326,14 @@ mod tests {
         for input in &inputs {
             for head_request in [false, true] {
                 match alike(input, head_request) {
-                    Ok(Some(true)) => kept += 1,
-                    Ok(Some(false)) => given_up += 1,
+                    Ok(Some((fast, lines))) => {
+                        if fast {
+                            kept += 1;
+                        } else {
+                            given_up += 1;
+                        }
+                        as_lines += usize::from(lines);
+                    }
                     Ok(None) => {}
                     Err(e) => panic!("{e}"),
                 }
@@ -295,10 +341,11 @@ mod tests {
         }
         // nginx's answer is the first head of the corpus.
         let nginx = &super::super::tests::corpus()[0];
-        assert!(sent(nginx, false, true).is_ok_and(|(_, kept)| kept));
+        assert!(sent(nginx, false, Reading::Fast).is_ok_and(|(_, kept)| kept));
+        assert!(sent(nginx, false, Reading::Lines).is_ok_and(|(_, kept)| kept));
         assert!(
-            kept > 2000 && given_up > 2000,
-            "{kept} kept, {given_up} given up"
+            kept > 2000 && given_up > 2000 && as_lines > 2000,
+            "{kept} kept, {given_up} given up, {as_lines} as lines"
         );
     }
 }

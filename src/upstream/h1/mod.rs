@@ -15,6 +15,7 @@ mod body;
 mod decode;
 mod encode;
 pub(crate) mod hops;
+mod lines;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod replay;
 #[cfg(test)]
@@ -24,15 +25,16 @@ use std::io;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use http::{HeaderMap, Response};
+use http::Response;
 use tokio::net::TcpStream;
 
 pub(crate) use body::ResponseBody;
 pub(crate) use encode::Message;
+pub(crate) use lines::Lines;
 
 use crate::error::{ErrorKind, ProxyError};
 use crate::interim::{InterimRelay, MAX_INTERIM};
-use decode::Head;
+use decode::{ForClient, Head};
 use encode::{WriteError, Writer};
 
 /// One HTTP/1 connection to the service.
@@ -131,7 +133,11 @@ pub(crate) async fn send(
                     _ => {}
                 }
             }
-            let head = match read_head(&mut conn, cx, msg.head_request, &mut msg.spare) {
+            let for_client = ForClient {
+                spare: &mut msg.spare,
+                as_lines: msg.as_lines,
+            };
+            let head = match read_head(&mut conn, cx, msg.head_request, for_client) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(mut failed)) => {
                     if let Some(e) = write_failed.take() {
@@ -174,11 +180,12 @@ pub(crate) async fn send(
         parts,
         framing,
         keep_alive,
+        lines,
         ..
     } = head;
     let writer = (write_failed.is_none() && !writer.is_finished()).then(|| Box::new(writer));
     let keep = keep && keep_alive && write_failed.is_none();
-    let body = ResponseBody::new(conn, framing, writer, keep);
+    let body = ResponseBody::new(conn, framing, writer, keep, lines);
     Ok(Response::from_parts(parts, body))
 }
 
@@ -187,11 +194,13 @@ fn read_head(
     conn: &mut Conn,
     cx: &mut Context<'_>,
     head_request: bool,
-    spare: &mut Option<HeaderMap>,
+    for_client: ForClient<'_>,
 ) -> Poll<Result<Head, Failed>> {
+    let ForClient { spare, as_lines } = for_client;
     loop {
         if !conn.buf.is_empty() {
-            match decode::parse_head(&mut conn.buf, head_request, READ_SIZE, Some(spare)) {
+            let for_client = ForClient { spare, as_lines };
+            match decode::parse_head(&mut conn.buf, head_request, READ_SIZE, Some(for_client)) {
                 Ok(Some(head)) => return Poll::Ready(Ok(head)),
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(Failed::new(ErrorKind::UpstreamProtocol, e))),
@@ -227,4 +236,33 @@ fn read_head(
             }
         }
     }
+}
+
+/// `input`'s response head read for the client as [`send`] hands it over
+/// (`as_lines`: its fields kept as lines where they can be): the head, the
+/// body as the client's encoder sees it (`None`: known to be empty;
+/// `Some(None)`: of unknown length), and the lines. `None` when the head
+/// is refused or incomplete.
+#[cfg(test)]
+pub(crate) fn head_for_client(
+    input: &[u8],
+    head_request: bool,
+    as_lines: bool,
+) -> Option<(http::response::Parts, Option<Option<u64>>, Option<Lines>)> {
+    let mut buf = BytesMut::from(input);
+    let mut spare = None;
+    let for_client = ForClient {
+        spare: &mut spare,
+        as_lines,
+    };
+    let mut head = decode::parse_head(&mut buf, head_request, READ_SIZE, Some(for_client))
+        .ok()
+        .flatten()?;
+    head.make_for_client();
+    let body = match head.framing {
+        decode::Framing::Empty => None,
+        decode::Framing::Length(n) => Some(Some(n)),
+        decode::Framing::Chunked | decode::Framing::Close => Some(None),
+    };
+    Some((head.parts, body, head.lines))
 }
