@@ -222,7 +222,7 @@ pub async fn run(
     );
     let count = worker_count(config.workers);
     shared.telemetry.connections.set_workers(count);
-    let workers = crate::workers::start(&listener, count, &acceptor)?;
+    let mut workers = crate::workers::start(&listener, count, &acceptor)?;
     acceptor.accept(&listener, shutdown).await;
 
     tracing::info!(
@@ -235,9 +235,13 @@ pub async fn run(
     // Every connection is told here (see `idle::Evictable::drain`); one that
     // is listed after this looks at the flag.
     shared.connections.drain();
-    tasks.close();
     let grace = Duration::from_secs(config.drain_seconds);
-    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+    let drained = async {
+        workers.stopped_accepting().await;
+        tasks.close();
+        tasks.wait().await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             left = tasks.len(),
             "drain time (SITIO_DRAIN_SECONDS) elapsed with connections still open; closing them"

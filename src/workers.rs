@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, SockRef, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::connection::Acceptor;
 use crate::error::StartError;
@@ -23,6 +23,9 @@ use crate::error::StartError;
 pub(crate) struct Workers {
     threads: Vec<std::thread::JoinHandle<()>>,
     quit: watch::Sender<bool>,
+    /// Closed once every worker stopped accepting (each holds a sender
+    /// until its listening socket is closed).
+    accepting: mpsc::Receiver<()>,
 }
 
 /// Starts `count - 1` worker threads (none for one worker), each accepting
@@ -35,9 +38,11 @@ pub(crate) fn start(
     acceptor: &Acceptor,
 ) -> Result<Workers, StartError> {
     let (quit, _) = watch::channel(false);
+    let (accepting, accepting_rx) = mpsc::channel(1);
     let mut workers = Workers {
         threads: Vec::new(),
         quit,
+        accepting: accepting_rx,
     };
     // The caller's thread is worker 0 when its runtime keeps tasks on it.
     let flavor = tokio::runtime::Handle::current().runtime_flavor();
@@ -57,21 +62,23 @@ pub(crate) fn start(
         let mut acceptor = acceptor.clone();
         acceptor.worker = n + 1;
         let quit = workers.quit.subscribe();
+        let accepting = accepting.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sitio-worker-{}", n + 1))
-            .spawn(move || work(n + 1, socket, acceptor, quit))
+            .spawn(move || work(n + 1, socket, acceptor, (accepting, quit)))
             .map_err(|e| StartError::Io("SITIO_WORKERS: cannot start a worker thread".into(), e))?;
         workers.threads.push(thread);
     }
     Ok(workers)
 }
 
-/// One worker thread: accept until the drain begins, serve until told to quit.
+/// One worker thread: accept until the drain begins (then drop `accepting`),
+/// serve until told to quit.
 fn work(
     index: usize,
     socket: std::net::TcpListener,
     acceptor: Acceptor,
-    mut quit: watch::Receiver<bool>,
+    (accepting, mut quit): (mpsc::Sender<()>, watch::Receiver<bool>),
 ) {
     crate::upstream::pin_worker(index);
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -98,15 +105,26 @@ fn work(
                 let _ = stop.wait_for(|stopping| *stopping).await;
             })
             .await;
-        // Closed at once: clients queued on this socket are refused now,
-        // as on the others, rather than left waiting.
+        // Closed at once: clients queued on this socket move to another of
+        // the port's (`tcp_migrate_req`) or are refused now, rather than
+        // left waiting.
         drop(listener);
+        drop(accepting);
         let _ = quit.wait_for(|q| *q).await;
     });
     // Dropping the runtime ends what outlived the drain time.
 }
 
 impl Workers {
+    /// Resolves once every worker stopped accepting: no connection is
+    /// spawned on a worker after this. The drain waits for it before it
+    /// waits for the connections: a client a worker accepted after that
+    /// wait found none left would be dropped unserved when the worker
+    /// quits (a reset, seen in rolling restarts under load).
+    pub(crate) async fn stopped_accepting(&mut self) {
+        let _ = self.accepting.recv().await;
+    }
+
     /// After the drain: ends every worker (closing what is still open) and
     /// waits for its thread, so nothing of this instance outlives `run`.
     pub(crate) async fn finish(self) {
