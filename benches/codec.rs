@@ -108,6 +108,11 @@ fn write_response_head(c: &mut Criterion) {
     group.bench_function("nginx 100-byte file, seven fields", |b| {
         b.iter(|| codec::write_response_head(black_box(&mut head), 100, &mut out))
     });
+    // The same head read as the client's lines (no decorator reads it).
+    let lines = codec::read_lines_head(NGINX);
+    group.bench_function("nginx 100-byte file, as lines", |b| {
+        b.iter(|| codec::write_response_lines(black_box(&lines), 100, &mut out))
+    });
     group.finish();
 }
 

@@ -408,6 +408,50 @@ pub mod codec {
         }
     }
 
+    /// A service's response head read for the client as lines (no field
+    /// map; see [`read_response_for_client`]), for [`write_response_lines`].
+    #[derive(Debug)]
+    pub struct LinesHead {
+        parts: http::response::Parts,
+        lines: crate::upstream::Lines,
+    }
+
+    /// Reads the response head at the start of `input` as lines; panics on
+    /// a head that is not kept as lines.
+    pub fn read_lines_head(input: &[u8]) -> LinesHead {
+        match crate::upstream::h1::head_for_client(input, false, true) {
+            Some((parts, _, Some(lines))) => LinesHead { parts, lines },
+            _ => panic!("not a head kept as lines"),
+        }
+    }
+
+    /// Encodes `head` as the client gets it from sitio's own server side,
+    /// for a keep-alive HTTP/1.1 GET and a body of `body_len` bytes (its
+    /// `Content-Length`), into `out` (cleared first). Returns its length.
+    pub fn write_response_lines(head: &LinesHead, body_len: u64, out: &mut Vec<u8>) -> usize {
+        out.clear();
+        let (asked, length) = keep_alive_get(body_len);
+        crate::h1::response::encode_lines(&head.parts, &head.lines, asked, length, out)
+            .expect("a plain head");
+        out.len()
+    }
+
+    /// What a keep-alive HTTP/1.1 GET asks, and a body of `body_len` bytes.
+    fn keep_alive_get(
+        body_len: u64,
+    ) -> (
+        crate::h1::response::Asked,
+        Option<crate::h1::response::BodyLength>,
+    ) {
+        use crate::h1::response::{Asked, BodyLength};
+        let asked = Asked {
+            head: false,
+            keep_alive: true,
+            http10: false,
+        };
+        (asked, Some(BodyLength::Known(body_len)))
+    }
+
     /// Encodes `head` as the client gets it from sitio's own server side
     /// (`h1::response`), for a keep-alive HTTP/1.1 GET and a body of
     /// `body_len` bytes, into `out` (cleared first). Returns its length.
@@ -416,15 +460,9 @@ pub mod codec {
         body_len: u64,
         out: &mut Vec<u8>,
     ) -> usize {
-        use crate::h1::response::{Asked, BodyLength, encode_head};
         out.clear();
-        let asked = Asked {
-            head: false,
-            keep_alive: true,
-            http10: false,
-        };
-        let length = Some(BodyLength::Known(body_len));
-        encode_head(head, asked, length, out).expect("an encodable head");
+        let (asked, length) = keep_alive_get(body_len);
+        crate::h1::response::encode_head(head, asked, length, out).expect("an encodable head");
         out.len()
     }
 }

@@ -243,7 +243,7 @@ fn read_head(
 /// body as the client's encoder sees it (`None`: known to be empty;
 /// `Some(None)`: of unknown length), and the lines. `None` when the head
 /// is refused or incomplete.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn head_for_client(
     input: &[u8],
     head_request: bool,
