@@ -49,13 +49,24 @@ fn service_port() -> u16 {
 /// header timeout), and returns every byte sitio sent back. Panics only if
 /// sitio does.
 pub fn serve_bytes(input: &[u8]) -> Vec<u8> {
-    serve_with(input, true)
+    serve_with(input, true, Chain::ErrorPages)
 }
 
 /// [`serve_bytes`] with hyper's server side serving every request (sitio's
 /// own, `h1::serve`, off): the reference the new server side is held to.
 pub fn serve_bytes_by_hyper(input: &[u8]) -> Vec<u8> {
-    serve_with(input, false)
+    serve_with(input, false, Chain::ErrorPages)
+}
+
+/// The decorators a run serves with.
+#[derive(Debug, Clone, Copy)]
+enum Chain {
+    /// Access log and error pages: a response hook reads every response
+    /// head, so the service's heads are read into field maps.
+    ErrorPages,
+    /// Access log only: no response hook, so sitio's own side takes the
+    /// service's heads as the client's lines (`upstream::h1::lines`).
+    NoResponseHook,
 }
 
 /// Whether sitio sends the same bytes for `input` with its own HTTP/1
@@ -72,13 +83,20 @@ pub fn serve_bytes_by_hyper(input: &[u8]) -> Vec<u8> {
 /// request. The own side reads every head's raw fields, and the guard
 /// refuses it as it refuses any head with both (found by the `server_side`
 /// fuzz target).
+///
+/// Served twice: with a response hook in the chain (error pages), and with
+/// none, where the own side sends the service's heads as lines while
+/// hyper's sends them from a map.
 pub fn served_alike(input: &[u8]) -> Result<(), String> {
-    let (own, hyper) = (serve_bytes(input), serve_bytes_by_hyper(input));
-    let (own, hyper) = (normalised(&own), normalised(&hyper));
-    if own == hyper || refused_where_hyper_closed(&own, &hyper) {
-        return Ok(());
+    for chain in [Chain::ErrorPages, Chain::NoResponseHook] {
+        let own = serve_with(input, true, chain);
+        let hyper = serve_with(input, false, chain);
+        let (own, hyper) = (normalised(&own), normalised(&hyper));
+        if own != hyper && !refused_where_hyper_closed(&own, &hyper) {
+            return Err(format!("{chain:?}\nown:\n{own}\nhyper:\n{hyper}"));
+        }
     }
-    Err(format!("own:\n{own}\nhyper:\n{hyper}"))
+    Ok(())
 }
 
 /// The allowed difference of [`served_alike`]: the same responses up to
@@ -157,7 +175,7 @@ pub fn normalised(bytes: &[u8]) -> String {
     joined
 }
 
-fn serve_with(input: &[u8], own_http1: bool) -> Vec<u8> {
+fn serve_with(input: &[u8], own_http1: bool, chain: Chain) -> Vec<u8> {
     let config = Config {
         target_port: service_port(),
         header_timeout: Duration::from_millis(50),
@@ -165,14 +183,16 @@ fn serve_with(input: &[u8], own_http1: bool) -> Vec<u8> {
         access_log: false,
         ..Config::default()
     };
-    let decorators = Decorators::builder()
-        .with(AccessLog)
-        .with(
+    let decorators = Decorators::builder().with(AccessLog);
+    let decorators = match chain {
+        Chain::ErrorPages => decorators.with(
             ErrorPages::new()
                 .not_found("<h1>404</h1>")
                 .server_error("<h1>5xx</h1>"),
-        )
-        .build();
+        ),
+        Chain::NoResponseHook => decorators,
+    }
+    .build();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
