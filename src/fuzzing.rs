@@ -92,7 +92,10 @@ pub fn served_alike(input: &[u8]) -> Result<(), String> {
         let own = serve_with(input, true, chain);
         let hyper = serve_with(input, false, chain);
         let (own, hyper) = (normalised(&own), normalised(&hyper));
-        if own != hyper && !refused_where_hyper_closed(&own, &hyper) {
+        let allowed = |own: &str, hyper: &str| {
+            refused_where_hyper_closed(own, hyper) || unparsed_after_http10(own, hyper)
+        };
+        if own != hyper && !allowed(&own, &hyper) {
             return Err(format!("{chain:?}\nown:\n{own}\nhyper:\n{hyper}"));
         }
     }
@@ -115,6 +118,31 @@ fn refused_where_hyper_closed(own: &str, hyper: &str) -> bool {
             .split("\r\n\r\n")
             .next()
             .is_some_and(|head| head.contains("\r\nconnection: close"))
+}
+
+/// The other allowed difference of [`served_alike`]: the same responses up
+/// to the last, hyper's `400` to a head it cannot parse, which it sends as
+/// `HTTP/1.0` without `connection: close` when the connection's previous
+/// request was HTTP/1.0. The own side hands such a head to a fresh hyper
+/// connection, which answers `HTTP/1.1` with `connection: close`. Both close
+/// the connection after it (found by the `server_side` fuzz target; older
+/// than the own side's lines, see `h1::tests`).
+fn unparsed_after_http10(own: &str, hyper: &str) -> bool {
+    let (own, hyper) = (responses(own), responses(hyper));
+    let (Some((own_last, own_before)), Some((hyper_last, hyper_before))) =
+        (own.split_last(), hyper.split_last())
+    else {
+        return false;
+    };
+    let as_http10 = own_last
+        .strip_prefix("HTTP/1.1 400 Bad Request\r\n")
+        .map(|rest| rest.replacen("connection: close\r\n", "", 1));
+    own_before == hyper_before
+        && hyper_before
+            .last()
+            .is_some_and(|r| r.starts_with("HTTP/1.0 "))
+        && as_http10
+            .is_some_and(|rest| hyper_last == &format!("HTTP/1.0 400 Bad Request\r\n{rest}"))
 }
 
 /// `text` cut where each response begins: at a status line (`HTTP/1.x`,

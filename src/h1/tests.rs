@@ -430,3 +430,30 @@ fn a_pipelined_head_with_both_framing_fields_is_not_forwarded() {
         "the connection closes at the refusal"
     );
 }
+
+/// Found by the `server_side` fuzz target: a head hyper cannot parse after
+/// an HTTP/1.0 keep-alive exchange. hyper's own connection answers it
+/// `HTTP/1.0 400` (the previous request's version); the own side hands it
+/// to a fresh hyper connection, which answers `HTTP/1.1 400` with
+/// `connection: close`. Both close after it: an allowed difference.
+#[test]
+fn an_unparsable_head_after_an_http10_exchange_is_refused_by_both() {
+    let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+        GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n\
+        GET / HTTP/1.1\r\n\r2";
+    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(input)).into_owned();
+    let hyper = String::from_utf8_lossy(&crate::fuzzing::serve_bytes_by_hyper(input)).into_owned();
+    assert_eq!(own.matches("HTTP/1.1 400 Bad Request").count(), 1, "{own}");
+    assert_eq!(
+        hyper.matches("HTTP/1.0 400 Bad Request").count(),
+        1,
+        "{hyper}"
+    );
+    assert!(crate::fuzzing::served_alike(input).is_ok());
+    // Nothing is answered after the 400 on either side.
+    let twice = [&input[..], b"GET /x HTTP/1.1\r\n\r\n"].concat();
+    assert!(
+        crate::fuzzing::served_alike(&twice).is_ok(),
+        "the connection closes at the 400"
+    );
+}
