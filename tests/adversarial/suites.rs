@@ -173,10 +173,17 @@ async fn a_service_crash_under_load_fails_only_the_outage_and_recovers_at_once()
     // is bounded, so a leak shows as growth from the first to the second.
     let mut after = Vec::new();
     for _round in 0..2 {
+        // The load goes on until 1.5 s after the service is back, however
+        // long its restart takes on a loaded machine.
+        let (back, mut back_at) = tokio::sync::watch::channel(None::<Instant>);
         let load = tokio::spawn(async move {
             let mut log = Vec::new(); // (start, status, latency)
             let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(3) {
+            let go_on = |back: Option<Instant>| {
+                back.is_none_or(|at| at.elapsed() < Duration::from_millis(1500))
+                    && started.elapsed() < Duration::from_secs(30)
+            };
+            while go_on(*back_at.borrow_and_update()) {
                 let t = Instant::now();
                 let res = raw_request(addr, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").await;
                 log.push((t, res.map(|r| r.status), t.elapsed()));
@@ -190,6 +197,7 @@ async fn a_service_crash_under_load_fails_only_the_outage_and_recovers_at_once()
         tokio::time::sleep(Duration::from_millis(1000)).await;
         service = Steerable::start(port).await;
         let up_at = Instant::now();
+        let _ = back.send(Some(up_at));
         let log = load.await.unwrap();
 
         for (t, status, latency) in &log {
