@@ -106,18 +106,22 @@ pub fn served_alike(input: &[u8]) -> Result<(), String> {
 /// the last, which is the guard's refusal in `own` and a response with
 /// `connection: close` in `hyper`.
 fn refused_where_hyper_closed(own: &str, hyper: &str) -> bool {
+    last_differs(own, hyper).is_some_and(|(own_last, hyper_last, _)| {
+        own_last.ends_with("<refused by the guard>")
+            && hyper_last
+                .split("\r\n\r\n")
+                .next()
+                .is_some_and(|head| head.contains("\r\nconnection: close"))
+    })
+}
+
+/// When `own` and `hyper` hold the same responses up to the last: both
+/// last ones, and the one before them (if any).
+fn last_differs<'a>(own: &'a str, hyper: &'a str) -> Option<(&'a str, &'a str, Option<&'a str>)> {
     let (own, hyper) = (responses(own), responses(hyper));
-    let (Some((own_last, own_before)), Some((hyper_last, hyper_before))) =
-        (own.split_last(), hyper.split_last())
-    else {
-        return false;
-    };
-    own_before == hyper_before
-        && own_last.ends_with("<refused by the guard>")
-        && hyper_last
-            .split("\r\n\r\n")
-            .next()
-            .is_some_and(|head| head.contains("\r\nconnection: close"))
+    let ((own_last, own_before), (hyper_last, hyper_before)) =
+        (own.split_last()?, hyper.split_last()?);
+    (own_before == hyper_before).then(|| (*own_last, *hyper_last, own_before.last().copied()))
 }
 
 /// The other allowed difference of [`served_alike`]: the same responses up
@@ -128,21 +132,14 @@ fn refused_where_hyper_closed(own: &str, hyper: &str) -> bool {
 /// the connection after it (found by the `server_side` fuzz target; older
 /// than the own side's lines, see `h1::tests`).
 fn unparsed_after_http10(own: &str, hyper: &str) -> bool {
-    let (own, hyper) = (responses(own), responses(hyper));
-    let (Some((own_last, own_before)), Some((hyper_last, hyper_before))) =
-        (own.split_last(), hyper.split_last())
-    else {
-        return false;
-    };
-    let as_http10 = own_last
-        .strip_prefix("HTTP/1.1 400 Bad Request\r\n")
-        .map(|rest| rest.replacen("connection: close\r\n", "", 1));
-    own_before == hyper_before
-        && hyper_before
-            .last()
-            .is_some_and(|r| r.starts_with("HTTP/1.0 "))
-        && as_http10
-            .is_some_and(|rest| hyper_last == &format!("HTTP/1.0 400 Bad Request\r\n{rest}"))
+    last_differs(own, hyper).is_some_and(|(own_last, hyper_last, before)| {
+        let as_http10 = own_last
+            .strip_prefix("HTTP/1.1 400 Bad Request\r\n")
+            .map(|rest| rest.replacen("connection: close\r\n", "", 1));
+        before.is_some_and(|r| r.starts_with("HTTP/1.0 "))
+            && as_http10
+                .is_some_and(|rest| hyper_last == format!("HTTP/1.0 400 Bad Request\r\n{rest}"))
+    })
 }
 
 /// `text` cut where each response begins: at a status line (`HTTP/1.x`,

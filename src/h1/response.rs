@@ -214,12 +214,7 @@ pub(crate) fn encode_lines(
     if kind == Kind::Chunked {
         dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    if !lines.has_date() {
-        dst.extend_from_slice(b"date: ");
-        date::extend(dst);
-        dst.extend_from_slice(b"\r\n");
-    }
-    dst.extend_from_slice(b"\r\n");
+    end_head(lines.has_date(), dst);
     Some(Encoder {
         kind,
         last: !asked.keep_alive,
@@ -328,13 +323,7 @@ impl Framed {
         if !can_chunk(self.asked, head.status) {
             f.kind = Kind::Length(0);
         }
-        if f.wrote_date {
-            dst.extend_from_slice(b"\r\n");
-        } else {
-            dst.extend_from_slice(b"date: ");
-            date::extend(dst);
-            dst.extend_from_slice(b"\r\n\r\n");
-        }
+        end_head(f.wrote_date, dst);
         Ok(Encoder {
             kind: f.kind,
             last: f.is_last,
@@ -456,6 +445,17 @@ impl Framed {
             Some(BodyLength::Known(_)) => Kind::Length(0),
         }
     }
+}
+
+/// The end of a head: a `date` if the fields had none (hyper adds one),
+/// and the empty line.
+fn end_head(has_date: bool, dst: &mut Vec<u8>) {
+    if !has_date {
+        dst.extend_from_slice(b"date: ");
+        date::extend(dst);
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
 }
 
 fn status_line(head: &response::Parts, dst: &mut Vec<u8>) {

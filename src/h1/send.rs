@@ -101,13 +101,14 @@ where
     };
     out.clear();
     let plain = lines
-        .as_ref()
+        .as_deref()
         .and_then(|lines| encode_lines(&head, lines, asked, length, out));
-    let encoded = match (plain, lines) {
-        (Some(enc), _) => Ok(enc),
-        (None, lines) => {
+    let encoded = match plain {
+        Some(enc) => Ok(enc),
+        None => {
+            // Not plain: the lines go back into the map, encoded as ever.
             if let Some(lines) = lines {
-                (*lines).into_map(&mut head.headers);
+                lines.into_map(&mut head.headers);
             }
             encode_head(&mut head, asked, length, out)
         }

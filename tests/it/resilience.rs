@@ -17,29 +17,16 @@ use crate::common::*;
 /// a service closing an idle keep-alive connection looks like to a proxy that
 /// picked that connection at the same moment.
 async fn closes_reused_connections() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let answered = Arc::new(AtomicUsize::new(0));
     let count = answered.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut served = 0;
-                while read_request_head(&mut s, &mut buf).await.is_some() {
-                    if served == 1 {
-                        return; // closes without a response byte
-                    }
-                    served += 1;
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await;
-                }
-            });
-        }
-    });
+    let port = canned_service(move |n| {
+        // The second request closes the connection without a response byte.
+        (n == 0).then(|| {
+            count.fetch_add(1, Ordering::SeqCst);
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..]
+        })
+    })
+    .await;
     (port, answered)
 }
 

@@ -5,7 +5,7 @@
 
 use sitio::{Action, Decorator, Decorators, Exchange, http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::common::*;
 
@@ -16,25 +16,6 @@ const ANSWER: &[u8] = "HTTP/1.1 200 Fine Thanks\r\nServer: canned\r\nSet-Cookie:
 X-Mixed-Case: V\r\nSet-Cookie: b=2\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n\
 X-Obs: café\r\nDate: Thu, 03 Dec 2026 08:00:00 GMT\r\nContent-Length: 5\r\n\r\nhello"
     .as_bytes();
-
-/// A keep-alive service that gives [`ANSWER`] to every request.
-async fn answers_every_request() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while read_request_head(&mut s, &mut buf).await.is_some() {
-                    if s.write_all(ANSWER).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
 
 /// Has a response hook that changes nothing: the head reaches it, and
 /// the client, through a field map.
@@ -110,7 +91,7 @@ fn names(fields: &[(String, String)]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_head_reaches_the_client_alike_whether_a_decorator_reads_it_or_not() {
-    let port = answers_every_request().await;
+    let port = canned_service(|_| Some(ANSWER)).await;
     let as_lines = Sitio::start(config_for(port), Decorators::none()).await;
     let reads = Decorators::builder().with(ReadsResponses).build();
     let in_a_map = Sitio::start(config_for(port), reads).await;

@@ -385,6 +385,35 @@ pub async fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<S
     }
 }
 
+/// For services written in a test: a keep-alive service on a free port
+/// that answers the `n`-th request of each connection (from 0) with
+/// `answer(n)`, and closes the connection without a byte where it gives
+/// `None`.
+pub async fn canned_service(
+    answer: impl Fn(usize) -> Option<&'static [u8]> + Send + Sync + 'static,
+) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut n = 0;
+                while read_request_head(&mut s, &mut buf).await.is_some() {
+                    let Some(bytes) = answer(n) else { return };
+                    n += 1;
+                    if s.write_all(bytes).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
 /// Sends `raw` on a new connection and reads one response.
 /// Writes `raw` on a kept-alive connection and reads one response; `buf`
 /// keeps whatever arrived beyond it, for the next call.
