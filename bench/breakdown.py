@@ -9,7 +9,10 @@ figure is (MANY run - FEW run) / (MANY - FEW), so start-up and shutdown cancel
 out. Neither tool is disturbed by other tenants of a shared machine: these are
 counts, not times.
 
-Usage: bench/breakdown.py [--targets sitio-default,nginx,haproxy] [--few 1000] [--many 4000] [--docs]
+With --browser, each request carries a browser's fields behind an ingress
+(bench/callgrind.py's BROWSER) instead of a bench client's two.
+
+Usage: bench/breakdown.py [--targets sitio-default,nginx,haproxy] [--few 1000] [--many 4000] [--browser]
 Needs valgrind, strace, nginx and HAProxy
 (scripts/install-missing.sh valgrind:valgrind strace:strace nginx:nginx haproxy:haproxy).
 """
@@ -28,12 +31,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
+from callgrind import BROWSER  # noqa: E402
+
+# The fields each request carries besides Host (--browser).
+FIELDS = {}
 
 
 def drive(port, requests):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(requests):
-        conn.request("GET", peers.SMALL_PATH)
+        conn.request("GET", peers.SMALL_PATH, headers=FIELDS)
         res = conn.getresponse()
         body = res.read()
         assert res.status == 200 and len(body) == 100, (res.status, len(body))
@@ -122,7 +129,10 @@ def main():
     ap.add_argument("--targets", default="sitio-default,nginx,haproxy")
     ap.add_argument("--few", type=int, default=1000)
     ap.add_argument("--many", type=int, default=4000)
+    ap.add_argument("--browser", action="store_true")
     args = ap.parse_args()
+    if args.browser:
+        FIELDS.update(BROWSER)
     if not peers.SITIO.exists():
         raise SystemExit(f"{peers.SITIO} is missing: cargo build --release first")
     results = {}

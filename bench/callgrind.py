@@ -7,7 +7,11 @@ of nginx (100-byte responses); one keep-alive client sends N requests. The
 figure is (instructions with 4,000 requests - with 1,000) / 3,000, so start-up
 and shutdown cancel out.
 
-Usage: bench/callgrind.py NAME=PATH/TO/sitio [NAME=PATH ...] [--rounds 2]
+With --browser, each request carries the fields a browser sends behind an
+ingress (user agent, accepts, cookie, referer, keep-alive, X-Forwarded-For):
+what a sidecar's requests look like, rather than a bench client's two fields.
+
+Usage: bench/callgrind.py NAME=PATH/TO/sitio [NAME=PATH ...] [--rounds 2] [--browser]
 Needs valgrind and nginx (scripts/install-missing.sh valgrind:valgrind nginx:nginx).
 """
 
@@ -56,7 +60,18 @@ http {{ access_log off; keepalive_requests 100000;
     return proc, port
 
 
-def instructions(binary, target_port, requests, out):
+BROWSER = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Accept-Language": "en-GB,en;q=0.5",
+    "Cookie": "session=7d1c3f0e9a2b4c58; theme=dark",
+    "Referer": "https://shop.example/catalog?page=2",
+    "Connection": "keep-alive",
+    "X-Forwarded-For": "203.0.113.9",
+}
+
+
+def instructions(binary, target_port, requests, out, fields=None):
     port = free_port()
     env = dict(os.environ, PORT=str(port), TARGET_PORT=str(target_port),
                SITIO_WORKERS="1", SITIO_ADMIN_PORT=str(free_port()), SITIO_DRAIN_SECONDS="1")
@@ -66,7 +81,7 @@ def instructions(binary, target_port, requests, out):
     wait_port(port)
     conn = http.client.HTTPConnection("127.0.0.1", port)
     for _ in range(requests):
-        conn.request("GET", "/hello.txt")
+        conn.request("GET", "/hello.txt", headers=fields or {})
         res = conn.getresponse()
         assert res.status == 200 and len(res.read()) == 100
     conn.close()
@@ -88,6 +103,10 @@ def main():
         i = args.index("--rounds")
         rounds = int(args[i + 1])
         del args[i:i + 2]
+    fields = None
+    if "--browser" in args:
+        args.remove("--browser")
+        fields = BROWSER
     builds = [a.split("=", 1) for a in args]
     if not builds:
         raise SystemExit(__doc__)
@@ -97,8 +116,8 @@ def main():
             for name, binary in builds:
                 figures = []
                 for r in range(rounds):
-                    few = instructions(binary, nport, 1000, f"{root}/cg-{name}-{r}-few")
-                    many = instructions(binary, nport, 4000, f"{root}/cg-{name}-{r}-many")
+                    few = instructions(binary, nport, 1000, f"{root}/cg-{name}-{r}-few", fields)
+                    many = instructions(binary, nport, 4000, f"{root}/cg-{name}-{r}-many", fields)
                     figures.append((many - few) / 3000)
                 shown = ", ".join(f"{f:,.0f}" for f in figures)
                 print(f"{name}: instructions per request {min(figures):,.0f} (rounds: {shown})")

@@ -13,6 +13,8 @@ struct NotifyOnCrash;
 
 impl Decorator for NotifyOnCrash {
     type State = ();
+    // No request hooks: request heads may go to the service as they came.
+    const ON_REQUEST: bool = false;
 
     fn on_response(
         &self,

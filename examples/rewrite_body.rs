@@ -60,6 +60,7 @@ struct RewriteBody;
 
 impl Decorator for RewriteBody {
     type State = ();
+    const ON_REQUEST: bool = false;
 
     fn name(&self) -> &'static str {
         "rewrite_body"

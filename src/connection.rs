@@ -372,9 +372,16 @@ impl Http1Client {
 
     fn awake<S: ClientStream>(&self, io: ClientIo<S>) -> Awake<S> {
         let (http, ctx, stop) = (self.http.clone(), self.ctx.clone(), self.stop.clone());
-        let own = self
-            .own_http1
-            .then(|| crate::h1::head::Limits::of(&self.config));
+        let own = self.own_http1.then(|| {
+            let shared = &ctx.shared;
+            crate::h1::head::Limits {
+                // Heads may go on as bytes: nothing may change them on the
+                // way, and the service speaks HTTP/1.
+                splice: !shared.decorators.has_request_hooks()
+                    && shared.target_protocol != crate::config::TargetProtocol::H2c,
+                ..crate::h1::head::Limits::of(&self.config)
+            }
+        });
         Box::pin(async move { serve_awake(io, own, &http, &ctx, stop).await })
     }
 }

@@ -293,6 +293,15 @@ fn outcome_of(
     }
 }
 
+/// The request head at the start of `input` as the service gets it when it
+/// goes on as the client's bytes (`splice`) and when its field map is
+/// edited and encoded: the same request line and, name by name, the same
+/// values in the same order. `Ok` too when the head is not whole, or is
+/// one the splice leaves to the map.
+pub fn spliced_alike(input: &[u8]) -> Result<(), String> {
+    crate::h1::splice_alike::check(input).map(|_| ())
+}
+
 /// The first request head of `input` as both parsers read it, with a body
 /// that ends as its framing says (the body's own decoding is not part of
 /// the head parser: a broken chunk is refused by today's body decoder,

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use crate::body::Body;
 use crate::config::{Config, TargetProtocol};
 use crate::decorator::{Decorators, Filters};
-use crate::engine::{Leg, Tracked};
+use crate::engine::{Edits, Leg, Tracked};
 use crate::error::ProxyError;
 use crate::guard::{RawFraming, Refusal};
 use crate::headers;
@@ -279,7 +279,14 @@ impl Leg for H2Conn {
     /// The head for the service; whether it goes over HTTP/2, whether an
     /// HTTP/1 service connection may serve others afterwards (not after a
     /// request the guard isolated), and the call's gRPC deadline.
-    fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> H2cForward {
+    fn forward(
+        &self,
+        head: &mut request::Parts,
+        _body: &Incoming,
+        upstream: usize,
+        edits: Edits,
+    ) -> H2cForward {
+        let isolate = edits.isolate;
         // Set at the call's arrival, from the client's head: a hook that
         // takes `grpc-timeout` off what the service sees does not take
         // sitio's hold on the call's deadline with it.
@@ -327,6 +334,7 @@ impl Leg for H2Conn {
                     h2: forward.h2,
                     // hyper's HTTP/2 server sends the response: a map.
                     as_lines: false,
+                    head: None,
                 },
                 left,
                 None,

@@ -80,6 +80,9 @@
 //!   `TE`) with every byte read to hyper's server (`connection::serve_awake`); both sides
 //!   are held to the same bytes out (unit tests, the desync corpus, fuzz targets).
 //!   `client_body`: a request body that loop reads as the exchange asks for it.
+//!   `splice`: when no decorator has request hooks ([`Decorator::ON_REQUEST`]), the
+//!   head the service gets made from the client's bytes as they are read (hop-by-hop
+//!   lines cut, forwarding fields added), not from an edited field map.
 //! - `tunnel`: opaque TCP and upgraded (WebSocket) tunnels.
 //! - [`decorator`]: the decorator API (hooks, [`Action`], typed state, [`Exchange`]),
 //!   the chain and how one hook is called (state found, panic caught), named upstreams
@@ -154,6 +157,7 @@ mod names;
 mod proxy;
 mod rescue;
 mod send_window;
+mod splice;
 mod tls;
 mod tunnel;
 mod units;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use compact_str::CompactString;
 use http::{Request, Response, StatusCode, request};
 use hyper::body::Incoming;
@@ -18,7 +19,7 @@ use hyper::upgrade::OnUpgrade;
 
 use crate::body::Body;
 use crate::decorator::{Decorators, Filters};
-use crate::engine::{Leg, Tracked};
+use crate::engine::{Edits, Leg, Tracked};
 use crate::error::{ErrorKind, ProxyError};
 use crate::guard::{RawFraming, Refusal};
 use crate::io::ConnPhase;
@@ -26,7 +27,7 @@ use crate::telemetry::{Routes, Telemetry};
 use crate::upstream::{
     How, PoolHome, RequestBody, RequestBodyState, Source, Upstream, UpstreamBody, Wire,
 };
-use crate::{headers, tunnel};
+use crate::{headers, splice, tunnel};
 
 /// What all connections of one sitio instance share.
 pub(crate) struct Shared {
@@ -101,7 +102,10 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         // Room first, then the future written into it: `Box::pin(future)`
         // built the 3.7 KiB future on the stack and copied it into the box,
         // once per request.
-        let req = req.map(Source::Wire);
+        let req = req.map(|body| Arrived {
+            body: Source::Wire(body),
+            head: None,
+        });
         let exchange = Box::write(Box::new_uninit(), crate::engine::exchange(conn, req));
         Box::into_pin(exchange)
     }
@@ -127,6 +131,16 @@ pub(crate) fn relay(
     Response::from_parts(rhead, body)
 }
 
+/// A request's body as the client connection delivers it, and the head
+/// the service gets, already made from the client's bytes where it can be.
+pub(crate) struct Arrived {
+    pub(crate) body: Source,
+    /// Made by sitio's own HTTP/1 server side (`splice`) for the service,
+    /// with no edit to make but asking it to close: sent when nothing may
+    /// change the head on its way ([`Edits::as_bytes`]).
+    pub(crate) head: Option<Bytes>,
+}
+
 /// What forwarding leaves for the send: the client's side of an upgrade, and
 /// whether the service connection may serve other exchanges.
 pub(crate) struct Forward {
@@ -135,10 +149,34 @@ pub(crate) struct Forward {
     relay_early_hints: bool,
     /// To the service over HTTP/2 (`SITIO_TARGET_PROTOCOL=h2c`).
     h2: bool,
+    /// The head as bytes, made from the client's (see [`Arrived`]).
+    head: Option<Bytes>,
+}
+
+impl ConnCtx {
+    /// The head the service gets for a head read as `splice`, made now
+    /// (before the exchange, whose future it would otherwise grow), or
+    /// `None` where only the map's way can frame its body.
+    pub(crate) fn spliced(
+        &self,
+        splice: &splice::Splice,
+        head: &request::Parts,
+        body: bool,
+    ) -> Option<Bytes> {
+        if body && splice.length.is_none() {
+            return None;
+        }
+        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let added = splice::Added {
+            service: self.shared.upstreams[0].authority(),
+            client_ip: &self.forwarded_for,
+        };
+        Some(splice.encode(&head.method, target, &added))
+    }
 }
 
 impl Leg for ConnCtx {
-    type In = Source;
+    type In = Arrived;
     type Forward = Forward;
 
     fn decorators(&self) -> &Decorators {
@@ -165,9 +203,31 @@ impl Leg for ConnCtx {
         self.shared.upstream_index(name)
     }
 
-    fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> Forward {
+    fn forward(
+        &self,
+        head: &mut request::Parts,
+        body: &Arrived,
+        upstream: usize,
+        edits: Edits,
+    ) -> Forward {
         let relay_early_hints = head.version == http::Version::HTTP_11;
         let authority = self.shared.upstreams[upstream].authority();
+        let isolate = edits.isolate;
+        let h2c = self.shared.target_protocol == crate::config::TargetProtocol::H2c;
+        if let Some(bytes) = body
+            .head
+            .as_ref()
+            .filter(|_| edits.as_bytes && !isolate && !h2c && upstream == 0)
+        {
+            // Nothing changed the head since it was read: its bytes go on.
+            return Forward {
+                reusable: true,
+                client_upgrade: None,
+                relay_early_hints,
+                h2: false,
+                head: Some(bytes.clone()),
+            };
+        }
         let upgrading = headers::to_upstream(head, &self.forwarded_for, isolate, authority);
         let client_upgrade = if upgrading {
             head.extensions.remove::<OnUpgrade>()
@@ -175,8 +235,7 @@ impl Leg for ConnCtx {
             None
         };
         // An upgrade (WebSocket) exists only in HTTP/1.1: it stays there.
-        let h2 = self.shared.target_protocol == crate::config::TargetProtocol::H2c
-            && client_upgrade.is_none();
+        let h2 = h2c && client_upgrade.is_none();
         if h2 {
             headers::for_h2(head);
         }
@@ -185,21 +244,22 @@ impl Leg for ConnCtx {
             client_upgrade,
             relay_early_hints,
             h2,
+            head: None,
         }
     }
 
     fn request_body(
         &self,
-        body: Source,
+        body: Arrived,
         filters: Filters,
     ) -> (RequestBody, Option<Arc<RequestBodyState>>) {
-        RequestBody::new(body, Some(&self.phase), filters)
+        RequestBody::new(body.body, Some(&self.phase), filters)
     }
 
-    fn takes_lines(&self, body: &Source) -> bool {
+    fn takes_lines(&self, body: &Arrived) -> bool {
         // sitio's own server side reads these bodies, and its encoder sends
         // the response; hyper's server takes only a field map.
-        matches!(body, Source::Empty | Source::Client(_))
+        matches!(body.body, Source::Empty | Source::Client(_))
     }
 
     async fn send(
@@ -216,6 +276,7 @@ impl Leg for ConnCtx {
             h2: forward.h2,
             // An upgrade's `101` is read whole anyway.
             as_lines,
+            head: forward.head,
         };
         let sent = target
             .send(req, how, None, interim, Some(&self.response_timer))

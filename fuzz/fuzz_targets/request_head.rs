@@ -5,15 +5,22 @@
 //! whose head is incomplete, are left to `request_path`. One known
 //! difference is allowed: where the new parser refuses a head, hyper may
 //! close without a 400 (the HTTP/2 preface follows the head; see
-//! `fuzzing::Outcome::Closed`), which refuses it too.
+//! `fuzzing::Outcome::Closed`), which refuses it too. Every head that can
+//! go on as the client's bytes (`splice`) must reach the service as its
+//! edited field map would.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sitio::fuzzing::{Outcome, Protocol, classify, head_outcomes};
+use sitio::fuzzing::{Outcome, Protocol, classify, head_outcomes, spliced_alike};
 
 fuzz_target!(|data: &[u8]| {
     if classify(data) != Some(Protocol::Http1) {
         return;
+    }
+    // A head forwarded as the client's bytes reaches the service as its
+    // edited field map would.
+    if let Err(e) = spliced_alike(data) {
+        panic!("{e} on {:?}", String::from_utf8_lossy(&data[..data.len().min(200)]));
     }
     if let Some((new, today)) = head_outcomes(data) {
         let refused_both = matches!((new, today), (Outcome::Refused(_), Outcome::Closed));

@@ -9,6 +9,7 @@ pub struct AccessLog;
 
 impl Decorator for AccessLog {
     type State = ();
+    const ON_REQUEST: bool = false;
     const ON_RESPONSE: bool = false;
     fn name(&self) -> &'static str {
         "access_log"

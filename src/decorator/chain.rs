@@ -22,6 +22,7 @@ pub(crate) const SERVICE: &str = "service";
 /// One decorator's hooks with its state type erased, so a chain can hold
 /// decorators of different types. Implemented for every [`Decorator`].
 trait Hooks: Send + Sync {
+    fn start(&self, slot: &mut Slot, ex: &Exchange);
     fn request<'a>(
         &'a self,
         head: &'a mut request::Parts,
@@ -96,6 +97,9 @@ fn sized<S>() -> bool {
 }
 
 impl<D: Decorator> Hooks for D {
+    fn start(&self, slot: &mut Slot, ex: &Exchange) {
+        self.on_start(state_of::<D::State>(slot), ex)
+    }
     fn request<'a>(
         &'a self,
         head: &'a mut request::Parts,
@@ -140,6 +144,8 @@ struct Entry {
     name: &'static str,
     /// Whether its state takes room (see [`States`]).
     sized: bool,
+    /// It has request hooks ([`Decorator::ON_REQUEST`]).
+    on_request: bool,
     /// It has a response hook ([`Decorator::ON_RESPONSE`]).
     on_response: bool,
 }
@@ -149,6 +155,7 @@ fn entry<D: Decorator>(decorator: D) -> Entry {
         name: decorator.name(),
         hooks: Arc::new(decorator),
         sized: sized::<D::State>(),
+        on_request: D::ON_REQUEST,
         on_response: D::ON_RESPONSE,
     }
 }
@@ -336,6 +343,12 @@ impl Decorators {
         &self.targets
     }
 
+    /// Whether some decorator has request hooks (reads or edits request
+    /// heads): without any, the head goes on as the client's bytes.
+    pub(crate) fn has_request_hooks(&self) -> bool {
+        self.chain.iter().any(|d| d.on_request)
+    }
+
     /// Whether some decorator has a response hook (reads response heads).
     pub(crate) fn has_response_hooks(&self) -> bool {
         self.chain.iter().any(|d| d.on_response)
@@ -362,6 +375,9 @@ impl Decorators {
         ex: &'a mut Exchange,
     ) -> Action<'a> {
         ex.requested |= 1u64 << i;
+        if !self.chain[i].on_request {
+            return Action::Continue;
+        }
         let (d, slot) = self.enter(i, states, ex);
         guarded(d.name, || d.hooks.request(head, slot, ex))
     }
@@ -374,6 +390,9 @@ impl Decorators {
         states: &'a mut States,
         ex: &'a mut Exchange,
     ) -> Action<'a> {
+        if !self.chain[i].on_request {
+            return Action::Continue;
+        }
         let (d, slot) = self.enter(i, states, ex);
         guarded(d.name, || d.hooks.upstream_request(head, slot, ex))
     }
@@ -404,6 +423,18 @@ impl Decorators {
         let (d, slot) = self.enter(i, states, ex);
         catch_unwind(AssertUnwindSafe(|| d.hooks.error(err, slot, ex)))
             .unwrap_or_else(|p| report_panic(d.name, "on_error", &*p))
+    }
+
+    /// Start hooks, outermost first; a panic in one skips only that one.
+    pub(crate) fn start(&self, states: &mut States, ex: &mut Exchange) {
+        for (i, d) in self.chain.iter().enumerate() {
+            ex.current = i;
+            let slot = states.slot(i, d.sized);
+            let ex = &*ex;
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| d.hooks.start(slot, ex))) {
+                report_panic::<()>(d.name, "on_start", &*p);
+            }
+        }
     }
 
     /// Completion hooks, innermost first; a panic in one skips only that one.

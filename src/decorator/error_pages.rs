@@ -69,6 +69,7 @@ impl ErrorPages {
 
 impl Decorator for ErrorPages {
     type State = ();
+    const ON_REQUEST: bool = false;
     fn name(&self) -> &'static str {
         "error_pages"
     }

@@ -207,7 +207,8 @@ impl Exchange {
 
     /// True when the calling decorator's `on_request` ran for this exchange
     /// (it does not when the guard refused the request or an outer decorator
-    /// answered first). Lets `on_complete` pair up with `on_request`.
+    /// answered first; with [`crate::Decorator::ON_REQUEST`] `false`: when
+    /// it would have run). Lets `on_complete` pair up with `on_request`.
     pub fn request_hook_ran(&self) -> bool {
         self.requested & (1u64 << self.current) != 0
     }

@@ -153,10 +153,46 @@ pub trait Decorator: Send + Sync + 'static {
     /// ```
     const ON_RESPONSE: bool = true;
 
+    /// Whether sitio calls [`Decorator::on_request`] and
+    /// [`Decorator::on_upstream_request`] (`true` unless set). A decorator
+    /// that implements neither sets `false`: when no decorator in the chain
+    /// has them, nothing can change a request head on its way, and sitio
+    /// sends the client's head to the service as the bytes it came in
+    /// (hop-by-hop fields out, forwarding fields in) instead of editing its
+    /// field map and encoding it again. With `false`, neither hook is
+    /// called; [`Decorator::on_start`] sees every exchange begin.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use sitio::{Decorator, Exchange};
+    ///
+    /// /// Counts exchanges in flight; reads no head.
+    /// #[derive(Default)]
+    /// struct InFlight(AtomicU64);
+    /// impl Decorator for InFlight {
+    ///     type State = ();
+    ///     const ON_REQUEST: bool = false;
+    ///     const ON_RESPONSE: bool = false;
+    ///     fn on_start(&self, _: &mut (), _: &Exchange) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    ///     fn on_complete(&self, _: &mut (), _: &Exchange) {
+    ///         self.0.fetch_sub(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    /// ```
+    const ON_REQUEST: bool = true;
+
     /// A short name for logs (a panic in a hook is logged with it).
     fn name(&self) -> &'static str {
         std::any::type_name::<Self>()
     }
+
+    /// Called when an exchange begins, its request head read (before the
+    /// guard checks it), outermost decorator first: every exchange that
+    /// starts also completes ([`Decorator::on_complete`]). Sees the
+    /// exchange, not the head: counts, gauges, timers.
+    fn on_start(&self, _state: &mut Self::State, _exchange: &Exchange) {}
 
     /// Called once the request head is read and checked, outermost decorator
     /// first. May edit the head, pick an upstream

@@ -75,6 +75,7 @@ where
     F: Fn(&mut response::Parts, &mut Exchange) -> Action<'static> + Send + Sync + 'static,
 {
     type State = ();
+    const ON_REQUEST: bool = false;
 
     fn name(&self) -> &'static str {
         "on_status"

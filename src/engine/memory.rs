@@ -12,7 +12,7 @@ use compact_str::CompactString;
 use http::{HeaderMap, HeaderValue, Request, Response, request, response};
 use http_body_util::BodyExt;
 
-use super::Leg;
+use super::{Edits, Leg};
 use crate::body::Body;
 use crate::decorator::{Decorators, Exchange, Filters};
 use crate::error::ProxyError;
@@ -78,9 +78,10 @@ impl Leg for Memory {
         }
     }
 
-    fn forward(&self, head: &mut request::Parts, _upstream: usize, isolate: bool) {
+    fn forward(&self, head: &mut request::Parts, _body: &Body, _upstream: usize, edits: Edits) {
         let client = headers::ip_header_value(self.client_addr().ip());
-        let _ = headers::to_upstream(head, &client, isolate, &HeaderValue::from_static("service"));
+        let service = HeaderValue::from_static("service");
+        let _ = headers::to_upstream(head, &client, edits.isolate, &service);
     }
 
     fn request_body(

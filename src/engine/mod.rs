@@ -62,8 +62,16 @@ pub(crate) trait Leg: Send + Sync + Sized + 'static {
     fn refused(&self, why: Refusal);
     /// The index of the upstream named `name` (`None`: the service).
     fn upstream_index(&self, name: Option<&str>) -> Option<usize>;
-    /// Turns the client's head into the one `upstream` receives.
-    fn forward(&self, head: &mut request::Parts, upstream: usize, isolate: bool) -> Self::Forward;
+    /// Turns the client's head into the one `upstream` receives. `as_bytes`:
+    /// nothing on the way may change the head (no request hooks), so it may
+    /// go as the client's bytes where the leg has them (`splice`).
+    fn forward(
+        &self,
+        head: &mut request::Parts,
+        body: &Self::In,
+        upstream: usize,
+        edits: Edits,
+    ) -> Self::Forward;
     /// Wraps the request body; the state reports its bytes and health.
     fn request_body(
         &self,
@@ -92,6 +100,16 @@ pub(crate) trait Leg: Send + Sync + Sized + 'static {
     /// too far behind (see `send_window`); the in-memory leg never waits.
     fn written(&self) -> u64;
     fn poll_room(&self, cx: &mut Context<'_>, start: u64, sent: u64) -> Poll<()>;
+}
+
+/// How the forwarding edits may be made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Edits {
+    /// Ask the service to close its connection after this request (the
+    /// guard's verdict: a body with no defined meaning).
+    pub(crate) isolate: bool,
+    /// No request hooks: the head may go as the client's bytes.
+    pub(crate) as_bytes: bool,
 }
 
 /// A hook's decision once any waiting is over.
@@ -174,6 +192,7 @@ pub(crate) async fn exchange<L: Leg>(
     let mut states = States::default();
     let chain = leg.decorators();
     let n = chain.len();
+    chain.start(&mut states, &mut ex);
     let mut bytes_in = None;
     let reached = match guard::check(&head, raw) {
         Err(rejection) => {
@@ -229,7 +248,11 @@ impl<L: Leg> Phases<'_, L> {
             );
             return failure(n, err);
         };
-        let forward = self.leg.forward(&mut head, upstream, self.isolate);
+        let edits = Edits {
+            isolate: self.isolate,
+            as_bytes: !chain.has_request_hooks(),
+        };
+        let forward = self.leg.forward(&mut head, &body, upstream, edits);
         for i in 0..n {
             let action = chain.upstream_request(i, &mut head, states, ex);
             if let Some(reached) = early(settle!(action, chain, i), i) {

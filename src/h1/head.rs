@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header, request};
 
 use crate::guard::{RawFraming, Refusal};
+use crate::splice::{Field, Plan, Splice};
 
 /// hyper's limit on a request-target (longer: 414).
 const MAX_URI_LEN: usize = u16::MAX as usize - 1;
@@ -15,13 +16,16 @@ const MAX_URI_LEN: usize = u16::MAX as usize - 1;
 const MAX_BODY_LEN: u64 = u64::MAX - 2;
 
 /// The limits a head is read within (`SITIO_MAX_HEADER_BYTES`,
-/// `SITIO_MAX_HEADERS`).
+/// `SITIO_MAX_HEADERS`), and what else is asked of the reading.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// Bytes buffered without a complete head before it is refused (431).
     pub(crate) max_head: usize,
     /// Header fields (more: 431).
     pub(crate) max_headers: usize,
+    /// Plan how the head could go on as bytes ([`RequestHead::splice`]):
+    /// the chain lets it (no request hooks) and the service speaks HTTP/1.
+    pub(crate) splice: bool,
 }
 
 impl Limits {
@@ -30,6 +34,7 @@ impl Limits {
         Limits {
             max_head: config.max_header_bytes,
             max_headers: config.max_headers,
+            splice: false,
         }
     }
 }
@@ -67,6 +72,9 @@ pub(crate) struct RequestHead {
     pub(crate) te: bool,
     /// The head's bytes as they arrived (the header values share them).
     pub(crate) wire: Bytes,
+    /// How the head can go to the service as these bytes, if asked for and
+    /// if it can (`splice`).
+    pub(crate) splice: Option<Splice>,
 }
 
 /// Why a head was refused, with the status and the refusal counter it gets.
@@ -147,7 +155,7 @@ pub(crate) fn parse_into(
     let mut headers = spare.take().unwrap_or_default();
     headers.clear();
     headers.reserve(count + ROOM);
-    match build(bytes.clone(), line, &spans[..count], headers) {
+    match build(bytes.clone(), line, &spans[..count], headers, limits.splice) {
         Ok(head) => Ok(Some(head)),
         Err(refused) => {
             // Untouched on refusal: hyper, which answers refusals, reads
@@ -167,23 +175,43 @@ fn build(
     line: Line,
     spans: &[Span],
     mut headers: HeaderMap,
+    splice: bool,
 ) -> Result<RequestHead, Refused> {
     let uri = Uri::from_maybe_shared(bytes.slice(line.target.clone()))
         .map_err(|_| malformed("invalid request-target"))?;
     let mut fields = Fields::new(line.version, line.method == Method::CONNECT);
-    for span in spans {
+    let mut plan = splice.then(|| Plan::new(&line.method, &bytes[line.target.clone()]));
+    // The empty line's CRLF ends the last field's line.
+    let end = bytes.len().saturating_sub(2) as u32;
+    for (i, span) in spans.iter().enumerate() {
         let raw = &bytes[span.name()];
-        let name = match crate::names::common(raw) {
-            Some(name) => name,
-            None => HeaderName::from_bytes(raw).map_err(|_| malformed("invalid header name"))?,
+        let (name, common) = match crate::names::common(raw) {
+            Some(name) => (name, true),
+            None => (
+                HeaderName::from_bytes(raw).map_err(|_| malformed("invalid header name"))?,
+                false,
+            ),
         };
         let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
             .map_err(|_| malformed("invalid header value"))?;
-        if fields.take(&name, &value, &mut headers)? {
+        let kept = fields.take(&name, &value, &mut headers)?;
+        if let Some(plan) = &mut plan {
+            let line_end = spans.get(i + 1).map_or(end, |next| next.0[0]);
+            let field = Field {
+                name: &name,
+                common,
+                line: (span.0[0], line_end),
+                value: (span.0[2], span.0[3]),
+            };
+            plan.note(&bytes, &field, kept);
+        }
+        if kept {
             headers.append(name, value);
         }
     }
     let (body, keep_alive) = fields.framing()?;
+    let fields_start = spans.first().map_or(end as usize, |s| s.0[0] as usize);
+    let splice = plan.and_then(|plan| plan.finish(&bytes, fields_start));
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = line.method;
     parts.uri = uri;
@@ -198,6 +226,7 @@ fn build(
         wants_upgrade: fields.wants_upgrade,
         te: fields.te,
         wire: bytes,
+        splice,
     })
 }
 

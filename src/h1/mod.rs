@@ -22,9 +22,12 @@
 //! whole connection, served both ways, on the same inputs (`tests`, and the
 //! `server_side` fuzz target).
 //!
+//! When no decorator has request hooks, `head` also plans how the head can
+//! go to the service as the bytes it came in (`crate::splice`);
+//! `splice_alike` holds that to the edited field map's way.
+//!
 //! Still to come: chunked request bodies (the chunked decoder of
-//! `upstream::h1` serves both directions), upgrades and `TE: trailers`,
-//! then heads forwarded as bytes when no decorator reads them.
+//! `upstream::h1` serves both directions), upgrades and `TE: trailers`.
 
 mod date;
 #[cfg(test)]
@@ -33,6 +36,8 @@ pub(crate) mod head;
 pub(crate) mod response;
 mod send;
 mod serve;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod splice_alike;
 #[cfg(test)]
 mod tests;
 mod watch;

@@ -29,7 +29,7 @@ use super::send::{self, Watch};
 use super::watch::{Client, fill};
 use crate::client_body::Feed;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled};
-use crate::proxy::ConnCtx;
+use crate::proxy::{Arrived, ConnCtx};
 use crate::upstream::Source;
 
 /// How long a request already on its way when the drain or the cap ends the
@@ -144,6 +144,10 @@ impl Conn {
                 (Some(feed), Source::Client(body))
             }
             BodyFraming::Empty | BodyFraming::Chunked => (None, Source::Empty),
+        };
+        let body = Arrived {
+            head: (head.splice.as_ref()).and_then(|s| ctx.spliced(s, &head.parts, feed.is_some())),
+            body,
         };
         phase.request_arrived(feed.is_some());
         let asked_head = head.parts.method == Method::HEAD;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
-use crate::decorator::{Action, Decorator, Exchange};
+use crate::decorator::{Decorator, Exchange};
 use crate::detect::Protocol;
 use crate::guard::Refusal;
 
@@ -262,23 +262,19 @@ impl Recorder {
 
 impl Decorator for Recorder {
     type State = ();
+    // Counts and times exchanges; reads no head, so heads can pass as bytes.
+    const ON_REQUEST: bool = false;
     const ON_RESPONSE: bool = false;
     fn name(&self) -> &'static str {
         "stats"
     }
 
-    fn on_request(
-        &self,
-        _head: &mut http::request::Parts,
-        (): &mut (),
-        ex: &mut Exchange,
-    ) -> Action<'_> {
+    fn on_start(&self, (): &mut (), ex: &Exchange) {
         self.stats.started(ex);
-        Action::Continue
     }
 
     fn on_complete(&self, (): &mut (), ex: &Exchange) {
-        self.stats.completed(ex, ex.request_hook_ran());
+        self.stats.completed(ex, true);
         self.tap.publish(ex);
     }
 }

@@ -202,6 +202,7 @@ impl Upstream {
             reusable,
             h2,
             as_lines,
+            head: wire,
         } = how;
         if h2 {
             // Multiplexed: nothing goes back to a pool. Boxed so that its
@@ -210,7 +211,10 @@ impl Upstream {
         }
         retry::note_request();
         let (head, body) = req.into_parts();
-        let mut msg = h1::Message::new(head, body);
+        let mut msg = match wire {
+            Some(wire) => h1::Message::spliced(wire, head, body),
+            None => h1::Message::new(head, body),
+        };
         msg.as_lines = as_lines;
         if reusable && let Some((conn, _idle_for)) = self.pool.checkout() {
             // Closed by the service before any response byte: a safe,
@@ -244,7 +248,7 @@ impl Upstream {
 }
 
 /// How a request goes to an upstream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct How {
     /// Its connection may be pooled (and a pooled one used).
     pub(crate) reusable: bool,
@@ -254,6 +258,9 @@ pub(crate) struct How {
     /// the client's HTTP/1 encoder takes them, and nothing on the way reads
     /// the head. Only sitio's own HTTP/1 client keeps them.
     pub(crate) as_lines: bool,
+    /// The request head as bytes, made from the client's (`splice`); its
+    /// field map is only read for the framing. Over HTTP/1 only.
+    pub(crate) head: Option<bytes::Bytes>,
 }
 
 /// Where a finished service connection finds its pool again (see [`Home`]).

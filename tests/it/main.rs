@@ -29,6 +29,7 @@ mod mothership;
 mod proxying;
 mod rate_limits;
 mod readme;
+mod request_heads;
 mod resilience;
 mod response_heads;
 mod service_connection;

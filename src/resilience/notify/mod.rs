@@ -382,6 +382,7 @@ fn unreachable_kind(kind: ErrorKind) -> bool {
 
 impl Decorator for NotifyOnCrash {
     type State = ();
+    const ON_REQUEST: bool = false;
     const ON_RESPONSE: bool = false;
     fn name(&self) -> &'static str {
         "notify_on_crash"

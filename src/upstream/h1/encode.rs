@@ -46,6 +46,31 @@ impl Message {
     pub(crate) fn new(mut head: request::Parts, body: RequestBody) -> Self {
         let out = framing(&mut head.headers, &body);
         let bytes = encode_head(&head);
+        Self::of(bytes, head, body, out)
+    }
+
+    /// A request whose head is already bytes (`splice`), edited for the
+    /// service as [`Message::new`] edits a map; `head` is the map it was
+    /// read into, unedited, for its length.
+    pub(crate) fn spliced(wire: Bytes, head: request::Parts, body: RequestBody) -> Self {
+        let out = if body.is_end_stream() {
+            Out::Empty
+        } else {
+            // A splice is made only for a body of known length (`proxy`):
+            // its head carries it. Anything else would be sent as no body,
+            // never with a framing the head does not declare.
+            match crate::headers::content_length(&head.headers) {
+                Ok(Some(n)) => Out::Length(n),
+                _ => {
+                    debug_assert!(false, "a spliced head without a length");
+                    Out::Empty
+                }
+            }
+        };
+        Self::of(wire, head, body, out)
+    }
+
+    fn of(bytes: Bytes, head: request::Parts, body: RequestBody, out: Out) -> Self {
         let resendable = out == Out::Empty
             && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
         Message {

@@ -116,16 +116,32 @@ pub(crate) fn read_once(
 
 /// A request head encoded as `send` writes it (for the codec's benchmark).
 pub(crate) fn encode_once(head: http::request::Parts) -> usize {
+    encode_head(head, 0).len()
+}
+
+/// The head `send` writes for `head` with a body of `len` bytes, edited
+/// for the service already; or the head of a spliced request (`wire`).
+pub(crate) fn encode_head(head: http::request::Parts, len: usize) -> bytes::Bytes {
+    encode_with(head, len, None)
+}
+
+/// [`encode_head`], or with the head already made as bytes (`splice`).
+pub(crate) fn encode_with(
+    head: http::request::Parts,
+    len: usize,
+    wire: Option<bytes::Bytes>,
+) -> bytes::Bytes {
+    let full = http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; len]));
     let body = crate::upstream::RequestBody::new(
         crate::upstream::Source::Made(http_body_util::BodyExt::boxed_unsync(
-            http_body_util::BodyExt::map_err(
-                http_body_util::Empty::new(),
-                |e: std::convert::Infallible| match e {},
-            ),
+            http_body_util::BodyExt::map_err(full, |e: std::convert::Infallible| match e {}),
         )),
         None,
         Default::default(),
     )
     .0;
-    super::Message::new(head, body).head.len()
+    match wire {
+        Some(wire) => super::Message::spliced(wire, head, body).head,
+        None => super::Message::new(head, body).head,
+    }
 }
