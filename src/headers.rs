@@ -284,13 +284,25 @@ pub(crate) fn ip_header_value(ip: IpAddr) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// Adds the client's address to `X-Forwarded-For`. Several fields of the
+/// client's are one list (RFC 9110 §5.3), kept in their order; a value that
+/// is blank or not visible ASCII is no address and is left out.
 fn append_forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
-    let appended = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or("unknown"))).ok()
+    let mut joined = String::new();
+    for prev in h.get_all(&X_FORWARDED_FOR) {
+        if let Ok(prev) = prev.to_str()
+            && !prev.trim().is_empty()
+        {
+            joined.push_str(prev);
+            joined.push_str(", ");
         }
+    }
+    let appended = if joined.is_empty() {
         // The common case: no allocation, the connection's value is shared.
-        _ => Some(ip.clone()),
+        Some(ip.clone())
+    } else {
+        joined.push_str(ip.to_str().unwrap_or("unknown"));
+        HeaderValue::from_str(&joined).ok()
     };
     if let Some(v) = appended {
         h.insert(X_FORWARDED_FOR.clone(), v);
@@ -414,6 +426,22 @@ mod tests {
         assert_eq!(h["host"], "svc");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn several_forwarded_for_fields_are_one_list_that_the_client_address_ends() {
+        let req = Request::get("/x")
+            .header("host", "svc")
+            .header("x-forwarded-for", "203.0.113.1")
+            .header("x-forwarded-for", "  ")
+            .header("x-forwarded-for", "10.0.0.1, 10.0.0.2")
+            .body(())
+            .unwrap();
+        let (mut head, ()) = req.into_parts();
+        let ip = ip_header_value("127.0.0.1".parse().unwrap());
+        to_upstream(&mut head, &ip, false, &HeaderValue::from_static("svc:1"));
+        let all: Vec<_> = head.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["203.0.113.1, 10.0.0.1, 10.0.0.2, 127.0.0.1"]);
     }
 
     fn response_head(headers: &[(&str, &str)]) -> response::Parts {
