@@ -129,11 +129,28 @@ fn read_request_head(c: &mut Criterion) {
     );
 }
 
+/// A client's head read and made into the one the service gets: through
+/// the field map (`to_upstream`, then encoded), or as the client's bytes
+/// (`splice`, when no decorator has request hooks).
+fn forward_request_head(c: &mut Criterion) {
+    let mut group = c.benchmark_group("codec_forward_request_head");
+    for (name, input) in [("wrk", WRK), ("a browser", BROWSER)] {
+        for (way, as_bytes) in [("through the map", false), ("as bytes", true)] {
+            let mut buf = BytesMut::with_capacity(16 * 1024);
+            group.bench_function(format!("{name}, {way}"), |b| {
+                b.iter(|| codec::forward_request_head(&mut buf, black_box(input), as_bytes))
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     read_response,
     write_request,
     read_request_head,
+    forward_request_head,
     write_response_head
 );
 criterion_main!(benches);

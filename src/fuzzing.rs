@@ -450,6 +450,37 @@ pub mod codec {
         crate::upstream::h1::replay::encode_once(head)
     }
 
+    /// Reads one request head from `input` as [`read_request_head`] does and
+    /// makes the head the service gets: `as_bytes`, from the client's bytes
+    /// (`splice`, as when no decorator has request hooks), else by editing
+    /// the field map and encoding it. Returns the length of that head;
+    /// panics on a head it refuses or cannot splice.
+    pub fn forward_request_head(buf: &mut BytesMut, input: &[u8], as_bytes: bool) -> usize {
+        use http::HeaderValue;
+        buf.extend_from_slice(input);
+        let limits = crate::h1::head::Limits {
+            splice: as_bytes,
+            ..super::default_limits()
+        };
+        let mut head = match crate::h1::head::parse(buf, limits) {
+            Ok(Some(head)) => head,
+            other => panic!("not one complete request head: {other:?}"),
+        };
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let service = HeaderValue::from_static("127.0.0.1:8087");
+        if !as_bytes {
+            crate::headers::to_upstream(&mut head.parts, &ip, false, &service);
+            return crate::upstream::h1::replay::encode_once(head.parts);
+        }
+        let splice = head.splice.expect("a head that goes as bytes");
+        let target = head.parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let added = crate::splice::Added {
+            service: &service,
+            client_ip: &ip,
+        };
+        splice.encode(&head.parts.method, target, &added).len()
+    }
+
     /// Reads one request head from `input` with sitio's own server-side
     /// parser (`h1::head`), the bytes copied into the connection's buffer
     /// as a read would. Returns the number of header fields; panics on a
