@@ -180,11 +180,14 @@ pub(crate) fn to_upstream(
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             head.headers.insert(header::HOST, host);
         }
-        let path = head
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+        // An empty path is sent as `/` (RFC 9112 §3.2.1): `http://a?q`
+        // goes as `/?q`, never as a target that starts with `?`.
+        let pq = head.uri.path_and_query().map_or("", |p| p.as_str());
+        let path = if pq.starts_with('/') {
+            pq.to_owned()
+        } else {
+            format!("/{pq}")
+        };
         if let Ok(uri) = path.parse::<Uri>() {
             head.uri = uri;
         }
@@ -426,6 +429,21 @@ mod tests {
         assert_eq!(h["host"], "svc");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn an_absolute_target_with_an_empty_path_goes_in_origin_form_from_a_slash() {
+        for (target, origin) in [
+            ("http://o?/abs", "/?/abs"),
+            ("http://o", "/"),
+            ("http://o/p?q", "/p?q"),
+        ] {
+            let (mut head, ()) = Request::get(target).body(()).unwrap().into_parts();
+            let ip = ip_header_value("127.0.0.1".parse().unwrap());
+            to_upstream(&mut head, &ip, false, &HeaderValue::from_static("svc:1"));
+            assert_eq!(head.uri.to_string(), origin, "{target}");
+            assert_eq!(head.headers["host"], "o", "{target}");
+        }
     }
 
     #[test]

@@ -40,6 +40,10 @@ fn cases() -> Vec<Vec<u8>> {
         "GET * HTTP/1.1",
         "CONNECT a:1 HTTP/1.1",
         "GET http://a/photos HTTP/1.1",
+        // An empty path: the service gets `/?q` (a fuzz finding: it got
+        // `?q`, which it refused).
+        "GET http://a?/q HTTP/1.1",
+        "GET http://a HTTP/1.1",
         "GET ftp://a/ HTTP/1.1",
         "GET a/b HTTP/1.1",
         "GET /a?b=c HTTP/1.1",
