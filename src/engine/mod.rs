@@ -62,9 +62,10 @@ pub(crate) trait Leg: Send + Sync + Sized + 'static {
     fn refused(&self, why: Refusal);
     /// The index of the upstream named `name` (`None`: the service).
     fn upstream_index(&self, name: Option<&str>) -> Option<usize>;
-    /// Turns the client's head into the one `upstream` receives. `as_bytes`:
-    /// nothing on the way may change the head (no request hooks), so it may
-    /// go as the client's bytes where the leg has them (`splice`).
+    /// Turns the client's head into the one `upstream` receives, as `edits`
+    /// allow: with `edits.as_bytes` nothing on the way may change the head
+    /// (no request hooks), so it may go as the client's bytes where the leg
+    /// has them (`splice`).
     fn forward(
         &self,
         head: &mut request::Parts,

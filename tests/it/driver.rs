@@ -288,3 +288,67 @@ async fn timers_run_on_paused_time() {
         real.elapsed()
     );
 }
+
+/// Counts its hooks: no request hooks declared (an `on_request` that must
+/// never run), a start hook that panics on one path.
+#[derive(Default)]
+struct Counts {
+    starts: std::sync::atomic::AtomicUsize,
+    requests: std::sync::atomic::AtomicUsize,
+    completes: std::sync::atomic::AtomicUsize,
+}
+
+struct Counting(std::sync::Arc<Counts>);
+
+impl Decorator for Counting {
+    type State = ();
+    const ON_REQUEST: bool = false;
+    fn on_start(&self, _: &mut (), ex: &Exchange) {
+        self.0
+            .starts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if ex.path() == "/panic/start" {
+            panic!("a bug in on_start");
+        }
+    }
+    fn on_request(&self, _: &mut request::Parts, _: &mut (), _: &mut Exchange) -> Action<'_> {
+        self.0
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Action::Continue
+    }
+    fn on_complete(&self, _: &mut (), _: &Exchange) {
+        self.0
+            .completes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn every_exchange_starts_and_completes_and_a_chain_without_request_hooks_calls_none() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counting = std::sync::Arc::new(Counts::default());
+    let chain = Decorators::builder()
+        .with(Counting(counting.clone()))
+        .build();
+    for path in ["/a", "/panic/start", "/b"] {
+        let request = http::Request::get(path)
+            .header("host", "svc")
+            .body(())
+            .unwrap();
+        let done = chain.simulate(request, |_| Ok(answer(200))).await;
+        // A panic in `on_start` is logged; the exchange goes on.
+        assert_eq!(done.head.status.as_u16(), 200, "{path}");
+    }
+    // The guard refuses this one (two Hosts): it started too.
+    let refused = http::Request::get("/c")
+        .header("host", "a")
+        .header("host", "b")
+        .body(())
+        .unwrap();
+    let done = chain.simulate(refused, |_| Ok(answer(200))).await;
+    assert_eq!(done.head.status.as_u16(), 400);
+    assert_eq!(counting.starts.load(Relaxed), 4);
+    assert_eq!(counting.completes.load(Relaxed), 4);
+    assert_eq!(counting.requests.load(Relaxed), 0, "ON_REQUEST = false");
+}
