@@ -71,6 +71,10 @@ pub(crate) struct Shared {
     canary_calls: Arc<AtomicU64>,
 }
 
+/// The most fields a head sitio forwards can have (`SITIO_MAX_HEADERS` at
+/// most 1,000, and `Host` and the `X-Forwarded-*` fields added).
+const MAX_FORWARDED_FIELDS: usize = 1_000 + 3;
+
 /// Serves the demo photo library on `listener` until the task is dropped.
 pub(crate) async fn serve_backend(listener: TcpListener, version: Version, shared: Shared) {
     loop {
@@ -84,6 +88,9 @@ pub(crate) async fn serve_backend(listener: TcpListener, version: Version, share
                 async move { Ok::<_, Infallible>(route(req, version, &shared).await) }
             });
             let _ = http1::Builder::new()
+                // Whatever sitio forwards: up to the largest
+                // `SITIO_MAX_HEADERS` and the fields forwarding adds.
+                .max_headers(MAX_FORWARDED_FIELDS)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

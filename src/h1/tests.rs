@@ -130,6 +130,11 @@ fn cases() -> Vec<Vec<u8>> {
         .collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     add("GET / HTTP/1.1", &many, "");
+    // As many as sitio takes, less two: with the forwarding fields the
+    // service gets more than hyper's default of 100 (a fuzz finding: the
+    // demo service answered 431 to a head sitio had let through).
+    let max = Config::default().max_headers;
+    add("GET / HTTP/1.0", &many[..max - 2], "");
     let long = format!("X: {}", "y".repeat(Config::default().max_header_bytes));
     add("GET / HTTP/1.1", &["Host: a", &long], "");
     let long_target = format!("GET /{} HTTP/1.1", "a".repeat(70_000));
