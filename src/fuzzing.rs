@@ -18,10 +18,25 @@ use crate::server::prepare;
 /// How sitio tells protocols apart by the first bytes (internal elsewhere).
 pub use crate::detect::{Protocol, classify};
 
+/// SIGPIPE ignored, as Rust's runtime does for the sitio binary.
+#[allow(unsafe_code)]
+fn ignore_sigpipe() {
+    // SAFETY: sets one signal's disposition to "ignore" (no handler code
+    // runs); called once, before any socket of the harness exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// A loopback service answering every request, shared by all runs.
 fn service_port() -> u16 {
     static PORT: OnceLock<u16> = OnceLock::new();
     *PORT.get_or_init(|| {
+        // The sitio binary runs with SIGPIPE ignored (Rust's runtime does it
+        // before `main`); a fuzz target's `main` is libFuzzer's. So that a
+        // write to a socket whose peer left is an error here as it is in
+        // sitio, not the end of the process (a `request_head` run died so).
+        ignore_sigpipe();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let port = listener.local_addr().expect("local addr").port();
         std::thread::spawn(move || {
