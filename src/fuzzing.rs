@@ -493,7 +493,9 @@ pub mod codec {
             service: &service,
             client_ip: &ip,
         };
-        splice.encode(&head.parts.method, target, &added).len()
+        splice
+            .encode(&head.wire, &head.parts.method, target, &added)
+            .len()
     }
 
     /// Reads one request head from `input` with sitio's own server-side

@@ -282,7 +282,7 @@ impl Leg for H2Conn {
     fn forward(
         &self,
         head: &mut request::Parts,
-        _body: &Incoming,
+        _body: &mut Incoming,
         upstream: usize,
         edits: Edits,
     ) -> H2cForward {

@@ -27,7 +27,7 @@ use crate::telemetry::{Routes, Telemetry};
 use crate::upstream::{
     How, PoolHome, RequestBody, RequestBodyState, Source, Upstream, UpstreamBody, Wire,
 };
-use crate::{headers, splice, tunnel};
+use crate::{headers, tunnel};
 
 /// What all connections of one sitio instance share.
 pub(crate) struct Shared {
@@ -153,28 +153,6 @@ pub(crate) struct Forward {
     head: Option<Bytes>,
 }
 
-impl ConnCtx {
-    /// The head the service gets for a head read as `splice`, made now
-    /// (before the exchange, whose future it would otherwise grow), or
-    /// `None` where only the map's way can frame its body.
-    pub(crate) fn spliced(
-        &self,
-        splice: &splice::Splice,
-        head: &request::Parts,
-        body: bool,
-    ) -> Option<Bytes> {
-        if body && splice.length.is_none() {
-            return None;
-        }
-        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        let added = splice::Added {
-            service: self.shared.upstreams[0].authority(),
-            client_ip: &self.forwarded_for,
-        };
-        Some(splice.encode(&head.method, target, &added))
-    }
-}
-
 impl Leg for ConnCtx {
     type In = Arrived;
     type Forward = Forward;
@@ -206,7 +184,7 @@ impl Leg for ConnCtx {
     fn forward(
         &self,
         head: &mut request::Parts,
-        body: &Arrived,
+        body: &mut Arrived,
         upstream: usize,
         edits: Edits,
     ) -> Forward {
@@ -214,18 +192,15 @@ impl Leg for ConnCtx {
         let authority = self.shared.upstreams[upstream].authority();
         let isolate = edits.isolate;
         let h2c = self.shared.target_protocol == crate::config::TargetProtocol::H2c;
-        if let Some(bytes) = body
-            .head
-            .as_ref()
-            .filter(|_| edits.as_bytes && !isolate && !h2c && upstream == 0)
-        {
+        let spliced = edits.as_bytes && !isolate && !h2c && upstream == 0;
+        if let Some(bytes) = body.head.take().filter(|_| spliced) {
             // Nothing changed the head since it was read: its bytes go on.
             return Forward {
                 reusable: true,
                 client_upgrade: None,
                 relay_early_hints,
                 h2: false,
-                head: Some(bytes.clone()),
+                head: Some(bytes),
             };
         }
         let upgrading = headers::to_upstream(head, &self.forwarded_for, isolate, authority);

@@ -146,14 +146,13 @@ impl Plan {
 
     /// The splice of `wire` (the whole head, its empty line included; its
     /// fields from `fields_start`), if the head can go as bytes.
-    pub(crate) fn finish(self, wire: &Bytes, fields_start: usize) -> Option<Splice> {
+    pub(crate) fn finish(self, wire: &[u8], fields_start: usize) -> Option<Splice> {
         let ok = self.ok
             && !(self.close_token && self.close_field)
             && wire.ends_with(b"\r\n\r\n")
             && fields_start >= 2
             && wire[..fields_start].ends_with(b"\r\n");
         ok.then(|| Splice {
-            wire: wire.clone(),
             fields: (fields_start as u32, (wire.len() - 2) as u32),
             cuts: self.cuts,
             ncuts: self.ncuts,
@@ -165,10 +164,10 @@ impl Plan {
     }
 }
 
-/// A request head that can go to the service as the bytes it came in.
+/// How a request head (`RequestHead::wire`, which it was planned on) can go
+/// to the service as the bytes it came in.
 #[derive(Debug, Clone)]
 pub(crate) struct Splice {
-    wire: Bytes,
     /// The field lines, each ending in CRLF.
     fields: Span,
     /// Lines left out, in order.
@@ -190,10 +189,16 @@ pub(crate) struct Added<'a> {
 }
 
 impl Splice {
-    /// The head the service gets: `method target HTTP/1.1`, the client's
-    /// field lines but the cut ones, the forwarding fields, the empty line.
-    pub(crate) fn encode(&self, method: &Method, target: &str, added: &Added<'_>) -> Bytes {
-        let wire = &self.wire[..];
+    /// The head the service gets for `wire`, the head this was planned on:
+    /// `method target HTTP/1.1`, the client's field lines but the cut ones,
+    /// the forwarding fields, the empty line.
+    pub(crate) fn encode(
+        &self,
+        wire: &[u8],
+        method: &Method,
+        target: &str,
+        added: &Added<'_>,
+    ) -> Bytes {
         let cuts = &self.cuts[..usize::from(self.ncuts)];
         let prev = self
             .forwarded_for

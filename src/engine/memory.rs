@@ -78,7 +78,7 @@ impl Leg for Memory {
         }
     }
 
-    fn forward(&self, head: &mut request::Parts, _body: &Body, _upstream: usize, edits: Edits) {
+    fn forward(&self, head: &mut request::Parts, _: &mut Body, _upstream: usize, edits: Edits) {
         let client = headers::ip_header_value(self.client_addr().ip());
         let service = HeaderValue::from_static("service");
         let _ = headers::to_upstream(head, &client, edits.isolate, &service);

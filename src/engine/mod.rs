@@ -69,7 +69,7 @@ pub(crate) trait Leg: Send + Sync + Sized + 'static {
     fn forward(
         &self,
         head: &mut request::Parts,
-        body: &Self::In,
+        body: &mut Self::In,
         upstream: usize,
         edits: Edits,
     ) -> Self::Forward;
@@ -228,7 +228,7 @@ impl<L: Leg> Phases<'_, L> {
     async fn run(
         &self,
         mut head: request::Parts,
-        body: L::In,
+        mut body: L::In,
         states: &mut States,
         ex: &mut Exchange,
         bytes_in: &mut Option<Arc<RequestBodyState>>,
@@ -253,7 +253,7 @@ impl<L: Leg> Phases<'_, L> {
             isolate: self.isolate,
             as_bytes: !chain.has_request_hooks(),
         };
-        let forward = self.leg.forward(&mut head, &body, upstream, edits);
+        let forward = self.leg.forward(&mut head, &mut body, upstream, edits);
         for i in 0..n {
             let action = chain.upstream_request(i, &mut head, states, ex);
             if let Some(reached) = early(settle!(action, chain, i), i) {

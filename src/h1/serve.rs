@@ -146,7 +146,7 @@ impl Conn {
             BodyFraming::Empty | BodyFraming::Chunked => (None, Source::Empty),
         };
         let body = Arrived {
-            head: (head.splice.as_ref()).and_then(|s| ctx.spliced(s, &head.parts, feed.is_some())),
+            head: for_service(ctx, &head, feed.is_some()),
             body,
         };
         phase.request_arrived(feed.is_some());
@@ -246,6 +246,23 @@ impl Conn {
             }
         }
     }
+}
+
+/// The head the service gets, made now from the client's bytes (`splice`)
+/// if the head was planned so; `None` where only the field map's way can
+/// frame its body. Made before the exchange, whose future it would
+/// otherwise grow.
+fn for_service(ctx: &ConnCtx, head: &RequestHead, body: bool) -> Option<Bytes> {
+    let splice = head.splice.as_ref()?;
+    if body && splice.length.is_none() {
+        return None;
+    }
+    let target = head.parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let added = crate::splice::Added {
+        service: ctx.shared.upstreams[0].authority(),
+        client_ip: &ctx.forwarded_for,
+    };
+    Some(splice.encode(&head.wire, &head.parts.method, target, &added))
 }
 
 /// Whether this side serves the request (else hyper does, see the module).

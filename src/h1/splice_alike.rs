@@ -81,7 +81,7 @@ pub(crate) fn check(wire: &[u8]) -> Result<Option<bool>, String> {
         service: &SERVICE,
         client_ip: &IP,
     };
-    let bytes = splice.encode(&spliced.parts.method, target, &added);
+    let bytes = splice.encode(&spliced.wire, &spliced.parts.method, target, &added);
     let by_bytes = read(&encode_with(spliced.parts, len, Some(bytes)))?;
     if by_bytes == by_map {
         Ok(Some(true))
@@ -220,10 +220,10 @@ mod tests {
             service: &SERVICE,
             client_ip: &IP,
         };
-        let bytes = head
-            .splice
-            .expect("a splice")
-            .encode(&head.parts.method, "/p?q=1", &added);
+        let bytes =
+            head.splice
+                .expect("a splice")
+                .encode(wire, &head.parts.method, "/p?q=1", &added);
         assert_eq!(
             &bytes[..],
             &b"GET /p?q=1 HTTP/1.1\r\nUser-Agent: Mozilla/5.0 (X11)\r\nAccept:  */*\r\n\
