@@ -1,26 +1,39 @@
 //! A request body that the client connection's loop (`h1::serve`) reads and
 //! hands to its exchange. The loop reads only when the exchange asks for
 //! more, one read at a time (hyper's "want" signal), so an upload is never
-//! buffered beyond one read however slowly the service takes it.
+//! buffered beyond one read however slowly the service takes it. A body of
+//! known length is cut from the reads; a chunked one is decoded from them
+//! (`chunked`), its trailers handed on as the body's last frame.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::BoxError;
+use crate::chunked::{self, Chunked, Decoded};
+
+/// How a body the connection reads is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// This many bytes (more than zero).
+    Length(u64),
+    /// The chunked coding, its trailer section within these limits.
+    Chunked(chunked::Limits),
+}
 
 /// The connection's side of one request body.
 #[derive(Debug)]
 pub(crate) struct Feed(Mutex<State>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    /// Read and not yet taken by the body.
-    ready: Option<Bytes>,
-    /// Bytes of the body not yet read from the client.
-    left: u64,
+    /// Read and not yet taken by the body: data or trailers, or why the
+    /// body could not be read.
+    ready: Option<Result<Frame<Bytes>, chunked::Malformed>>,
+    /// What is still to be read of the body from the client.
+    reading: Reading,
     /// The body asked for more, and nothing was handed since.
     wanted: bool,
     /// The exchange's task, to wake when data is handed.
@@ -29,13 +42,43 @@ struct State {
     dropped: bool,
 }
 
+#[derive(Debug)]
+enum Reading {
+    /// This many bytes still to come (more than zero).
+    Length(u64),
+    Chunked(Chunked),
+    /// Read to its end.
+    Done,
+    /// Not a valid body: nothing more of the connection is read.
+    Failed,
+}
+
+/// What [`Feed::take_from`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Took {
+    /// Handed data or trailers to the body, or the end of it.
+    Handed,
+    /// The buffer holds no more of the body: read more.
+    More,
+    /// The body is not valid (the exchange is told so).
+    Failed,
+}
+
 impl Feed {
-    /// A body of `len` bytes still to be read: the connection keeps the
-    /// feed, the exchange gets the body.
-    pub(crate) fn new(len: u64) -> (Arc<Feed>, ClientBody) {
+    /// A body still to be read: the connection keeps the feed, the exchange
+    /// gets the body.
+    pub(crate) fn new(framing: Framing) -> (Arc<Feed>, ClientBody) {
+        let reading = match framing {
+            Framing::Length(0) => Reading::Done,
+            Framing::Length(n) => Reading::Length(n),
+            Framing::Chunked(limits) => Reading::Chunked(Chunked::new(limits)),
+        };
         let feed = Arc::new(Feed(Mutex::new(State {
-            left: len,
-            ..State::default()
+            ready: None,
+            reading,
+            wanted: false,
+            waker: None,
+            dropped: false,
         })));
         (feed.clone(), ClientBody { feed })
     }
@@ -48,34 +91,56 @@ impl Feed {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// How many bytes the body may take now: `None` while it is not asking
-    /// (it has data, was dropped, or is complete).
-    pub(crate) fn wants(&self) -> Option<u64> {
+    /// The body asks for more, and more is to come.
+    pub(crate) fn wants(&self) -> bool {
         let s = self.state();
-        (s.wanted && s.ready.is_none() && !s.dropped && s.left > 0).then_some(s.left)
+        s.wanted && s.ready.is_none() && !s.dropped && s.reading.is_open()
     }
 
-    /// Hands `data` (at most what [`Feed::wants`] allowed) to the body.
-    pub(crate) fn give(&self, data: Bytes) {
+    /// The body was not read to its end (or not validly): the connection
+    /// must not read what follows as a request.
+    pub(crate) fn unfinished(&self) -> bool {
+        !matches!(self.state().reading, Reading::Done)
+    }
+
+    /// Hands the body what `buf` holds of it (one frame, or its end),
+    /// taking those bytes out of `buf`.
+    pub(crate) fn take_from(&self, buf: &mut BytesMut) -> Took {
         let mut s = self.state();
-        s.left = s.left.saturating_sub(data.len() as u64);
-        s.ready = Some(data);
+        let took = match s.reading.next(buf) {
+            Next::More => return Took::More,
+            Next::Frame(frame) => {
+                s.ready = Some(Ok(frame));
+                Took::Handed
+            }
+            // The body learns it from `reading`.
+            Next::End => Took::Handed,
+            Next::Failed(e) => {
+                s.ready = Some(Err(e));
+                Took::Failed
+            }
+        };
         s.wanted = false;
         if let Some(waker) = s.waker.take() {
             waker.wake();
         }
+        took
     }
 
-    /// Bytes of the body still on the connection, unread.
-    pub(crate) fn left(&self) -> u64 {
-        self.state().left
-    }
-
-    /// Notes `n` bytes of the body read and dropped by the connection (the
-    /// exchange let go of the body, and its rest was already buffered).
-    pub(crate) fn skipped(&self, n: u64) {
+    /// Once the exchange let go of the body: drops what `buf` holds of it.
+    /// True when that was all of it (the connection can read on).
+    pub(crate) fn skip(&self, buf: &mut BytesMut) -> bool {
         let mut s = self.state();
-        s.left = s.left.saturating_sub(n);
+        loop {
+            match s.reading {
+                Reading::Done => return true,
+                Reading::Failed => return false,
+                _ => {}
+            }
+            if let Next::More | Next::Failed(_) = s.reading.next(buf) {
+                return false;
+            }
+        }
     }
 
     /// The exchange let go of the body.
@@ -83,6 +148,55 @@ impl Feed {
     pub(crate) fn is_dropped(&self) -> bool {
         self.state().dropped
     }
+}
+
+impl Reading {
+    fn is_open(&self) -> bool {
+        matches!(self, Reading::Length(_) | Reading::Chunked(_))
+    }
+
+    /// The next frame `buf` holds, taken out of it.
+    fn next(&mut self, buf: &mut BytesMut) -> Next {
+        match self {
+            Reading::Done | Reading::Failed => Next::More,
+            Reading::Length(_) if buf.is_empty() => Next::More,
+            Reading::Length(left) => {
+                // At most `left`, so it fits a `usize` (it is at most the buffer's).
+                let n = (*left).min(buf.len() as u64) as usize;
+                *left -= n as u64;
+                if *left == 0 {
+                    *self = Reading::Done;
+                }
+                Next::Frame(Frame::data(buf.split_to(n).freeze()))
+            }
+            Reading::Chunked(decoder) => match decoder.decode(buf) {
+                Ok(Decoded::More) => Next::More,
+                Ok(Decoded::Data(data)) => Next::Frame(Frame::data(data)),
+                Ok(Decoded::Trailers(trailers)) => {
+                    *self = Reading::Done;
+                    Next::Frame(Frame::trailers(trailers))
+                }
+                Ok(Decoded::End) => {
+                    *self = Reading::Done;
+                    Next::End
+                }
+                Err(e) => {
+                    *self = Reading::Failed;
+                    Next::Failed(e)
+                }
+            },
+        }
+    }
+}
+
+/// What the buffer held of a body.
+enum Next {
+    /// Nothing (more is needed, or the body is over).
+    More,
+    Frame(Frame<Bytes>),
+    /// The end of a chunked body without trailers.
+    End,
+    Failed(chunked::Malformed),
 }
 
 /// The exchange's side: the body as the driver and decorators read it.
@@ -100,10 +214,10 @@ impl HttpBody for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut s = self.feed.state();
-        if let Some(data) = s.ready.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+        if let Some(next) = s.ready.take() {
+            return Poll::Ready(Some(next.map_err(Into::into)));
         }
-        if s.left == 0 {
+        if !s.reading.is_open() {
             return Poll::Ready(None);
         }
         s.wanted = true;
@@ -116,13 +230,26 @@ impl HttpBody for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         let s = self.feed.state();
-        s.ready.is_none() && s.left == 0
+        s.ready.is_none() && !s.reading.is_open()
     }
 
     fn size_hint(&self) -> SizeHint {
         let s = self.feed.state();
-        let ready = s.ready.as_ref().map_or(0, |d| d.len() as u64);
-        SizeHint::with_exact(s.left + ready)
+        let ready = match &s.ready {
+            Some(Ok(frame)) => frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => 0,
+        };
+        match s.reading {
+            Reading::Length(left) => SizeHint::with_exact(left + ready),
+            Reading::Done | Reading::Failed => SizeHint::with_exact(ready),
+            // Unknown, as hyper's side says of a chunked body: the service
+            // gets it chunked too.
+            Reading::Chunked(_) => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(ready);
+                hint
+            }
+        }
     }
 }
 
@@ -137,37 +264,109 @@ impl Drop for ClientBody {
 
 #[cfg(test)]
 mod tests {
-    use super::Feed;
-    use bytes::Bytes;
-    use hyper::body::Body as _;
+    use super::{Feed, Framing, Took};
+    use crate::chunked::Limits;
+    use bytes::BytesMut;
+    use hyper::body::{Body as _, Frame};
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
 
+    fn poll(body: &mut super::ClientBody) -> Poll<Option<Frame<bytes::Bytes>>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(body)
+            .poll_frame(&mut cx)
+            .map(|f| f.map(|f| f.expect("a frame, not an error")))
+    }
+
     #[test]
     fn the_body_takes_what_it_asked_for_and_ends_at_its_length() {
-        let (feed, mut body) = Feed::new(5);
-        let mut cx = Context::from_waker(Waker::noop());
-        assert_eq!(feed.wants(), None, "nothing asked yet");
-        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
-        assert_eq!(feed.wants(), Some(5));
-        feed.give(Bytes::from_static(b"hel"));
-        assert_eq!(feed.wants(), None, "one read at a time");
-        let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) else {
+        let (feed, mut body) = Feed::new(Framing::Length(5));
+        assert!(!feed.wants(), "nothing asked yet");
+        assert!(poll(&mut body).is_pending());
+        assert!(feed.wants());
+        let mut buf = BytesMut::from(&b"hel"[..]);
+        assert_eq!(feed.take_from(&mut buf), Took::Handed);
+        assert!(!feed.wants(), "one read at a time");
+        let Poll::Ready(Some(frame)) = poll(&mut body) else {
             panic!("data")
         };
         assert_eq!(frame.into_data().unwrap(), "hel");
         assert!(!body.is_end_stream());
-        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
-        feed.give(Bytes::from_static(b"lo"));
-        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_ready());
+        assert_eq!(body.size_hint().exact(), Some(2));
+        assert!(poll(&mut body).is_pending());
+        assert_eq!(feed.take_from(&mut buf), Took::More, "the buffer is empty");
+        buf.extend_from_slice(b"loGET");
+        assert_eq!(feed.take_from(&mut buf), Took::Handed);
+        assert_eq!(&buf[..], b"GET", "the next request stays");
+        assert!(poll(&mut body).is_ready());
         assert!(body.is_end_stream());
-        assert!(matches!(
-            Pin::new(&mut body).poll_frame(&mut cx),
-            Poll::Ready(None)
-        ));
-        assert!(!feed.is_dropped());
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+        assert!(!feed.is_dropped() && !feed.unfinished());
         drop(body);
         assert!(feed.is_dropped());
-        assert_eq!(feed.left(), 0);
+    }
+
+    #[test]
+    fn a_chunked_body_hands_data_then_trailers_or_its_end_or_its_fault() {
+        let (feed, mut body) = Feed::new(Framing::Chunked(Limits::HYPER));
+        assert_eq!(body.size_hint().exact(), None, "unknown, as hyper says");
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\n0\r\nX: 1\r\n\r\nnext"[..]);
+        assert!(poll(&mut body).is_pending());
+        assert_eq!(feed.take_from(&mut buf), Took::Handed);
+        let Poll::Ready(Some(data)) = poll(&mut body) else {
+            panic!("data")
+        };
+        assert_eq!(data.into_data().unwrap(), "abc");
+        assert!(poll(&mut body).is_pending());
+        assert_eq!(feed.take_from(&mut buf), Took::Handed);
+        let Poll::Ready(Some(trailers)) = poll(&mut body) else {
+            panic!("trailers")
+        };
+        assert_eq!(trailers.into_trailers().unwrap()["x"], "1");
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+        assert!(!feed.unfinished());
+        assert_eq!(&buf[..], b"next");
+
+        let (feed, mut body) = Feed::new(Framing::Chunked(Limits::HYPER));
+        let mut buf = BytesMut::from(&b"0\r\n\r\n"[..]);
+        assert!(poll(&mut body).is_pending());
+        assert_eq!(feed.take_from(&mut buf), Took::Handed);
+        assert!(
+            matches!(poll(&mut body), Poll::Ready(None)),
+            "the end, no frame"
+        );
+
+        let (feed, mut body) = Feed::new(Framing::Chunked(Limits::HYPER));
+        let mut buf = BytesMut::from(&b"5\r\nhelloX"[..]);
+        assert!(poll(&mut body).is_pending());
+        assert_eq!(feed.take_from(&mut buf), Took::Handed);
+        assert!(poll(&mut body).is_ready());
+        assert!(poll(&mut body).is_pending());
+        assert_eq!(feed.take_from(&mut buf), Took::Failed);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(Some(Err(_)))
+        ));
+        assert!(feed.unfinished() && !feed.wants(), "nothing more is read");
+    }
+
+    #[test]
+    fn a_body_let_go_is_skipped_if_the_buffer_holds_the_rest() {
+        let (feed, body) = Feed::new(Framing::Chunked(Limits::HYPER));
+        drop(body);
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\n"[..]);
+        assert!(!feed.skip(&mut buf), "more is to come");
+        buf.extend_from_slice(b"0\r\n\r\nGET");
+        assert!(feed.skip(&mut buf));
+        assert_eq!(&buf[..], b"GET");
+        let (feed, body) = Feed::new(Framing::Length(4));
+        drop(body);
+        let mut buf = BytesMut::from(&b"abcdGET"[..]);
+        assert!(feed.skip(&mut buf));
+        assert_eq!(&buf[..], b"GET");
+        let (feed, body) = Feed::new(Framing::Chunked(Limits::HYPER));
+        drop(body);
+        assert!(!feed.skip(&mut BytesMut::from(&b"z\r\n"[..])), "not a body");
     }
 }

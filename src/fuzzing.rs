@@ -47,16 +47,59 @@ fn service_port() -> u16 {
             rt.block_on(async move {
                 listener.set_nonblocking(true).expect("nonblocking");
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                crate::demo::serve_backend(
-                    listener,
-                    crate::demo::Version::Stable,
-                    Default::default(),
-                )
-                .await;
+                serve_service(listener).await;
             });
         });
         port
     })
+}
+
+/// The demo library, and `/echo`: the request body it got (data, then
+/// trailers), so that how sitio read a body shows in the answer.
+async fn serve_service(listener: tokio::net::TcpListener) {
+    use hyper::service::service_fn;
+    let shared = crate::demo::Shared::default();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let shared = shared.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(if req.uri().path() == "/echo" {
+                        echo(req).await
+                    } else {
+                        crate::demo::route(req, crate::demo::Version::Stable, &shared).await
+                    })
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .max_headers(crate::demo::MAX_FORWARDED_FIELDS)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// `/echo`: what the service read of the request body.
+async fn echo(req: http::Request<hyper::body::Incoming>) -> http::Response<crate::body::Body> {
+    use http_body_util::BodyExt;
+    let framing = ["content-length", "transfer-encoding"].map(|name| {
+        let values: Vec<_> = req.headers().get_all(name).iter().collect();
+        format!("{name}: {values:?}\n")
+    });
+    let mut text = framing.concat();
+    match req.into_body().collect().await {
+        Ok(body) => {
+            let trailers = body.trailers().cloned();
+            let data = body.to_bytes();
+            text.push_str(&format!("data: {:?}\ntrailers: {trailers:?}\n", data));
+        }
+        Err(e) => text.push_str(&format!("body failed: {e}\n")),
+    }
+    crate::response::text(200, text)
 }
 
 /// Feeds `input` to sitio as one client connection, followed by a request that
@@ -318,9 +361,8 @@ pub fn spliced_alike(input: &[u8]) -> Result<(), String> {
 }
 
 /// The first request head of `input` as both parsers read it, with a body
-/// that ends as its framing says (the body's own decoding is not part of
-/// the head parser: a broken chunk is refused by today's body decoder,
-/// which the new parser does not replace yet): `(new, today)`, or `None`
+/// that ends as its framing says (the body's decoding is not the head
+/// parser's: [`served_alike`] compares it): `(new, today)`, or `None`
 /// while the head is incomplete or its body too long to supply.
 pub fn head_outcomes(input: &[u8]) -> Option<(Outcome, Outcome)> {
     use crate::h1::head::BodyFraming;

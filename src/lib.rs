@@ -75,11 +75,13 @@
 //!   client gets, with no map (`upstream::h1::lines`).
 //! - `h1`: sitio's own server side of HTTP/1 on the client connection: request head
 //!   (`httparse`), response encoder and the connection loop, one read and one write buffer
-//!   per awake connection. It serves requests with no body or one of known length (read
-//!   as the exchange asks, `client_body`), and hands the rest (chunked bodies, upgrades,
+//!   per awake connection. It serves requests with no body, one of known length or a
+//!   chunked one (read as the exchange asks, `client_body`), and hands the rest (upgrades,
 //!   `TE`) with every byte read to hyper's server (`connection::serve_awake`); both sides
 //!   are held to the same bytes out (unit tests, the desync corpus, fuzz targets).
 //!   `client_body`: a request body that loop reads as the exchange asks for it.
+//!   `chunked`: the chunked coding's decoder by hyper's rules, for request bodies there
+//!   and response bodies in `upstream::h1`.
 //!   `splice`: when no decorator has request hooks ([`Decorator::ON_REQUEST`]), the
 //!   head the service gets made from the client's bytes as they are read (hop-by-hop
 //!   lines cut, forwarding fields added), not from an edited field map.
@@ -128,6 +130,7 @@ pub mod split;
 pub mod telemetry;
 
 mod admin;
+mod chunked;
 mod cli;
 mod client;
 mod client_body;

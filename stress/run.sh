@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The long adversarial runs, in one command (not part of CI):
-#   1. every cargo-fuzz target for FUZZ_SECONDS (default 600, 0 skips) each, on stable (-s none);
+#   1. every cargo-fuzz target for FUZZ_SECONDS (default 600, 0 skips) each, on stable (-s none),
+#      from its corpus and the seeds in fuzz/seeds/<target>/ if any;
 #      a crash stops the run and its input is kept under fuzz/artifacts/;
 #   2. a soak: sitio (release) in front of the demo service at half of the
 #      saturation rate measured just before, for SOAK_SECONDS (default 600),
@@ -25,7 +26,9 @@ echo "== fuzzing, ${FUZZ_SECONDS}s per target"
   cargo fuzz build -s none
   for target in $(cargo fuzz list); do
     mkdir -p "fuzz/corpus/$target"
-    if cargo fuzz run -s none "$target" "fuzz/corpus/$target" -- -max_total_time="$FUZZ_SECONDS" \
+    # Seeds kept in the repository (fuzz/seeds/), read along with the corpus.
+    seeds=(); [ -d "fuzz/seeds/$target" ] && seeds=("fuzz/seeds/$target")
+    if cargo fuzz run -s none "$target" "fuzz/corpus/$target" "${seeds[@]}" -- -max_total_time="$FUZZ_SECONDS" \
         > "$out/fuzz-$target.log" 2>&1; then
       echo "fuzz $target: $(grep -E '^Done' "$out/fuzz-$target.log" | tail -1)"
     else

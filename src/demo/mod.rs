@@ -73,7 +73,7 @@ pub(crate) struct Shared {
 
 /// The most fields a head sitio forwards can have (`SITIO_MAX_HEADERS` at
 /// most 1,000, and `Host` and the `X-Forwarded-*` fields added).
-const MAX_FORWARDED_FIELDS: usize = 1_000 + 3;
+pub(crate) const MAX_FORWARDED_FIELDS: usize = 1_000 + 3;
 
 /// Serves the demo photo library on `listener` until the task is dropped.
 pub(crate) async fn serve_backend(listener: TcpListener, version: Version, shared: Shared) {
@@ -97,7 +97,13 @@ pub(crate) async fn serve_backend(listener: TcpListener, version: Version, share
     }
 }
 
-async fn route(req: Request<Incoming>, version: Version, shared: &Shared) -> Response<Body> {
+/// The library's answer to `req` (the fuzzing harness's service adds an
+/// echo of request bodies to it).
+pub(crate) async fn route(
+    req: Request<Incoming>,
+    version: Version,
+    shared: &Shared,
+) -> Response<Body> {
     let path = req.uri().path();
     match path {
         "/" | "/index.html" => response::html(200, index()),

@@ -26,6 +26,9 @@ pub(crate) struct Limits {
     /// Plan how the head could go on as bytes ([`RequestHead::splice`]):
     /// the chain lets it (no request hooks) and the service speaks HTTP/1.
     pub(crate) splice: bool,
+    /// A chunked body's trailer section (hyper's server: as many fields as
+    /// a head, 16 KiB).
+    pub(crate) chunked: crate::chunked::Limits,
 }
 
 impl Limits {
@@ -35,6 +38,10 @@ impl Limits {
             max_head: config.max_header_bytes,
             max_headers: config.max_headers,
             splice: false,
+            chunked: crate::chunked::Limits {
+                trailer_fields: u32::try_from(config.max_headers).unwrap_or(u32::MAX),
+                ..crate::chunked::Limits::HYPER
+            },
         }
     }
 }

@@ -12,9 +12,10 @@
 //!   `connection: close`), head and a ready body written together.
 //! - `serve`: the connection loop (keep-alive, pipelining, the client watched
 //!   while its exchange runs, the drain and the connection cap). It serves
-//!   requests with no body or a body of known length (`100-continue`
-//!   included, HTTP/1.0 too); whatever else arrives is handed, with
-//!   every byte read, to hyper's server, which answers it as before.
+//!   requests with no body, a body of known length or a chunked one
+//!   (`crate::chunked`, hyper's rules; `100-continue` included, HTTP/1.0
+//!   too); whatever else arrives is handed, with every byte read, to
+//!   hyper's server, which answers it as before.
 //!
 //! Each part is held to hyper on the same bytes: the parser on generated
 //! heads, the desync corpus and a fuzz target (`request_head`); the encoder
@@ -26,8 +27,7 @@
 //! go to the service as the bytes it came in (`crate::splice`);
 //! `splice_alike` holds that to the edited field map's way.
 //!
-//! Still to come: chunked request bodies (the chunked decoder of
-//! `upstream::h1` serves both directions), upgrades and `TE: trailers`.
+//! Still to come: upgrades and `TE: trailers`.
 
 mod date;
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //! is awake (hyper's server allocates a new read buffer for every request).
 //!
 //! It serves what most exchanges are: HTTP/1.0 and HTTP/1.1 requests with no
-//! body or a body of known length (`100-continue` included), the body read
-//! as the exchange asks for it (`client_body`). Anything else — a head it
-//! refuses, a chunked body, an upgrade, `TE` — is handed with every byte
+//! body, a body of known length or a chunked one (`100-continue` included),
+//! the body read as the exchange asks for it (`client_body`). Anything else
+//! — a head it refuses, an upgrade, `TE` — is handed with every byte
 //! read so far to hyper's server (`connection::serve_awake`), which answers
 //! it as it always did; the connection stays with hyper until it is next
 //! parked. Timeouts, parking and the lingering close are `ClientIo`'s, as
@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::head::{self, BodyFraming, Limits, RequestHead};
 use super::send::{self, Watch};
 use super::watch::{Client, fill};
-use crate::client_body::Feed;
+use crate::client_body::{Feed, Framing};
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled};
 use crate::proxy::{Arrived, ConnCtx};
 use crate::upstream::Source;
@@ -130,20 +130,26 @@ impl Conn {
         }
         let phase = &ctx.phase;
         phase.head_scanned(head.raw);
-        let (feed, body) = match head.body {
-            BodyFraming::Length(len) => {
-                let (feed, body) = Feed::new(len);
-                if !head.expect_continue && !self.buf.is_empty() {
+        let framing = match head.body {
+            BodyFraming::Empty => None,
+            BodyFraming::Length(len) => Some(Framing::Length(len)),
+            BodyFraming::Chunked => Some(Framing::Chunked(limits.chunked)),
+        };
+        let (feed, body) = match framing {
+            Some(framing) => {
+                let (feed, body) = Feed::new(framing);
+                if !head.expect_continue && matches!(framing, Framing::Length(_)) {
                     // What of the body came with the head is ready at once
                     // (hyper's first chunk is too): it goes to the service
                     // with the head, and a service that answers before
-                    // reading the body finds it there.
-                    let n = len.min(self.buf.len() as u64) as usize;
-                    feed.give(self.buf.split_to(n).freeze());
+                    // reading the body finds it there. Not for a chunked
+                    // body, which might end here: its head says chunked,
+                    // and the service gets it so, as from hyper's side.
+                    feed.take_from(&mut self.buf);
                 }
                 (Some(feed), Source::Client(body))
             }
-            BodyFraming::Empty | BodyFraming::Chunked => (None, Source::Empty),
+            None => (None, Source::Empty),
         };
         let body = Arrived {
             head: for_service(ctx, &head, feed.is_some()),
@@ -267,7 +273,7 @@ fn for_service(ctx: &ConnCtx, head: &RequestHead, body: bool) -> Option<Bytes> {
 
 /// Whether this side serves the request (else hyper does, see the module).
 fn served_here(head: &RequestHead) -> bool {
-    head.body != BodyFraming::Chunked && !head.wants_upgrade && !head.te
+    !head.wants_upgrade && !head.te
 }
 
 /// Logs (and counts) why a connection failed, as for hyper's connections.

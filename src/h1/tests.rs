@@ -466,3 +466,81 @@ fn an_unparsable_head_after_an_http10_exchange_is_refused_by_both() {
         "the connection closes at the 400"
     );
 }
+
+/// Chunked request bodies, which the own side now reads itself (`chunked`):
+/// each served both ways to a service that answers with what it read of
+/// the body (`/echo`), so a byte read differently shows in the answer.
+#[test]
+fn the_own_server_side_reads_chunked_bodies_as_hyper_does() {
+    let extension = |n: usize| format!("1;{}\r\na\r\n0\r\n\r\n", "x".repeat(n));
+    let trailers = |n: usize| {
+        let lines: String = (0..n).map(|i| format!("X-{i}: y\r\n")).collect();
+        format!("0\r\n{lines}\r\n")
+    };
+    let sized = |n: usize| format!("0\r\nX: {}\r\n\r\n", "y".repeat(n - "X: \r\n\r\n".len()));
+    let max = Config::default().max_headers;
+    let mut bodies: Vec<String> = [
+        "5\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        "0\r\n\r\n",
+        "000\r\n\r\n",
+        "00000000000000000005\r\nhello\r\n0\r\n\r\n",
+        "5;a=b\r\nhello\r\n0;c=\"d\"\r\n\r\n",
+        "5 \t;x\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\r\n0\r\nX-A: 1\r\nx-b: two\r\nX-A: 3\r\n\r\n",
+        "0\r\nA: 1\n\r\nB: 2\r\n\r\n",
+        // No size: not the last chunk (`httparse::parse_chunk_size` reads
+        // it as one).
+        "\r\n\r\n",
+        ";x\r\nX: y\r\n\r\n",
+        ";x\r\n5\r\nhello\r\n0\r\n\r\n",
+        "g\r\n",
+        "5 5\r\nhello\r\n0\r\n\r\n",
+        "5\nhello\r\n0\r\n\r\n",
+        "5;a\nb\r\nhello\r\n0\r\n\r\n",
+        "10000000000000000\r\n",
+        "5\r\nhelloX\r\n0\r\n\r\n",
+        "5\r\nhello\n0\r\n\r\n",
+        "0\r\nA 1\r\n\r\n",
+        "0\r\nA: 1\nB: 2\r\n\r\n",
+        "0\r\n: 1\r\n\r\n",
+        "0\r\nA: \x01\r\n\r\n",
+        // Cut short: the harness's closing request follows, read as the body.
+        "5\r\nhel",
+        "0\r\n",
+    ]
+    .map(String::from)
+    .to_vec();
+    bodies.extend([
+        extension(16 * 1024 - 1),
+        extension(16 * 1024),
+        trailers(max),
+        trailers(max + 1),
+        sized(16 * 1024 - 1),
+        sized(16 * 1024),
+    ]);
+    let mut named = Vec::new();
+    for body in &bodies {
+        for head in [
+            "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "PUT /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /nowhere HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            // Then a request on the same connection: read only if the body
+            // ended where hyper's side says.
+            let input = format!("{head}{body}GET /echo HTTP/1.1\r\nHost: a\r\n\r\n");
+            let shown: String = input.chars().take(300).collect();
+            named.push((shown.replace("\r\n", "|"), input.into_bytes()));
+        }
+    }
+    assert_served_alike(&named);
+    // The comparison sees bodies: the service's echo of a good one.
+    let good = &named[0].1;
+    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(good)).into_owned();
+    assert!(own.contains("data: b\"hello\""), "{own}");
+    assert!(own.contains("transfer-encoding: [\"chunked\"]"), "{own}");
+    let with_trailers = &named[4 * 7].1;
+    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(with_trailers)).into_owned();
+    assert!(own.contains("\"x-a\": \"1\""), "{own}");
+}

@@ -9,11 +9,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::send::Watch;
-use crate::client_body::Feed;
+use crate::client_body::{Feed, Took};
 use crate::io::ConnPhase;
 
 /// What a connection's read buffer starts with, and grows by.
@@ -102,15 +102,10 @@ impl<'b> Client<'b> {
         let Some(feed) = self.body.take() else {
             return true;
         };
-        let left = feed.left();
-        if left == 0 {
+        if !feed.unfinished() {
             return true;
         }
-        // At most `left`, so it fits a `usize` (it is at most the buffer's).
-        let n = left.min(self.buf.len() as u64) as usize;
-        self.buf.advance(n);
-        feed.skipped(n as u64);
-        if feed.left() > 0 {
+        if !feed.skip(self.buf) {
             return false;
         }
         phase.body_read();
@@ -126,11 +121,12 @@ impl<'b> Client<'b> {
         cx: &mut Context<'_>,
     ) -> Option<Poll<Option<io::Error>>> {
         let feed = self.body.as_ref()?;
-        let Some(left) = feed.wants() else {
+        if !feed.wants() {
             // Not asking: no read (back-pressure). Let go of unread: hyper
             // stops reading too (the connection closes after the response).
-            return (feed.left() > 0).then_some(Poll::Pending);
-        };
+            // A body that is not valid: what follows is not read either.
+            return feed.unfinished().then_some(Poll::Pending);
+        }
         if let Some(phase) = self.continue_owed.take() {
             phase.interim.continue_now();
             // Written now if the socket takes it, else before the response.
@@ -139,17 +135,15 @@ impl<'b> Client<'b> {
                 return Some(Poll::Ready(Some(e)));
             }
         }
-        if self.buf.is_empty() {
+        // Wakes this task when it hands the body something: the exchange
+        // takes it when polled again.
+        while feed.take_from(self.buf) == Took::More {
             match poll_read(self.buf, &mut self.gone, io, cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(gone)) => return Some(Poll::Ready(gone)),
                 Poll::Pending => return Some(Poll::Pending),
             }
         }
-        // At most `left`, so it fits a `usize` (it is at most the buffer's).
-        let n = left.min(self.buf.len() as u64) as usize;
-        // Wakes this task: the exchange takes the data when polled again.
-        feed.give(self.buf.split_to(n).freeze());
         Some(Poll::Pending)
     }
 }

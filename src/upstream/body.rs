@@ -41,7 +41,8 @@ impl RequestBodyState {
 pub(crate) enum Source {
     /// No body: the head said so (sitio's own HTTP/1 server side).
     Empty,
-    /// A body of known length that sitio's own HTTP/1 server side reads.
+    /// A body (of known length, or chunked) that sitio's own HTTP/1 server
+    /// side reads.
     Client(crate::client_body::ClientBody),
     Wire(Incoming),
     Made(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),

@@ -1,7 +1,7 @@
 //! Reading the service's HTTP/1 response: the head (parsed by `httparse`, the
 //! parser hyper and Pingora use, its header values kept as slices of the one
 //! buffer the head arrived in) and the body's framing (RFC 9112 §6.3),
-//! including the chunked decoder with its trailer section.
+//! with the chunked decoder (`crate::chunked`, which reads request bodies too).
 
 use std::fmt;
 
@@ -11,13 +11,10 @@ use hyper::body::Frame;
 
 use super::hops::{GiveUp, Hops};
 use super::lines::Lines;
+use crate::chunked::{self, Chunked, Decoded};
 
 /// The most header fields a response head may have (hyper's limit too).
 pub(crate) const MAX_HEADERS: usize = 100;
-/// The longest chunk-size line (with its extensions) and trailer section
-/// accepted; both are framing sitio drops, so their size buys nothing.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
 
 /// Why the service's bytes are not a valid HTTP/1 response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +27,8 @@ pub(crate) enum Malformed {
     Version,
     /// `Content-Length` values that are not one decimal number.
     ContentLength,
-    /// A bad chunk-size line, or one longer than the limit.
-    ChunkSize,
-    /// Chunk data not followed by CRLF.
-    ChunkEnd,
-    /// A trailer section that does not parse or is too large.
-    Trailers,
+    /// A chunked body that is not valid, or beyond hyper's limits.
+    Chunked(chunked::Malformed),
 }
 
 impl fmt::Display for Malformed {
@@ -45,9 +38,7 @@ impl fmt::Display for Malformed {
             Malformed::HeadTooLarge(n) => write!(f, "response head larger than {n} bytes"),
             Malformed::Version => f.write_str("response is not HTTP/1.0 or HTTP/1.1"),
             Malformed::ContentLength => f.write_str("invalid Content-Length in the response"),
-            Malformed::ChunkSize => f.write_str("invalid chunk size line in the response body"),
-            Malformed::ChunkEnd => f.write_str("chunk data not followed by CRLF"),
-            Malformed::Trailers => f.write_str("invalid trailer section in the response"),
+            Malformed::Chunked(e) => write!(f, "{e} in the response"),
         }
     }
 }
@@ -286,7 +277,7 @@ fn fields(
 }
 
 /// Where a response body is: what is left of it by its framing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BodyDecoder {
     Length(u64),
     Chunked(Chunked),
@@ -300,7 +291,8 @@ impl BodyDecoder {
         match framing {
             Framing::Empty => BodyDecoder::Done,
             Framing::Length(n) => BodyDecoder::Length(n),
-            Framing::Chunked => BodyDecoder::Chunked(Chunked::Size),
+            // hyper's client's limits: 100 trailer fields, 16 KiB.
+            Framing::Chunked => BodyDecoder::Chunked(Chunked::new(chunked::Limits::HYPER)),
             Framing::Close => BodyDecoder::Close,
         }
     }
@@ -336,15 +328,17 @@ impl BodyDecoder {
                 Ok(Some(Frame::data(buf.split_to(n).freeze())))
             }
             BodyDecoder::Close => Ok((!buf.is_empty()).then(|| Frame::data(buf.split().freeze()))),
-            BodyDecoder::Chunked(chunked) => match chunked.decode(buf)? {
-                Decoded::Data(data) => Ok(Some(Frame::data(data))),
-                Decoded::Trailers(trailers) => Ok(Some(Frame::trailers(trailers))),
-                Decoded::End => {
-                    *self = BodyDecoder::Done;
-                    Ok(None)
+            BodyDecoder::Chunked(chunked) => {
+                match chunked.decode(buf).map_err(Malformed::Chunked)? {
+                    Decoded::Data(data) => Ok(Some(Frame::data(data))),
+                    Decoded::Trailers(trailers) => Ok(Some(Frame::trailers(trailers))),
+                    Decoded::End => {
+                        *self = BodyDecoder::Done;
+                        Ok(None)
+                    }
+                    Decoded::More => Ok(None),
                 }
-                Decoded::More => Ok(None),
-            },
+            }
         }
     }
 
@@ -362,122 +356,4 @@ impl BodyDecoder {
             )),
         }
     }
-}
-
-/// What the chunked decoder found next.
-#[derive(Debug, PartialEq)]
-pub(crate) enum Decoded {
-    Data(Bytes),
-    Trailers(HeaderMap),
-    /// The body is over.
-    End,
-    /// More bytes are needed.
-    More,
-}
-
-/// The chunked decoder's place in the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chunked {
-    /// At a chunk-size line.
-    Size,
-    /// Inside a chunk, this many data bytes to go.
-    Data(u64),
-    /// After a chunk's data, at its CRLF.
-    DataEnd,
-    /// After the last chunk, at the trailer section.
-    Trailers,
-    Done,
-}
-
-impl Chunked {
-    /// Decodes what `buf` holds, taking the bytes it used out of it.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Malformed> {
-        loop {
-            match *self {
-                Chunked::Done => return Ok(Decoded::End),
-                Chunked::Size => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, _))) if used > MAX_CHUNK_LINE => {
-                        return Err(Malformed::ChunkSize);
-                    }
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        buf.advance(used);
-                        *self = if size == 0 {
-                            Chunked::Trailers
-                        } else {
-                            Chunked::Data(size)
-                        };
-                    }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
-                        return Err(Malformed::ChunkSize);
-                    }
-                    Ok(httparse::Status::Partial) => return Ok(Decoded::More),
-                    Err(_) => return Err(Malformed::ChunkSize),
-                },
-                Chunked::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::More);
-                    }
-                    let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
-                    let left = left - n as u64;
-                    *self = if left == 0 {
-                        Chunked::DataEnd
-                    } else {
-                        Chunked::Data(left)
-                    };
-                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
-                }
-                Chunked::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(Decoded::More);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(Malformed::ChunkEnd);
-                    }
-                    buf.advance(2);
-                    *self = Chunked::Size;
-                }
-                Chunked::Trailers => return self.trailers(buf),
-            }
-        }
-    }
-
-    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, Malformed> {
-        if buf.starts_with(b"\r\n") {
-            buf.advance(2);
-            *self = Chunked::Done;
-            return Ok(Decoded::End);
-        }
-        let mut fields = [httparse::EMPTY_HEADER; 32];
-        match httparse::parse_headers(buf, &mut fields) {
-            // httparse takes a bare LF for a line end; hyper's trailer
-            // parser does not, and neither does this one (RFC 9112 §2.2).
-            Ok(httparse::Status::Complete((used, _))) if bare_lf(&buf[..used]) => {
-                Err(Malformed::Trailers)
-            }
-            Ok(httparse::Status::Complete((used, fields))) => {
-                let mut trailers = HeaderMap::with_capacity(fields.len());
-                for f in fields.iter() {
-                    let name = HeaderName::from_bytes(f.name.as_bytes())
-                        .map_err(|_| Malformed::Trailers)?;
-                    let value =
-                        HeaderValue::from_bytes(f.value).map_err(|_| Malformed::Trailers)?;
-                    trailers.append(name, value);
-                }
-                buf.advance(used);
-                *self = Chunked::Done;
-                Ok(Decoded::Trailers(trailers))
-            }
-            Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => Err(Malformed::Trailers),
-            Ok(httparse::Status::Partial) => Ok(Decoded::More),
-            Err(_) => Err(Malformed::Trailers),
-        }
-    }
-}
-
-/// A line feed not preceded by a carriage return.
-fn bare_lf(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .enumerate()
-        .any(|(i, b)| *b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
 }

@@ -105,11 +105,19 @@ fn ambiguous_or_broken_framing_is_an_error() {
     ] {
         err(bad);
     }
-    let long_ext = format!(
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;{}\r\na\r\n0\r\n\r\n",
-        "x".repeat(10_000)
-    );
-    err(&long_ext);
+    // hyper's limit on a body's extension bytes (`chunked`), both sides of it.
+    let ext = |n: usize| {
+        format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;{}\r\na\r\n0\r\n\r\n",
+            "x".repeat(n)
+        )
+    };
+    err(&ext(16 * 1024));
+    assert_eq!(ok(&ext(16 * 1024 - 1)).body, b"a");
+    // No size is not the last chunk (`httparse::parse_chunk_size` read it
+    // so, and the decoder used it until the request side needed hyper's
+    // rules).
+    err("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n\r\n");
     let huge_head = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "y".repeat(20_000));
     assert!(err(&huge_head).contains("larger than"));
 }
