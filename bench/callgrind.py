@@ -11,7 +11,10 @@ With --browser, each request carries the fields a browser sends behind an
 ingress (user agent, accepts, cookie, referer, keep-alive, X-Forwarded-For):
 what a sidecar's requests look like, rather than a bench client's two fields.
 
-Usage: bench/callgrind.py NAME=PATH/TO/sitio [NAME=PATH ...] [--rounds 2] [--browser]
+With --upload, each request is a POST with a chunked body of 1 KiB in two
+chunks (nginx answers it with 100 bytes and drops the body).
+
+Usage: bench/callgrind.py NAME=PATH/TO/sitio [NAME=PATH ...] [--rounds 2] [--browser] [--upload]
 Needs valgrind and nginx (scripts/install-missing.sh valgrind:valgrind nginx:nginx).
 """
 
@@ -53,7 +56,8 @@ def start_nginx(root):
 error_log /dev/null; pid {root}/nginx.pid;
 events {{ worker_connections 1024; }}
 http {{ access_log off; keepalive_requests 100000;
-  server {{ listen 127.0.0.1:{port}; root {root}; }} }}
+  server {{ listen 127.0.0.1:{port}; root {root};
+    location = /upload {{ return 200 "{"x" * 99}\n"; }} }} }}
 """)
     proc = subprocess.Popen(["nginx", "-c", conf, "-p", root], stderr=subprocess.DEVNULL)
     wait_port(port)
@@ -71,7 +75,18 @@ BROWSER = {
 }
 
 
-def instructions(binary, target_port, requests, out, fields=None):
+def send(conn, fields, upload):
+    """One request; the response read and checked."""
+    if upload:
+        chunks = iter([b"u" * 512, b"v" * 512])
+        conn.request("POST", "/upload", body=chunks, headers=fields or {}, encode_chunked=True)
+    else:
+        conn.request("GET", "/hello.txt", headers=fields or {})
+    res = conn.getresponse()
+    assert res.status == 200 and len(res.read()) == 100
+
+
+def instructions(binary, target_port, requests, out, fields=None, upload=False):
     port = free_port()
     env = dict(os.environ, PORT=str(port), TARGET_PORT=str(target_port),
                SITIO_WORKERS="1", SITIO_ADMIN_PORT=str(free_port()), SITIO_DRAIN_SECONDS="1")
@@ -81,9 +96,7 @@ def instructions(binary, target_port, requests, out, fields=None):
     wait_port(port)
     conn = http.client.HTTPConnection("127.0.0.1", port)
     for _ in range(requests):
-        conn.request("GET", "/hello.txt", headers=fields or {})
-        res = conn.getresponse()
-        assert res.status == 200 and len(res.read()) == 100
+        send(conn, fields, upload)
     conn.close()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
@@ -107,6 +120,9 @@ def main():
     if "--browser" in args:
         args.remove("--browser")
         fields = BROWSER
+    upload = "--upload" in args
+    if upload:
+        args.remove("--upload")
     builds = [a.split("=", 1) for a in args]
     if not builds:
         raise SystemExit(__doc__)
@@ -116,8 +132,8 @@ def main():
             for name, binary in builds:
                 figures = []
                 for r in range(rounds):
-                    few = instructions(binary, nport, 1000, f"{root}/cg-{name}-{r}-few", fields)
-                    many = instructions(binary, nport, 4000, f"{root}/cg-{name}-{r}-many", fields)
+                    few = instructions(binary, nport, 1000, f"{root}/cg-{name}-{r}-few", fields, upload)
+                    many = instructions(binary, nport, 4000, f"{root}/cg-{name}-{r}-many", fields, upload)
                     figures.append((many - few) / 3000)
                 shown = ", ".join(f"{f:,.0f}" for f in figures)
                 print(f"{name}: instructions per request {min(figures):,.0f} (rounds: {shown})")

@@ -83,9 +83,13 @@ async fn serve_service(listener: tokio::net::TcpListener) {
     }
 }
 
-/// `/echo`: what the service read of the request body.
+/// `/echo`: what the service read of the request body; with an
+/// `x-echo-trailers` field, the answer is chunked and ends with trailers
+/// (`Trailer` names two of its three), so that whether they reach the client
+/// shows too.
 async fn echo(req: http::Request<hyper::body::Incoming>) -> http::Response<crate::body::Body> {
     use http_body_util::BodyExt;
+    let trailers = req.headers().contains_key("x-echo-trailers");
     let framing = ["content-length", "transfer-encoding"].map(|name| {
         let values: Vec<_> = req.headers().get_all(name).iter().collect();
         format!("{name}: {values:?}\n")
@@ -99,7 +103,24 @@ async fn echo(req: http::Request<hyper::body::Incoming>) -> http::Response<crate
         }
         Err(e) => text.push_str(&format!("body failed: {e}\n")),
     }
-    crate::response::text(200, text)
+    if !trailers {
+        return crate::response::text(200, text);
+    }
+    let mut fields = http::HeaderMap::new();
+    for (name, value) in [("x-sum", "1"), ("content-type", "x/y"), ("x-unnamed", "2")] {
+        fields.insert(name, http::HeaderValue::from_static(value));
+    }
+    let frames = [
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(text))),
+        Ok(hyper::body::Frame::trailers(fields)),
+    ];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let mut res = http::Response::new(crate::body::Body::stream(body));
+    res.headers_mut().insert(
+        http::header::TRAILER,
+        http::HeaderValue::from_static("x-sum, content-type"),
+    );
+    res
 }
 
 /// Feeds `input` to sitio as one client connection, followed by a request that
@@ -592,6 +613,7 @@ pub mod codec {
             head: false,
             keep_alive: true,
             http10: false,
+            trailers: false,
         };
         (asked, Some(BodyLength::Known(body_len)))
     }

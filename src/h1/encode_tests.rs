@@ -58,7 +58,8 @@ struct Case {
     reason: Option<&'static str>,
     fields: Vec<(&'static str, &'static str)>,
     body: Vec<&'static [u8]>,
-    trailers: bool,
+    /// A trailers frame after the data, with these fields.
+    trailers: Option<&'static [(&'static str, &'static str)]>,
     ends_known: bool,
     hint: Option<u64>,
 }
@@ -70,9 +71,11 @@ impl Case {
             .iter()
             .map(|b| Frame::data(Bytes::from_static(b)))
             .collect();
-        if self.trailers {
+        if let Some(fields) = self.trailers {
             let mut t = HeaderMap::new();
-            t.insert("x-checksum", "abc".parse().unwrap());
+            for (name, value) in fields {
+                t.append(*name, value.parse().unwrap());
+            }
             frames.push_back(Frame::trailers(t));
         }
         let mut res = Response::new(Canned {
@@ -100,10 +103,18 @@ impl Case {
 /// What `request` asks of its response's framing.
 fn asked_by(request: &str) -> Asked {
     let http10 = request.contains("HTTP/1.0");
+    let te = request
+        .split("\r\n")
+        .filter_map(|line| line.strip_prefix("te: "))
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     Asked {
         head: request.starts_with("HEAD"),
         keep_alive: !request.contains("close") && (!http10 || request.contains("keep-alive")),
         http10,
+        trailers: te,
     }
 }
 
@@ -186,7 +197,7 @@ fn base() -> Case {
         reason: None,
         fields: vec![("content-type", "text/plain")],
         body: vec![b"hello"],
-        trailers: false,
+        trailers: None,
         ends_known: true,
         hint: Some(5),
     }
@@ -289,10 +300,48 @@ fn cases() -> Vec<Case> {
         });
     }
     out.push(Case {
-        trailers: true,
+        trailers: Some(&[("x-checksum", "abc")]),
         hint: None,
         ..base()
     });
+    // Trailers, for requests that take them and requests that do not: only
+    // those the response's `Trailer` names go, and of those only fields
+    // that may trail; none at all without `TE: trailers`.
+    let named: [&[(&str, &str)]; 6] = [
+        &[],
+        &[("trailer", "x-checksum")],
+        &[
+            ("trailer", "X-Checksum, content-type,x-b"),
+            ("trailer", "x-c"),
+        ],
+        &[("trailer", "x-other")],
+        &[("trailer", "bad name, ")],
+        &[("trailer", "x-checksum"), ("content-length", "5")],
+    ];
+    let trailers: &[(&str, &str)] = &[
+        ("x-checksum", "abc"),
+        ("content-type", "text/x"),
+        ("x-b", "1"),
+        ("x-b", "2"),
+        ("x-c", "3"),
+    ];
+    for request in REQUESTS.iter().chain(&TAKE_TRAILERS) {
+        for fields in named {
+            for hint in [None, Some(5)] {
+                if hint.is_none() && fields.iter().any(|(n, _)| *n == "content-length") {
+                    continue;
+                }
+                out.push(Case {
+                    request,
+                    fields: fields.to_vec(),
+                    body: vec![b"hel", b"lo"],
+                    trailers: Some(trailers),
+                    hint,
+                    ..base()
+                });
+            }
+        }
+    }
     out.push(Case {
         fields: vec![("content-length", "5"), ("content-length", "6")],
         hint: None,
@@ -342,6 +391,14 @@ const REQUESTS: [&str; 6] = [
     "GET / HTTP/1.0\r\nhost: a\r\n\r\n",
     "GET / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n",
     "HEAD / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n",
+];
+
+/// Requests whose `TE` lists `trailers` (the first two say so).
+const TAKE_TRAILERS: [&str; 4] = [
+    "GET / HTTP/1.1\r\nhost: a\r\nte: trailers\r\n\r\n",
+    "GET / HTTP/1.1\r\nhost: a\r\nte: gzip, Trailers\r\nconnection: close\r\n\r\n",
+    "GET / HTTP/1.1\r\nhost: a\r\nte: gzip\r\n\r\n",
+    "GET / HTTP/1.0\r\nhost: a\r\nte: trailers\r\nconnection: keep-alive\r\n\r\n",
 ];
 
 /// Service heads for the lines: the usual ones, and every field the
@@ -404,7 +461,7 @@ fn fields_by_name((text, open): Seen) -> Seen {
 async fn heads_kept_as_lines_go_out_as_hyper_sends_them_from_a_map() {
     let (mut compared, mut as_lines) = (0, 0);
     for service in SERVICE_HEADS {
-        for request in REQUESTS {
+        for request in REQUESTS.iter().chain(&TAKE_TRAILERS) {
             let head_request = request.starts_with("HEAD");
             let read = |lines| {
                 crate::upstream::h1::head_for_client(service.as_bytes(), head_request, lines)
@@ -428,6 +485,9 @@ async fn heads_kept_as_lines_go_out_as_hyper_sends_them_from_a_map() {
             compared += 1;
         }
     }
-    assert_eq!(compared, SERVICE_HEADS.len() * REQUESTS.len());
+    assert_eq!(
+        compared,
+        SERVICE_HEADS.len() * (REQUESTS.len() + TAKE_TRAILERS.len())
+    );
     assert!(as_lines >= 12 * REQUESTS.len(), "{as_lines} kept as lines");
 }

@@ -75,8 +75,9 @@ pub(crate) struct RequestHead {
     pub(crate) expect_continue: bool,
     /// `Upgrade` (HTTP/1.1) or `CONNECT`.
     pub(crate) wants_upgrade: bool,
-    /// A `TE` field (`trailers` lets the response carry trailers).
-    pub(crate) te: bool,
+    /// A `TE` field lists `trailers`: the response may end with trailers
+    /// (hyper's `te_is_trailers`).
+    pub(crate) trailers: bool,
     /// The head's bytes as they arrived (the header values share them).
     pub(crate) wire: Bytes,
     /// How the head can go to the service as these bytes, if asked for and
@@ -231,7 +232,7 @@ fn build(
         keep_alive,
         expect_continue: fields.expect_continue,
         wants_upgrade: fields.wants_upgrade,
-        te: fields.te,
+        trailers: fields.trailers,
         wire: bytes,
         splice,
     })
@@ -332,7 +333,7 @@ struct Fields {
     saw_close: bool,
     expect_continue: bool,
     wants_upgrade: bool,
-    te: bool,
+    trailers: bool,
 }
 
 impl Fields {
@@ -347,7 +348,7 @@ impl Fields {
             saw_close: false,
             expect_continue: false,
             wants_upgrade: connect,
-            te: false,
+            trailers: false,
         }
     }
 
@@ -400,7 +401,7 @@ impl Fields {
                 self.expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
             }
             header::UPGRADE => self.wants_upgrade = self.http11,
-            header::TE => self.te = true,
+            header::TE => self.trailers |= has_token(value, "trailers"),
             _ => {}
         }
         Ok(true)

@@ -9,7 +9,8 @@
 //!   with the raw framing fields the guard needs.
 //! - `response` and `send`: the response head encoded and the body framed by
 //!   hyper's server rules (`content-length` or chunked, HEAD/204/304, `date`,
-//!   `connection: close`), head and a ready body written together.
+//!   `connection: close`, trailers for a request with `TE: trailers`), head
+//!   and a ready body written together.
 //! - `serve`: the connection loop (keep-alive, pipelining, the client watched
 //!   while its exchange runs, the drain and the connection cap). It serves
 //!   requests with no body, a body of known length or a chunked one
@@ -27,7 +28,7 @@
 //! go to the service as the bytes it came in (`crate::splice`);
 //! `splice_alike` holds that to the edited field map's way.
 //!
-//! Still to come: upgrades and `TE: trailers`.
+//! Still to come: upgrades (`Upgrade`, `CONNECT`).
 
 mod date;
 #[cfg(test)]

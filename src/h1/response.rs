@@ -10,8 +10,8 @@
 //! `connection: close`; an HTTP/1.0 client gets an HTTP/1.0 response, which
 //! says `keep-alive` if the connection persists, and no chunks.
 
-use http::header::{self, HeaderValue};
-use http::{StatusCode, Version, response};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode, Version, response};
 
 use super::date;
 use super::head::{has_token, last_is_chunked};
@@ -27,6 +27,9 @@ pub(crate) struct Asked {
     pub(crate) keep_alive: bool,
     /// The request was HTTP/1.0: the response is too, and has no chunks.
     pub(crate) http10: bool,
+    /// The request's `TE` lists `trailers`: a chunked response ends with
+    /// the trailers its `Trailer` field names (hyper's rule).
+    pub(crate) trailers: bool,
 }
 
 /// What the response body says of its length before it is read.
@@ -106,6 +109,37 @@ impl Encoder {
         }
     }
 
+    /// The end of a chunked body with the `trailers` that may go: those
+    /// named in `allowed` (the response's `Trailer` field) and not about
+    /// framing, routing or the head (hyper's `encode_trailers`). False,
+    /// with nothing written, when none may.
+    pub(crate) fn trailers(
+        &self,
+        trailers: &HeaderMap,
+        allowed: &[HeaderName],
+        dst: &mut Vec<u8>,
+    ) -> bool {
+        if self.kind != Kind::Chunked {
+            return false;
+        }
+        let start = dst.len();
+        dst.extend_from_slice(b"0\r\n");
+        for (name, value) in trailers {
+            if allowed.contains(name) && may_trail(name) {
+                dst.extend_from_slice(name.as_str().as_bytes());
+                dst.extend_from_slice(b": ");
+                dst.extend_from_slice(value.as_bytes());
+                dst.extend_from_slice(b"\r\n");
+            }
+        }
+        if dst.len() == start + 3 {
+            dst.truncate(start);
+            return false;
+        }
+        dst.extend_from_slice(b"\r\n");
+        true
+    }
+
     /// The end of the body: its last bytes, or `Err` when a length was
     /// promised and not met (the connection must close).
     pub(crate) fn end(&self) -> Result<&'static [u8], u64> {
@@ -115,6 +149,37 @@ impl Encoder {
             Kind::Length(missing) => Err(missing),
         }
     }
+}
+
+/// The names a response's `Trailer` fields list (hyper's reading: each
+/// value split at commas, what is not a name skipped).
+pub(crate) fn trailer_names(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// A field that may be a trailer (hyper's `is_valid_trailer_field`).
+fn may_trail(name: &HeaderName) -> bool {
+    !matches!(
+        *name,
+        header::AUTHORIZATION
+            | header::CACHE_CONTROL
+            | header::CONTENT_ENCODING
+            | header::CONTENT_LENGTH
+            | header::CONTENT_RANGE
+            | header::CONTENT_TYPE
+            | header::HOST
+            | header::MAX_FORWARDS
+            | header::SET_COOKIE
+            | header::TRAILER
+            | header::TRANSFER_ENCODING
+            | header::TE
+    )
 }
 
 /// `len` in hex (upper case, as hyper writes it) and CRLF.
@@ -198,7 +263,14 @@ pub(crate) fn encode_lines(
     body: Option<BodyLength>,
     dst: &mut Vec<u8>,
 ) -> Option<Encoder> {
-    if asked.http10 || asked.head || !head.headers.is_empty() || !can_have_length(head.status) {
+    // A request that takes trailers: its response's `Trailer` field is read
+    // from the map.
+    if asked.http10
+        || asked.head
+        || asked.trailers
+        || !head.headers.is_empty()
+        || !can_have_length(head.status)
+    {
         return None;
     }
     let kind = match (body?, lines.length()) {

@@ -12,7 +12,7 @@ use http::{HeaderMap, Response};
 use hyper::body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::response::{Asked, BodyLength, Unsendable, encode_head, encode_lines};
+use super::response::{Asked, BodyLength, Unsendable, encode_head, encode_lines, trailer_names};
 use crate::body::BoxError;
 use crate::upstream::Lines;
 
@@ -115,6 +115,12 @@ where
     };
     let mut fields = std::mem::take(&mut head.headers);
     drop(head);
+    // Read only when the request takes trailers (rare).
+    let allowed = if asked.trailers {
+        trailer_names(&fields)
+    } else {
+        Vec::new()
+    };
     fields.clear();
     *spare = Some(fields);
     let mut enc = match encoded {
@@ -149,14 +155,17 @@ where
                 .map(|e| Err(e.map_or(Failed::ClientGone, Failed::Io)))
         })
         .await?;
-        // Trailers are not sent: the request did not ask for them (`TE`,
-        // which hyper serves); like the end of the body, they end it.
+        // Trailers end the body: sent if the request takes them and the
+        // response named them (`Trailer`), else dropped, as by hyper.
         let data = match frame {
             Some(Err(e)) => return Err(Failed::Body(e)),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => Some(data),
-                Err(frame) if frame.is_trailers() => None,
-                Err(_) => continue,
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) if enc.trailers(&trailers, &allowed, queued.out) => break,
+                    Ok(_) => None,
+                    Err(_) => continue,
+                },
             },
             None => None,
         };

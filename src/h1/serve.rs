@@ -6,7 +6,7 @@
 //! It serves what most exchanges are: HTTP/1.0 and HTTP/1.1 requests with no
 //! body, a body of known length or a chunked one (`100-continue` included),
 //! the body read as the exchange asks for it (`client_body`). Anything else
-//! — a head it refuses, an upgrade, `TE` — is handed with every byte
+//! — a head it refuses, an upgrade — is handed with every byte
 //! read so far to hyper's server (`connection::serve_awake`), which answers
 //! it as it always did; the connection stays with hyper until it is next
 //! parked. Timeouts, parking and the lingering close are `ClientIo`'s, as
@@ -158,6 +158,7 @@ impl Conn {
         phase.request_arrived(feed.is_some());
         let asked_head = head.parts.method == Method::HEAD;
         let http10 = head.parts.version == Version::HTTP_10;
+        let head_trailers = head.trailers;
         let mut keep_alive = head.keep_alive && self.closing.is_none();
         let req = Request::from_parts(head.parts, body);
         // Room first, then the future written into it (see `ProxyService`).
@@ -185,6 +186,7 @@ impl Conn {
             head: asked_head,
             keep_alive,
             http10,
+            trailers: head_trailers,
         };
         watch.responding();
         let buffers = (&mut self.out, &mut self.spare);
@@ -273,7 +275,7 @@ fn for_service(ctx: &ConnCtx, head: &RequestHead, body: bool) -> Option<Bytes> {
 
 /// Whether this side serves the request (else hyper does, see the module).
 fn served_here(head: &RequestHead) -> bool {
-    !head.wants_upgrade && !head.te
+    !head.wants_upgrade
 }
 
 /// Logs (and counts) why a connection failed, as for hyper's connections.

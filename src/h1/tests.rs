@@ -364,6 +364,9 @@ fn the_own_server_side_answers_as_hyper_does() {
         "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET a/b HTTP/1.1\r\nHost: a\r\n\r\n",
         "DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        // Trailers of the service's answer reach a client that takes them.
+        "GET /echo HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nX-Echo-Trailers: 1\r\n\r\nGET /echo HTTP/1.1\r\nHost: a\r\nX-Echo-Trailers: 1\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: a\r\nTE: gzip, trailers\r\nX-Echo-Trailers: 1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-In: 1\r\n\r\nGET /echo HTTP/1.0\r\nTE: trailers\r\nX-Echo-Trailers: 1\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
         "POST /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -376,6 +379,9 @@ fn the_own_server_side_answers_as_hyper_does() {
         named.push((sequence.replace("\r\n", "|"), sequence.as_bytes().to_vec()));
     }
     assert_served_alike(&named);
+    let te = b"GET /echo HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nX-Echo-Trailers: 1\r\n\r\n";
+    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(te)).into_owned();
+    assert!(own.contains("\r\n0\r\nx-sum: 1\r\n\r\n"), "{own}");
 }
 
 #[test]
