@@ -1,7 +1,7 @@
 //! sitio's own HTTP/1 codec: on the service connection (`src/upstream/h1`),
 //! what reading one response and writing one request cost; on the client
-//! connection (`src/h1`), reading one request head and writing one
-//! response head. Without sockets. The whole
+//! connection (`src/h1`), reading one request head, a chunked request
+//! body (`src/chunked`) and writing one response head. Without sockets. The whole
 //! proxy against its peers is `bench/run.sh`; instructions per proxied
 //! request are `bench/callgrind.py`.
 //!
@@ -145,9 +145,36 @@ fn forward_request_head(c: &mut Criterion) {
     group.finish();
 }
 
+/// A chunked request body as sitio's own server side reads it.
+fn read_chunked_body(c: &mut Criterion) {
+    let upload = format!(
+        "200\r\n{}\r\n200\r\n{}\r\n0\r\n\r\n",
+        "u".repeat(512),
+        "v".repeat(512)
+    );
+    let small: String = (0..16)
+        .map(|i| format!("{:x};n={i}\r\n{}\r\n", 40 + i, "w".repeat(40 + i)))
+        .collect();
+    let small = format!("{small}0\r\nX-Checksum: 1f2e\r\n\r\n");
+    let inputs = [
+        ("1 KiB in two chunks", upload.as_bytes()),
+        (
+            "16 small chunks with extensions, trailers",
+            small.as_bytes(),
+        ),
+    ];
+    reads(
+        c,
+        "codec_read_chunked_body",
+        inputs,
+        codec::read_chunked_body,
+    );
+}
+
 criterion_group!(
     benches,
     read_response,
+    read_chunked_body,
     write_request,
     read_request_head,
     forward_request_head,

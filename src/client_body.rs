@@ -3,8 +3,14 @@
 //! more, one read at a time (hyper's "want" signal), so an upload is never
 //! buffered beyond one read however slowly the service takes it. A body of
 //! known length is cut from the reads; a chunked one is decoded from them
-//! (`chunked`), its trailers handed on as the body's last frame.
+//! (`chunked`), its trailers handed on as the body's last frame. Whatever
+//! the buffer holds of the body is handed at once, every chunk of it (and
+//! its end): the service gets it in one write, as it came (a body whose end
+//! came with its head goes with the head; the fuzz target `server_side`
+//! found a service that closed its connection when a chunked body's end,
+//! handed one ask later, came after its answer).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -31,7 +37,9 @@ pub(crate) struct Feed(Mutex<State>);
 struct State {
     /// Read and not yet taken by the body: data or trailers, or why the
     /// body could not be read.
-    ready: Option<Result<Frame<Bytes>, chunked::Malformed>>,
+    ready: Ready,
+    /// The body is chunked: its end is not known before it is read.
+    chunked: bool,
     /// What is still to be read of the body from the client.
     reading: Reading,
     /// The body asked for more, and nothing was handed since.
@@ -40,6 +48,44 @@ struct State {
     waker: Option<Waker>,
     /// The exchange let go of the body: nothing more is read for it.
     dropped: bool,
+}
+
+/// What the body has to take, in order: the first without an allocation
+/// (a body of known length is one frame per read; most chunked bodies are
+/// too).
+#[derive(Debug, Default)]
+struct Ready {
+    first: Option<Item>,
+    rest: VecDeque<Item>,
+}
+
+type Item = Result<Frame<Bytes>, chunked::Malformed>;
+
+impl Ready {
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    fn push(&mut self, item: Item) {
+        if self.is_empty() {
+            self.first = Some(item);
+        } else {
+            self.rest.push_back(item);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Item> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    /// Bytes of data ready.
+    fn data_len(&self) -> u64 {
+        let len = |item: &Item| match item {
+            Ok(frame) => frame.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => 0,
+        };
+        self.first.iter().chain(&self.rest).map(len).sum()
+    }
 }
 
 #[derive(Debug)]
@@ -56,7 +102,7 @@ enum Reading {
 /// What [`Feed::take_from`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Took {
-    /// Handed data or trailers to the body, or the end of it.
+    /// Handed data or trailers to the body, or its end, or both.
     Handed,
     /// The buffer holds no more of the body: read more.
     More,
@@ -68,13 +114,15 @@ impl Feed {
     /// A body still to be read: the connection keeps the feed, the exchange
     /// gets the body.
     pub(crate) fn new(framing: Framing) -> (Arc<Feed>, ClientBody) {
+        let chunked = matches!(framing, Framing::Chunked(_));
         let reading = match framing {
             Framing::Length(0) => Reading::Done,
             Framing::Length(n) => Reading::Length(n),
             Framing::Chunked(limits) => Reading::Chunked(Chunked::new(limits)),
         };
         let feed = Arc::new(Feed(Mutex::new(State {
-            ready: None,
+            ready: Ready::default(),
+            chunked,
             reading,
             wanted: false,
             waker: None,
@@ -94,7 +142,7 @@ impl Feed {
     /// The body asks for more, and more is to come.
     pub(crate) fn wants(&self) -> bool {
         let s = self.state();
-        s.wanted && s.ready.is_none() && !s.dropped && s.reading.is_open()
+        s.wanted && s.ready.is_empty() && !s.dropped && s.reading.is_open()
     }
 
     /// The body was not read to its end (or not validly): the connection
@@ -103,23 +151,33 @@ impl Feed {
         !matches!(self.state().reading, Reading::Done)
     }
 
-    /// Hands the body what `buf` holds of it (one frame, or its end),
-    /// taking those bytes out of `buf`.
+    /// Hands the body all that `buf` holds of it (frames, its end, or why
+    /// it is not valid), taking those bytes out of `buf`.
     pub(crate) fn take_from(&self, buf: &mut BytesMut) -> Took {
         let mut s = self.state();
-        let took = match s.reading.next(buf) {
-            Next::More => return Took::More,
-            Next::Frame(frame) => {
-                s.ready = Some(Ok(frame));
-                Took::Handed
+        let mut took = Took::More;
+        loop {
+            match s.reading.next(buf) {
+                Next::More => break,
+                Next::Frame(frame) => {
+                    s.ready.push(Ok(frame));
+                    took = Took::Handed;
+                }
+                // The body learns it from `reading`.
+                Next::End => {
+                    took = Took::Handed;
+                    break;
+                }
+                Next::Failed(e) => {
+                    s.ready.push(Err(e));
+                    took = Took::Failed;
+                    break;
+                }
             }
-            // The body learns it from `reading`.
-            Next::End => Took::Handed,
-            Next::Failed(e) => {
-                s.ready = Some(Err(e));
-                Took::Failed
-            }
-        };
+        }
+        if took == Took::More {
+            return took;
+        }
         s.wanted = false;
         if let Some(waker) = s.waker.take() {
             waker.wake();
@@ -214,7 +272,7 @@ impl HttpBody for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut s = self.feed.state();
-        if let Some(next) = s.ready.take() {
+        if let Some(next) = s.ready.pop() {
             return Poll::Ready(Some(next.map_err(Into::into)));
         }
         if !s.reading.is_open() {
@@ -230,25 +288,24 @@ impl HttpBody for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         let s = self.feed.state();
-        s.ready.is_none() && !s.reading.is_open()
+        // Never said in advance of a chunked body (hyper's body does not
+        // either): the service gets the chunked framing its head declares.
+        !s.chunked && s.ready.is_empty() && !s.reading.is_open()
     }
 
     fn size_hint(&self) -> SizeHint {
         let s = self.feed.state();
-        let ready = match &s.ready {
-            Some(Ok(frame)) => frame.data_ref().map_or(0, |d| d.len() as u64),
-            _ => 0,
-        };
+        let ready = s.ready.data_len();
         match s.reading {
-            Reading::Length(left) => SizeHint::with_exact(left + ready),
-            Reading::Done | Reading::Failed => SizeHint::with_exact(ready),
             // Unknown, as hyper's side says of a chunked body: the service
             // gets it chunked too.
-            Reading::Chunked(_) => {
+            _ if s.chunked => {
                 let mut hint = SizeHint::new();
                 hint.set_lower(ready);
                 hint
             }
+            Reading::Length(left) => SizeHint::with_exact(left + ready),
+            _ => SizeHint::with_exact(ready),
         }
     }
 }
@@ -257,7 +314,7 @@ impl Drop for ClientBody {
     fn drop(&mut self) {
         let mut s = self.feed.state();
         s.dropped = true;
-        s.ready = None;
+        s.ready = Ready::default();
         s.waker = None;
     }
 }
@@ -307,42 +364,56 @@ mod tests {
     }
 
     #[test]
-    fn a_chunked_body_hands_data_then_trailers_or_its_end_or_its_fault() {
+    fn a_chunked_body_hands_all_the_buffer_holds_then_its_end_or_its_fault() {
         let (feed, mut body) = Feed::new(Framing::Chunked(Limits::HYPER));
         assert_eq!(body.size_hint().exact(), None, "unknown, as hyper says");
-        let mut buf = BytesMut::from(&b"3\r\nabc\r\n0\r\nX: 1\r\n\r\nnext"[..]);
-        assert!(poll(&mut body).is_pending());
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\n2\r\nde\r\n0\r\nX: 1\r\n\r\nnext"[..]);
         assert_eq!(feed.take_from(&mut buf), Took::Handed);
-        let Poll::Ready(Some(data)) = poll(&mut body) else {
-            panic!("data")
-        };
-        assert_eq!(data.into_data().unwrap(), "abc");
-        assert!(poll(&mut body).is_pending());
-        assert_eq!(feed.take_from(&mut buf), Took::Handed);
+        assert_eq!(
+            &buf[..],
+            b"next",
+            "every frame at once, the next request left"
+        );
+        assert_eq!(body.size_hint().lower(), 5);
+        assert_eq!(body.size_hint().exact(), None);
+        for want in ["abc", "de"] {
+            let Poll::Ready(Some(data)) = poll(&mut body) else {
+                panic!("data")
+            };
+            assert_eq!(data.into_data().unwrap(), want);
+        }
         let Poll::Ready(Some(trailers)) = poll(&mut body) else {
             panic!("trailers")
         };
         assert_eq!(trailers.into_trailers().unwrap()["x"], "1");
         assert!(matches!(poll(&mut body), Poll::Ready(None)));
         assert!(!feed.unfinished());
-        assert_eq!(&buf[..], b"next");
 
+        // Its end read with the head: still not said in advance, so the
+        // service gets the chunked framing the head declares.
         let (feed, mut body) = Feed::new(Framing::Chunked(Limits::HYPER));
-        let mut buf = BytesMut::from(&b"0\r\n\r\n"[..]);
-        assert!(poll(&mut body).is_pending());
-        assert_eq!(feed.take_from(&mut buf), Took::Handed);
+        assert_eq!(
+            feed.take_from(&mut BytesMut::from(&b"0\r\n\r\n"[..])),
+            Took::Handed
+        );
+        assert!(!body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), None);
         assert!(
             matches!(poll(&mut body), Poll::Ready(None)),
             "the end, no frame"
         );
 
         let (feed, mut body) = Feed::new(Framing::Chunked(Limits::HYPER));
-        let mut buf = BytesMut::from(&b"5\r\nhelloX"[..]);
+        let mut buf = BytesMut::from(&b"5\r\nhel"[..]);
         assert!(poll(&mut body).is_pending());
         assert_eq!(feed.take_from(&mut buf), Took::Handed);
         assert!(poll(&mut body).is_ready());
         assert!(poll(&mut body).is_pending());
+        assert!(feed.wants());
+        assert_eq!(feed.take_from(&mut buf), Took::More, "nothing left to hand");
+        buf.extend_from_slice(b"loX");
         assert_eq!(feed.take_from(&mut buf), Took::Failed);
+        assert!(poll(&mut body).is_ready(), "the data before the fault");
         let mut cx = Context::from_waker(Waker::noop());
         assert!(matches!(
             Pin::new(&mut body).poll_frame(&mut cx),

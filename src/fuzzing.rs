@@ -522,6 +522,24 @@ pub mod codec {
         read_once(buf, Some((as_lines, spare)))
     }
 
+    /// Decodes one chunked body from `input` as either side reads one
+    /// (`chunked`): the bytes land in the buffer (a copy, as a read would
+    /// make), then data and trailers are taken out frame by frame. Returns
+    /// the data's length; panics on a body that is not whole and valid.
+    pub fn read_chunked_body(buf: &mut BytesMut, input: &[u8]) -> usize {
+        use crate::chunked::{Chunked, Decoded, Limits};
+        buf.extend_from_slice(input);
+        let mut decoder = Chunked::new(Limits::HYPER);
+        let mut len = 0;
+        loop {
+            match decoder.decode(buf) {
+                Ok(Decoded::Data(data)) => len += data.len(),
+                Ok(Decoded::End | Decoded::Trailers(_)) => return len,
+                other => panic!("not a whole chunked body: {other:?}"),
+            }
+        }
+    }
+
     /// Encodes `head` (and an empty body) as the request the service gets.
     /// Returns the encoded length.
     pub fn write_request(head: http::request::Parts) -> usize {

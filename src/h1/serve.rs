@@ -138,13 +138,11 @@ impl Conn {
         let (feed, body) = match framing {
             Some(framing) => {
                 let (feed, body) = Feed::new(framing);
-                if !head.expect_continue && matches!(framing, Framing::Length(_)) {
+                if !head.expect_continue {
                     // What of the body came with the head is ready at once
                     // (hyper's first chunk is too): it goes to the service
                     // with the head, and a service that answers before
-                    // reading the body finds it there. Not for a chunked
-                    // body, which might end here: its head says chunked,
-                    // and the service gets it so, as from hyper's side.
+                    // reading the body finds it there.
                     feed.take_from(&mut self.buf);
                 }
                 (Some(feed), Source::Client(body))

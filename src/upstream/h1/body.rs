@@ -23,6 +23,8 @@ pub(crate) struct ResponseBody {
     writer: Option<Box<Writer>>,
     /// The connection may carry another exchange once both directions end.
     keep: bool,
+    /// The service answered before the request body was written to its end.
+    answered_early: bool,
     /// A failure found, reported at the next poll (see [`ResponseBody::fail`]).
     failed: Option<io::Error>,
     /// The head's fields, when kept as the client's lines (its map is
@@ -42,6 +44,7 @@ impl ResponseBody {
         ResponseBody {
             conn: Some(conn),
             decoder: BodyDecoder::new(framing),
+            answered_early: writer.is_some(),
             writer,
             keep,
             failed: None,
@@ -55,13 +58,17 @@ impl ResponseBody {
     }
 
     /// The connection, if it may serve another exchange: the response read
-    /// to its end, the request written to its end, keep-alive on both sides,
-    /// and no byte from the service beyond this response. A service may
-    /// answer before it has read the request body (many do); pooled then,
-    /// the connection would make the next request wait behind a body that
-    /// may never come.
+    /// to its end, the request written to its end before the response came,
+    /// keep-alive on both sides, and no byte from the service beyond this
+    /// response. A service may answer before it has read the request body
+    /// (many do); pooled then, the connection would make the next request
+    /// wait behind a body that may never come, or (when the rest came after
+    /// the answer) go to a service that had given up on the body and was
+    /// closing it: hyper's server closes when the body is not already there
+    /// once it answered (found by the `server_side` fuzz target: a 502 for
+    /// the next request on that connection).
     pub(crate) fn take_reusable(&mut self) -> Option<Conn> {
-        if self.writer.is_some() {
+        if self.answered_early {
             tracing::debug!(
                 "answered before its request body ended; service connection not reused"
             );
