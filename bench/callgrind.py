@@ -11,8 +11,10 @@ With --browser, each request carries the fields a browser sends behind an
 ingress (user agent, accepts, cookie, referer, keep-alive, X-Forwarded-For):
 what a sidecar's requests look like, rather than a bench client's two fields.
 
-With --upload, each request is a POST with a chunked body of 1 KiB in two
-chunks (nginx answers it with 100 bytes and drops the body).
+With --upload, each request is a PUT with a chunked body of 1 KiB in two
+chunks, which nginx stores (WebDAV) and answers with 204: the body is read
+whole before the answer (an answer before it would close the client's
+connection, with any proxy).
 
 Usage: bench/callgrind.py NAME=PATH/TO/sitio [NAME=PATH ...] [--rounds 2] [--browser] [--upload]
 Needs valgrind and nginx (scripts/install-missing.sh valgrind:valgrind nginx:nginx).
@@ -48,6 +50,7 @@ def wait_port(port, timeout=60):
 
 def start_nginx(root):
     port = free_port()
+    os.makedirs(os.path.join(root, "upload"), exist_ok=True)
     with open(os.path.join(root, "hello.txt"), "w") as f:
         f.write("x" * 99 + "\n")
     conf = os.path.join(root, "nginx.conf")
@@ -57,7 +60,7 @@ error_log /dev/null; pid {root}/nginx.pid;
 events {{ worker_connections 1024; }}
 http {{ access_log off; keepalive_requests 100000;
   server {{ listen 127.0.0.1:{port}; root {root};
-    location = /upload {{ return 200 "{"x" * 99}\n"; }} }} }}
+    location /upload/ {{ dav_methods PUT; client_body_temp_path {root}/tmp; }} }} }}
 """)
     proc = subprocess.Popen(["nginx", "-c", conf, "-p", root], stderr=subprocess.DEVNULL)
     wait_port(port)
@@ -79,9 +82,12 @@ def send(conn, fields, upload):
     """One request; the response read and checked."""
     if upload:
         chunks = iter([b"u" * 512, b"v" * 512])
-        conn.request("POST", "/upload", body=chunks, headers=fields or {}, encode_chunked=True)
-    else:
-        conn.request("GET", "/hello.txt", headers=fields or {})
+        conn.request("PUT", "/upload/file", body=chunks, headers=fields or {}, encode_chunked=True)
+        res = conn.getresponse()
+        assert res.status in (201, 204), res.status
+        res.read()
+        return
+    conn.request("GET", "/hello.txt", headers=fields or {})
     res = conn.getresponse()
     assert res.status == 200 and len(res.read()) == 100
 
