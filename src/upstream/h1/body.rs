@@ -21,10 +21,10 @@ pub(crate) struct ResponseBody {
     /// The rest of a request body the service answered before reading
     /// (rare: boxed, so that every response body does not carry its size).
     writer: Option<Box<Writer>>,
-    /// The connection may carry another exchange once both directions end.
+    /// The connection may carry another exchange once both directions end
+    /// (false from the start when the service answered before the request
+    /// body was written to its end).
     keep: bool,
-    /// The service answered before the request body was written to its end.
-    answered_early: bool,
     /// A failure found, reported at the next poll (see [`ResponseBody::fail`]).
     failed: Option<io::Error>,
     /// The head's fields, when kept as the client's lines (its map is
@@ -41,12 +41,18 @@ impl ResponseBody {
         keep: bool,
         lines: Option<Lines>,
     ) -> Self {
+        // Never reused: see `take_reusable`.
+        let answered_early = writer.is_some();
+        if answered_early {
+            tracing::debug!(
+                "answered before its request body ended; service connection not reused"
+            );
+        }
         ResponseBody {
             conn: Some(conn),
             decoder: BodyDecoder::new(framing),
-            answered_early: writer.is_some(),
             writer,
-            keep,
+            keep: keep && !answered_early,
             failed: None,
             lines: lines.map(Box::new),
         }
@@ -68,12 +74,6 @@ impl ResponseBody {
     /// once it answered (found by the `server_side` fuzz target: a 502 for
     /// the next request on that connection).
     pub(crate) fn take_reusable(&mut self) -> Option<Conn> {
-        if self.answered_early {
-            tracing::debug!(
-                "answered before its request body ended; service connection not reused"
-            );
-            return None;
-        }
         let reusable = self.decoder.is_done()
             && self.keep
             && self.conn.as_ref().is_some_and(|c| c.buf.is_empty());

@@ -280,7 +280,11 @@ fn fields(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BodyDecoder {
     Length(u64),
-    Chunked(Chunked),
+    /// Boxed: responses move several times on their way to the client, and
+    /// the decoder inline made every response body 24 bytes larger, which
+    /// turned those moves into `memcpy` calls (+360 instructions per
+    /// request, callgrind) to save one allocation per chunked response.
+    Chunked(Box<Chunked>),
     /// Until the service closes.
     Close,
     Done,
@@ -292,7 +296,9 @@ impl BodyDecoder {
             Framing::Empty => BodyDecoder::Done,
             Framing::Length(n) => BodyDecoder::Length(n),
             // hyper's client's limits: 100 trailer fields, 16 KiB.
-            Framing::Chunked => BodyDecoder::Chunked(Chunked::new(chunked::Limits::HYPER)),
+            Framing::Chunked => {
+                BodyDecoder::Chunked(Box::new(Chunked::new(chunked::Limits::HYPER)))
+            }
             Framing::Close => BodyDecoder::Close,
         }
     }
