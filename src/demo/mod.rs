@@ -97,7 +97,7 @@ pub(crate) async fn serve_backend(listener: TcpListener, version: Version, share
 }
 
 /// The library's answer to `req`, whose body it does not read (the fuzzing
-/// harness's service reads it first, and adds an echo of request bodies).
+/// harness's service adds an echo of request bodies to it).
 pub(crate) async fn route<B>(req: Request<B>, version: Version, shared: &Shared) -> Response<Body> {
     let path = req.uri().path();
     match path {
