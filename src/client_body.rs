@@ -3,12 +3,12 @@
 //! more, one read at a time (hyper's "want" signal), so an upload is never
 //! buffered beyond one read however slowly the service takes it. A body of
 //! known length is cut from the reads; a chunked one is decoded from them
-//! (`chunked`), its trailers handed on as the body's last frame. Whatever
-//! the buffer holds of the body is handed at once, every chunk of it (and
-//! its end): the service gets it in one write, as it came (a body whose end
-//! came with its head goes with the head; the fuzz target `server_side`
-//! found a service that closed its connection when a chunked body's end,
-//! handed one ask later, came after its answer).
+//! (`chunked`), its trailers handed on as the body's last frame. What the
+//! buffer holds of the body is handed at once, its chunks (up to
+//! `MAX_FRAMES_AT_ONCE`) and its end: the service gets it in one write, as
+//! it came (a body whose end came with its head goes with the head; the
+//! fuzz target `server_side` found a service that closed its connection
+//! when a chunked body's end, handed one ask later, came after its answer).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +19,12 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::BoxError;
 use crate::chunked::{self, Chunked, Decoded};
+
+/// The most frames handed to the body at once: a body of many small chunks
+/// (one byte each, say) would otherwise queue about a hundred bytes of
+/// frame per chunk it read, twelve times what it read. The rest waits in
+/// the read buffer for the next ask.
+const MAX_FRAMES_AT_ONCE: usize = 16;
 
 /// How a body the connection reads is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +70,10 @@ type Item = Result<Frame<Bytes>, chunked::Malformed>;
 impl Ready {
     fn is_empty(&self) -> bool {
         self.first.is_none() && self.rest.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
     }
 
     fn push(&mut self, item: Item) {
@@ -151,12 +161,13 @@ impl Feed {
         !matches!(self.state().reading, Reading::Done)
     }
 
-    /// Hands the body all that `buf` holds of it (frames, its end, or why
-    /// it is not valid), taking those bytes out of `buf`.
+    /// Hands the body what `buf` holds of it (frames, up to
+    /// [`MAX_FRAMES_AT_ONCE`], its end, or why it is not valid), taking
+    /// those bytes out of `buf`.
     pub(crate) fn take_from(&self, buf: &mut BytesMut) -> Took {
         let mut s = self.state();
         let mut took = Took::More;
-        loop {
+        while s.ready.len() < MAX_FRAMES_AT_ONCE {
             match s.reading.next(buf) {
                 Next::More => break,
                 Next::Frame(frame) => {
@@ -420,6 +431,31 @@ mod tests {
             Poll::Ready(Some(Err(_)))
         ));
         assert!(feed.unfinished() && !feed.wants(), "nothing more is read");
+    }
+
+    #[test]
+    fn a_body_of_many_small_chunks_is_handed_a_few_frames_at_a_time() {
+        let (feed, mut body) = Feed::new(Framing::Chunked(Limits::HYPER));
+        let mut buf = BytesMut::from("1\r\na\r\n".repeat(100).as_str());
+        buf.extend_from_slice(b"0\r\n\r\n");
+        let mut data = 0;
+        let mut takes = 0;
+        loop {
+            match poll(&mut body) {
+                Poll::Ready(Some(frame)) => data += frame.into_data().unwrap().len(),
+                Poll::Ready(None) => break,
+                Poll::Pending => {
+                    assert_eq!(feed.take_from(&mut buf), Took::Handed);
+                    takes += 1;
+                    assert!(feed.state().ready.len() <= super::MAX_FRAMES_AT_ONCE);
+                }
+            }
+        }
+        assert_eq!(
+            (data, takes),
+            (100, 100usize.div_ceil(super::MAX_FRAMES_AT_ONCE))
+        );
+        assert!(buf.is_empty() && !feed.unfinished());
     }
 
     #[test]
