@@ -65,7 +65,7 @@ struct Ready {
     rest: VecDeque<Item>,
 }
 
-type Item = Result<Frame<Bytes>, chunked::Malformed>;
+type Item = Result<Frame<Bytes>, BoxError>;
 
 impl Ready {
     fn is_empty(&self) -> bool {
@@ -180,7 +180,7 @@ impl Feed {
                     break;
                 }
                 Next::Failed(e) => {
-                    s.ready.push(Err(e));
+                    s.ready.push(Err(e.into()));
                     took = Took::Failed;
                     break;
                 }
@@ -194,6 +194,19 @@ impl Feed {
             waker.wake();
         }
         took
+    }
+
+    /// The body cannot be read to its end (it stalled past
+    /// `SITIO_BODY_TIMEOUT`): the exchange is told so, as by hyper's side
+    /// (it answers 400), and nothing more of the connection is read.
+    pub(crate) fn fail(&self, e: std::io::Error) {
+        let mut s = self.state();
+        s.reading = Reading::Failed;
+        s.ready.push(Err(e.into()));
+        s.wanted = false;
+        if let Some(waker) = s.waker.take() {
+            waker.wake();
+        }
     }
 
     /// Once the exchange let go of the body: drops what `buf` holds of it.
@@ -284,7 +297,7 @@ impl HttpBody for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut s = self.feed.state();
         if let Some(next) = s.ready.pop() {
-            return Poll::Ready(Some(next.map_err(Into::into)));
+            return Poll::Ready(Some(next));
         }
         if !s.reading.is_open() {
             return Poll::Ready(None);

@@ -573,3 +573,21 @@ fn a_broken_chunked_body_read_whole_is_refused_before_the_answer() {
     assert_eq!(own.matches("HTTP/1.1 ").count(), 1, "closed after: {own}");
     assert!(crate::fuzzing::served_alike(input).is_ok());
 }
+
+/// Found by the `server_side` fuzz target once the harness's body timeout
+/// was short: a body that stalls (its chunk, or its length, promises more
+/// than comes) was dropped by the own side with no answer; hyper's side
+/// answers it 400 ("malformed request body") and closes. Both now do.
+#[test]
+fn a_stalled_request_body_is_answered_400_and_the_connection_closed() {
+    for input in [
+        &b"GPOST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nE0\r\n\r\nPO'Sc_echo HTTP/1"[..],
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 500\r\n\r\nhello",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    ] {
+        let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(input)).into_owned();
+        assert!(own.contains("<p>malformed request body</p>"), "{own}");
+        assert_eq!(own.matches("HTTP/1.1 ").count(), 1, "closed after: {own}");
+        assert!(crate::fuzzing::served_alike(input).is_ok());
+    }
+}

@@ -60,6 +60,12 @@ fn poll_read<S: AsyncRead + Unpin>(
     Poll::Ready(Err(left))
 }
 
+/// `ClientIo`'s error for a request body that stalled past its timeout.
+fn is_body_stall(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<crate::io::Stalled>())
+}
+
 /// One exchange's client.
 pub(super) struct Client<'b> {
     buf: &'b mut BytesMut,
@@ -140,6 +146,14 @@ impl<'b> Client<'b> {
         while feed.take_from(self.buf) == Took::More {
             match poll_read(self.buf, &mut self.gone, io, cx) {
                 Poll::Ready(Ok(())) => {}
+                // A body that stalled: the client is still there and gets
+                // the exchange's answer (400), as from hyper's side; the
+                // connection closes after it (the body is unfinished).
+                Poll::Ready(Err(Some(e))) if is_body_stall(&e) => {
+                    self.gone = false;
+                    feed.fail(e);
+                    return Some(Poll::Pending);
+                }
                 Poll::Ready(Err(gone)) => return Some(Poll::Ready(gone)),
                 Poll::Pending => return Some(Poll::Pending),
             }
