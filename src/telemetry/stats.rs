@@ -15,6 +15,7 @@ use compact_str::CompactString;
 use foldhash::HashMap;
 use hdrhistogram::Histogram;
 use http::Method;
+use indexmap::IndexMap;
 
 use crate::decorator::Exchange;
 use crate::error::ErrorKind;
@@ -125,7 +126,11 @@ type VariantKey = (Method, CompactString, CompactString);
 
 #[derive(Default)]
 struct Shard {
-    endpoints: HashMap<Key, Endpoint>,
+    endpoints: IndexMap<Key, Endpoint, foldhash::fast::RandomState>,
+    /// The endpoint looked up last: an exchange's completion finds the one
+    /// its start found without hashing its key again (the next exchange on
+    /// this thread usually starts after it completed).
+    last: Option<usize>,
     /// Per route and upstream, when named upstreams exist (A/B variants).
     variants: HashMap<VariantKey, Endpoint>,
     upstream_errors: HashMap<ErrorKind, u64>,
@@ -316,9 +321,25 @@ fn reached_upstream(ex: &Exchange) -> bool {
 }
 
 fn endpoint<'s>(s: &'s mut Shard, ex: &Exchange) -> &'s mut Endpoint {
-    // Standard methods and routes up to 24 bytes clone without allocating.
-    let key = (ex.method.clone(), ex.route.clone());
-    s.endpoints.entry(key).or_insert_with(Endpoint::new)
+    let last = s.last.filter(|&i| {
+        s.endpoints
+            .get_index(i)
+            .is_some_and(|((method, route), _)| *method == ex.method && *route == ex.route)
+    });
+    let i = match last {
+        Some(i) => i,
+        None => {
+            // Standard methods and routes up to 24 bytes clone without allocating.
+            let key = (ex.method.clone(), ex.route.clone());
+            let entry = s.endpoints.entry(key);
+            let i = entry.index();
+            entry.or_insert_with(Endpoint::new);
+            s.last = Some(i);
+            i
+        }
+    };
+    // `i` is in the map: found there or just inserted.
+    &mut s.endpoints[i]
 }
 
 fn micros(d: Option<Duration>) -> u64 {
@@ -327,4 +348,56 @@ fn micros(d: Option<Duration>) -> u64 {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatsHub;
+    use crate::decorator::Exchange;
+
+    fn exchange(method: &str, route: &str) -> Exchange {
+        let (head, ()) = http::Request::builder()
+            .method(method)
+            .uri(route)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        Exchange::new(&head, route.into(), addr, std::time::Instant::now())
+    }
+
+    /// Exchanges that overlap, and one endpoint after another: each is
+    /// counted on its own endpoint (the last one looked up is found again
+    /// without a lookup only if it is the exchange's).
+    #[test]
+    fn each_exchange_is_counted_on_its_endpoint_in_any_order() {
+        let hub = StatsHub::default();
+        let (a, b, c) = (
+            exchange("GET", "/a"),
+            exchange("GET", "/b"),
+            exchange("POST", "/a"),
+        );
+        hub.started(&a);
+        hub.started(&b);
+        hub.completed(&a, true);
+        hub.started(&c);
+        hub.completed(&c, true);
+        hub.completed(&b, true);
+        hub.started(&a);
+        hub.completed(&a, true);
+        let counts: Vec<(String, String, u64, i64)> = hub
+            .snapshot()
+            .endpoints
+            .into_iter()
+            .map(|(m, r, e)| (m.to_string(), r.to_string(), e.hits, e.in_flight))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("GET".into(), "/a".into(), 2, 0),
+                ("POST".into(), "/a".into(), 1, 0),
+                ("GET".into(), "/b".into(), 1, 0),
+            ]
+        );
+    }
 }
