@@ -56,6 +56,16 @@ struct State {
     dropped: bool,
 }
 
+impl State {
+    /// Something was handed to the body: it asks again once it took it.
+    fn handed(&mut self) {
+        self.wanted = false;
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
 /// What the body has to take, in order: the first without an allocation
 /// (a body of known length is one frame per read; most chunked bodies are
 /// too).
@@ -186,12 +196,8 @@ impl Feed {
                 }
             }
         }
-        if took == Took::More {
-            return took;
-        }
-        s.wanted = false;
-        if let Some(waker) = s.waker.take() {
-            waker.wake();
+        if took != Took::More {
+            s.handed();
         }
         took
     }
@@ -203,10 +209,7 @@ impl Feed {
         let mut s = self.state();
         s.reading = Reading::Failed;
         s.ready.push(Err(e.into()));
-        s.wanted = false;
-        if let Some(waker) = s.waker.take() {
-            waker.wake();
-        }
+        s.handed();
     }
 
     /// Once the exchange let go of the body: drops what `buf` holds of it.

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -98,7 +99,11 @@ pub(crate) async fn serve_backend(listener: TcpListener, version: Version, share
 
 /// The library's answer to `req`, whose body it does not read (the fuzzing
 /// harness's service adds an echo of request bodies to it).
-pub(crate) async fn route<B>(req: Request<B>, version: Version, shared: &Shared) -> Response<Body> {
+pub(crate) async fn route(
+    req: Request<Incoming>,
+    version: Version,
+    shared: &Shared,
+) -> Response<Body> {
     let path = req.uri().path();
     match path {
         "/" | "/index.html" => response::html(200, index()),

@@ -85,6 +85,11 @@ impl Encoder {
         self.kind == Kind::Length(0)
     }
 
+    /// The body is sent in chunks (it can end with trailers).
+    pub(crate) fn is_chunked(&self) -> bool {
+        self.kind == Kind::Chunked
+    }
+
     /// The connection closes once this response is out.
     pub(crate) fn is_last(&self) -> bool {
         self.last || self.kind == Kind::Close
@@ -119,7 +124,7 @@ impl Encoder {
         allowed: &[HeaderName],
         dst: &mut Vec<u8>,
     ) -> bool {
-        if self.kind != Kind::Chunked {
+        if !self.is_chunked() {
             return false;
         }
         let start = dst.len();

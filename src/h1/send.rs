@@ -115,8 +115,10 @@ where
     };
     let mut fields = std::mem::take(&mut head.headers);
     drop(head);
-    // Read only when the request takes trailers (rare).
-    let allowed = if asked.trailers {
+    // Read only when the request takes trailers (rare) and the body is
+    // chunked: no other framing can carry them.
+    let chunked = encoded.as_ref().is_ok_and(|enc| enc.is_chunked());
+    let allowed = if asked.trailers && chunked {
         trailer_names(&fields)
     } else {
         Vec::new()

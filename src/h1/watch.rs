@@ -144,17 +144,23 @@ impl<'b> Client<'b> {
         // Wakes this task when it hands the body something: the exchange
         // takes it when polled again.
         while feed.take_from(self.buf) == Took::More {
-            match poll_read(self.buf, &mut self.gone, io, cx) {
-                Poll::Ready(Ok(())) => {}
+            match poll_fill(io, cx, self.buf) {
+                Poll::Ready(Ok(0)) => {
+                    self.gone = true;
+                    return Some(Poll::Ready(None));
+                }
+                Poll::Ready(Ok(_)) => {}
                 // A body that stalled: the client is still there and gets
                 // the exchange's answer (400), as from hyper's side; the
                 // connection closes after it (the body is unfinished).
-                Poll::Ready(Err(Some(e))) if is_body_stall(&e) => {
-                    self.gone = false;
+                Poll::Ready(Err(e)) if is_body_stall(&e) => {
                     feed.fail(e);
                     return Some(Poll::Pending);
                 }
-                Poll::Ready(Err(gone)) => return Some(Poll::Ready(gone)),
+                Poll::Ready(Err(e)) => {
+                    self.gone = true;
+                    return Some(Poll::Ready(Some(e)));
+                }
                 Poll::Pending => return Some(Poll::Pending),
             }
         }

@@ -101,38 +101,63 @@ async fn connections_the_service_closed_while_idle_never_cost_a_request() {
     sitio.stop().await;
 }
 
-/// A service that answers every POST at once with a 413, reads nothing of
-/// its body and keeps the connection open (as one that refuses an upload by
-/// its head does); anything else gets a 200. Counts its connections.
-async fn answers_uploads_early() -> (u16, Arc<AtomicUsize>) {
+/// A service on a port of its own that counts its connections; `serve`
+/// answers on each.
+async fn counting_service<F, Fut>(serve: F) -> (u16, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
     let counted = connections.clone();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
+        while let Ok((s, _)) = listener.accept().await {
             counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while let Some(head) = read_request_head(&mut s, &mut buf).await {
-                    let answer: &[u8] = if head.starts_with("POST") {
-                        b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\n\r\ntoo big\n"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-                    };
-                    if s.write_all(answer).await.is_err() {
-                        return;
-                    }
-                    if head.starts_with("POST") {
-                        // Reads nothing more: the body is never taken.
-                        tokio::time::sleep(Duration::from_secs(30)).await;
-                        return;
-                    }
-                }
-            });
+            tokio::spawn(serve(s));
         }
     });
     (port, connections)
+}
+
+/// A GET through sitio after an exchange whose service connection must not
+/// be reused: it is answered, over a second service connection.
+async fn next_get_uses_a_new_connection(addr: std::net::SocketAddr, connections: &AtomicUsize) {
+    let res = raw_request(addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("a response");
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "the GET went over a new service connection"
+    );
+}
+
+/// A service that answers every POST at once with a 413, reads nothing of
+/// its body and keeps the connection open (as one that refuses an upload by
+/// its head does); anything else gets a 200. Counts its connections.
+async fn answers_uploads_early() -> (u16, Arc<AtomicUsize>) {
+    counting_service(|mut s| async move {
+        let mut buf = Vec::new();
+        while let Some(head) = read_request_head(&mut s, &mut buf).await {
+            let answer: &[u8] = if head.starts_with("POST") {
+                b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\n\r\ntoo big\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            };
+            if s.write_all(answer).await.is_err() {
+                return;
+            }
+            if head.starts_with("POST") {
+                // Reads nothing more: the body is never taken.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return;
+            }
+        }
+    })
+    .await
 }
 
 /// Starts a 10 MB upload and sends the first 64 KiB of it.
@@ -166,15 +191,7 @@ async fn an_early_answer_to_an_upload_is_relayed_and_its_connection_not_reused()
     assert_eq!((res.status, &res.body[..]), (413, &b"too big\n"[..]));
     assert!(started.elapsed() < Duration::from_secs(3));
 
-    let res = raw_request(sitio.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("a response");
-    assert_eq!(res.status, 200);
-    assert_eq!(
-        connections.load(Ordering::SeqCst),
-        2,
-        "the GET went over a new service connection"
-    );
+    next_get_uses_a_new_connection(sitio.addr, &connections).await;
     sitio.stop().await;
 }
 
@@ -186,43 +203,35 @@ async fn an_early_answer_to_an_upload_is_relayed_and_its_connection_not_reused()
 /// the next request still goes over a new connection (Envoy does the same).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_answered_before_the_upload_ended_is_not_reused() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while let Some(head) = read_request_head(&mut s, &mut buf).await {
-                    if !head.starts_with("POST") {
-                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                        if s.write_all(ok).await.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    // Half the answer at once, the rest once the body is in.
-                    let half = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok";
-                    if s.write_all(half).await.is_err() {
-                        return;
-                    }
-                    let mut chunk = [0u8; 64];
-                    while buf.len() < 10 {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..10);
-                    if s.write_all(b"!!").await.is_err() {
-                        return;
-                    }
+    let (port, connections) = counting_service(|mut s| async move {
+        let mut buf = Vec::new();
+        while let Some(head) = read_request_head(&mut s, &mut buf).await {
+            if !head.starts_with("POST") {
+                let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if s.write_all(ok).await.is_err() {
+                    return;
                 }
-            });
+                continue;
+            }
+            // Half the answer at once, the rest once the body is in.
+            let half = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok";
+            if s.write_all(half).await.is_err() {
+                return;
+            }
+            let mut chunk = [0u8; 64];
+            while buf.len() < 10 {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..10);
+            if s.write_all(b"!!").await.is_err() {
+                return;
+            }
         }
-    });
+    })
+    .await;
     let sitio = Sitio::start(config_for(port), Decorators::none()).await;
     let mut client = TcpStream::connect(sitio.addr).await.unwrap();
     client
@@ -231,34 +240,27 @@ async fn a_connection_that_answered_before_the_upload_ended_is_not_reused() {
         .unwrap();
     // The answer's head reached the client: sitio had it before the rest.
     let mut seen = Vec::new();
-    let mut chunk = [0u8; 256];
-    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut chunk))
-            .await
-            .expect("the early answer's head")
-            .unwrap();
-        assert!(n > 0, "sitio closed the connection");
-        seen.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut client, &mut seen, |s| {
+        s.windows(4).any(|w| w == b"\r\n\r\n")
+    })
+    .await;
     client.write_all(b"world").await.unwrap();
-    while !seen.ends_with(b"ok!!") {
+    read_until(&mut client, &mut seen, |s| s.ends_with(b"ok!!")).await;
+    next_get_uses_a_new_connection(sitio.addr, &connections).await;
+    sitio.stop().await;
+}
+
+/// Reads from `client` into `seen` until `done` says so (10 s at most).
+async fn read_until(client: &mut TcpStream, seen: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
+    let mut chunk = [0u8; 256];
+    while !done(seen) {
         let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut chunk))
             .await
-            .expect("the rest of the answer")
+            .expect("more of the answer within 10 s")
             .unwrap();
         assert!(n > 0, "sitio closed the connection");
         seen.extend_from_slice(&chunk[..n]);
     }
-    let res = raw_request(sitio.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("a response");
-    assert_eq!(res.status, 200);
-    assert_eq!(
-        connections.load(Ordering::SeqCst),
-        2,
-        "the GET went over a new service connection"
-    );
-    sitio.stop().await;
 }
 
 /// Responses a service can get wrong: each is a 502 naming the protocol
