@@ -3,7 +3,7 @@
 # (curl and python3 as real clients and backends, Prometheus and promtool for
 # /metrics, Chromium for the dashboard, Docker for the pod test, kubectl,
 # kubernetes-validate and checkov for the manifests, slowhttptest, h11 and
-# gunicorn for the adversarial suites), then checks formatting, lints, and runs every test.
+# gunicorn for the adversarial suites, websockets for WebSocket), then checks formatting, lints, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,9 +16,9 @@ scripts/install-missing.sh curl:curl python3:python3 prometheus:prometheus \
 # PyJWT and cryptography for the identity provider of the auth tests (keys and
 # tokens made by another implementation than sitio's), aiosmtpd as the mail server,
 # grpcio as a real gRPC service and client, h2 (with hyperframe) to write
-# HTTP/2 attacks frame by frame.
-PY_PACKAGES="kubernetes-validate h11 gunicorn pyjwt cryptography aiosmtpd grpcio h2"
-if ! python3 -c 'import kubernetes_validate, h11, gunicorn, jwt, cryptography, aiosmtpd, grpc, h2, hyperframe' >/dev/null 2>&1; then
+# HTTP/2 attacks frame by frame, websockets as a real WebSocket client and service.
+PY_PACKAGES="kubernetes-validate h11 gunicorn pyjwt cryptography aiosmtpd grpcio h2 websockets"
+if ! python3 -c 'import kubernetes_validate, h11, gunicorn, jwt, cryptography, aiosmtpd, grpc, h2, hyperframe, websockets' >/dev/null 2>&1; then
   python3 -m pip install -q $PY_PACKAGES 2>/dev/null ||
     python3 -m pip install -q --break-system-packages $PY_PACKAGES
 fi

@@ -81,10 +81,10 @@ async fn serve_service(listener: tokio::net::TcpListener) {
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let shared = shared.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(if req.uri().path() == "/echo" {
-                        echo(req).await
-                    } else {
-                        crate::demo::route(req, crate::demo::Version::Stable, &shared).await
+                    Ok::<_, std::convert::Infallible>(match req.uri().path() {
+                        "/echo" => echo(req).await,
+                        "/switch" => switch(req),
+                        _ => crate::demo::route(req, crate::demo::Version::Stable, &shared).await,
                     })
                 }
             });
@@ -92,9 +92,41 @@ async fn serve_service(listener: tokio::net::TcpListener) {
                 .keep_alive(false)
                 .max_headers(crate::demo::MAX_FORWARDED_FIELDS)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
         });
     }
+}
+
+/// `/switch`: switches to the protocol the request's `Upgrade` names, then
+/// echoes what comes through the tunnel until the request that ends every
+/// input ([`END`]) came too, and closes. Without `Upgrade`, 426.
+fn switch(mut req: http::Request<hyper::body::Incoming>) -> http::Response<crate::body::Body> {
+    let Some(protocol) = req.headers().get(http::header::UPGRADE).cloned() else {
+        return crate::response::text(426, "upgrade required\n");
+    };
+    let switched = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(tunnel) = switched.await else {
+            return;
+        };
+        let mut io = hyper_util::rt::TokioIo::new(tunnel);
+        let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            seen.extend_from_slice(&buf[..n]);
+            if io.write_all(&buf[..n]).await.is_err() || seen.ends_with(END) {
+                break;
+            }
+        }
+    });
+    let mut res = http::Response::new(crate::body::Body::empty());
+    *res.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    res.headers_mut().insert(http::header::UPGRADE, protocol);
+    res.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    res
 }
 
 /// `/echo`: what the service read of the request body; with an
@@ -136,6 +168,9 @@ async fn echo(req: http::Request<hyper::body::Incoming>) -> http::Response<crate
     );
     res
 }
+
+/// The request that ends every input: it asks to close.
+const END: &[u8] = b"GET /end HTTP/1.1\r\nHost: end\r\nConnection: close\r\n\r\n";
 
 /// Feeds `input` to sitio as one client connection, followed by a request that
 /// asks to close (so complete inputs end fast; incomplete ones end by the short
@@ -360,9 +395,7 @@ fn serve_with(input: &[u8], own_http1: bool, chain: Chain) -> Vec<u8> {
         };
         let conn = tokio::spawn(serve_connection((instance, None), server, peer));
         let _ = client.write_all(input).await;
-        let _ = client
-            .write_all(b"GET /end HTTP/1.1\r\nHost: end\r\nConnection: close\r\n\r\n")
-            .await;
+        let _ = client.write_all(END).await;
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut out)).await;
         conn.abort();
@@ -674,6 +707,7 @@ pub mod codec {
             keep_alive: true,
             http10: false,
             trailers: false,
+            connect: false,
         };
         (asked, Some(BodyLength::Known(body_len)))
     }

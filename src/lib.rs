@@ -77,9 +77,10 @@
 //!   (`httparse`), response encoder and the connection loop, one read and one write buffer
 //!   per awake connection. It serves requests with no body, one of known length or a
 //!   chunked one (read as the exchange asks, `client_body`; response trailers for `TE:
-//!   trailers`), and hands upgrades with every byte read to hyper's server
-//!   (`connection::serve_awake`); both sides
-//!   are held to the same bytes out (unit tests, the desync corpus, fuzz targets).
+//!   trailers`) and upgrades (the tunnel relayed in the loop after the `101`), and
+//!   hands a head its parser refuses with every byte read to hyper's server
+//!   (`connection::serve_awake`), which answers it; both sides are held to the same
+//!   bytes out (unit tests, the desync corpus, fuzz targets).
 //!   `client_body`: a request body that loop reads as the exchange asks for it.
 //!   `chunked`: the chunked coding's decoder by hyper's rules, for request bodies there
 //!   and response bodies in `upstream::h1`.

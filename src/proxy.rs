@@ -22,12 +22,13 @@ use crate::decorator::{Decorators, Filters};
 use crate::engine::{Edits, Leg, Tracked};
 use crate::error::{ErrorKind, ProxyError};
 use crate::guard::{RawFraming, Refusal};
+use crate::headers;
 use crate::io::ConnPhase;
 use crate::telemetry::{Routes, Telemetry};
+use crate::tunnel::{self, ClientSide};
 use crate::upstream::{
     How, PoolHome, RequestBody, RequestBodyState, Source, Upstream, UpstreamBody, Wire,
 };
-use crate::{headers, tunnel};
 
 /// What all connections of one sitio instance share.
 pub(crate) struct Shared {
@@ -105,6 +106,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let req = req.map(|body| Arrived {
             body: Source::Wire(body),
             head: None,
+            upgrade: None,
         });
         let exchange = Box::write(Box::new_uninit(), crate::engine::exchange(conn, req));
         Box::into_pin(exchange)
@@ -139,12 +141,15 @@ pub(crate) struct Arrived {
     /// with no edit to make but asking it to close: sent when nothing may
     /// change the head on its way ([`Edits::as_bytes`]).
     pub(crate) head: Option<Bytes>,
+    /// The request asks for an upgrade, and sitio's own server side serves
+    /// it: where the service's side goes if the service switches.
+    pub(crate) upgrade: Option<tokio::sync::oneshot::Sender<tunnel::ServiceSide>>,
 }
 
 /// What forwarding leaves for the send: the client's side of an upgrade, and
 /// whether the service connection may serve other exchanges.
 pub(crate) struct Forward {
-    client_upgrade: Option<OnUpgrade>,
+    client_upgrade: Option<ClientSide>,
     reusable: bool,
     relay_early_hints: bool,
     /// To the service over HTTP/2 (`SITIO_TARGET_PROTOCOL=h2c`).
@@ -205,7 +210,8 @@ impl Leg for ConnCtx {
         }
         let upgrading = headers::to_upstream(head, &self.forwarded_for, isolate, authority);
         let client_upgrade = if upgrading {
-            head.extensions.remove::<OnUpgrade>()
+            let own = body.upgrade.take().map(ClientSide::Own);
+            own.or_else(|| head.extensions.remove::<OnUpgrade>().map(ClientSide::Hyper))
         } else {
             None
         };
@@ -267,8 +273,11 @@ impl Leg for ConnCtx {
                 ));
             };
             upgraded = true;
-            self.phase.tunnel();
-            tunnel::spawn_upgraded(&self.shared.tasks, client, service, self.peer);
+            if matches!(client, ClientSide::Hyper(_)) {
+                // sitio's own side says so once its `101` is out.
+                self.phase.tunnel();
+            }
+            client.join(&self.shared.tasks, service, self.peer);
         }
         let res = Response::from_parts(rhead, wire);
         let res = relay(self.clone(), upstream, res);

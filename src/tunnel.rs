@@ -12,14 +12,35 @@ use tokio_util::task::TaskTracker;
 use crate::telemetry::Connections;
 use crate::upstream::Upstream;
 
+/// The service's side of an upgraded connection: its stream, and what it
+/// sent right after its `101`.
+pub(crate) type ServiceSide = (tokio::net::TcpStream, Bytes);
+
+/// Where the client's side of an upgrade is taken from once the service
+/// switched protocols.
+pub(crate) enum ClientSide {
+    /// hyper's server serves the client: the connection it hands over.
+    Hyper(OnUpgrade),
+    /// sitio's own server side serves it: the service's side goes to the
+    /// client's connection loop, which joins the two once its `101` is out.
+    Own(tokio::sync::oneshot::Sender<ServiceSide>),
+}
+
+impl ClientSide {
+    /// Joins the service's side to the client's: in a task of its own for
+    /// hyper's connections, in the client's loop for sitio's own.
+    pub(crate) fn join(self, tasks: &TaskTracker, service: ServiceSide, peer: SocketAddr) {
+        match self {
+            ClientSide::Hyper(client) => spawn_upgraded(tasks, client, service, peer),
+            // Dropped (with the stream) if the loop no longer waits.
+            ClientSide::Own(to_loop) => drop(to_loop.send(service)),
+        }
+    }
+}
+
 /// Joins client and service once the client's side of an upgrade has
 /// switched; `early` holds what the service sent right after its `101`.
-pub(crate) fn spawn_upgraded(
-    tasks: &TaskTracker,
-    client: OnUpgrade,
-    (mut upstream, early): (tokio::net::TcpStream, Bytes),
-    peer: SocketAddr,
-) {
+fn spawn_upgraded(tasks: &TaskTracker, client: OnUpgrade, service: ServiceSide, peer: SocketAddr) {
     tasks.spawn(async move {
         let client = match client.await {
             Ok(client) => client,
@@ -28,23 +49,38 @@ pub(crate) fn spawn_upgraded(
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        if let Err(e) = client.write_all(&early).await {
-            tracing::debug!(client = %peer, error = %e, "upgraded tunnel failed");
-            return;
-        }
-        match copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => tracing::info!(
-                target: "sitio::access",
-                client = %peer,
-                protocol = "upgrade",
-                bytes_in = up,
-                bytes_out = down,
-                "tunnel closed"
-            ),
-            Err(e) => tracing::debug!(client = %peer, error = %e, "upgraded tunnel failed"),
-        }
+        upgraded(&mut TokioIo::new(client), &[], service, peer).await;
     });
+}
+
+/// Relays an upgraded connection both ways until both ends closed: first
+/// what the client sent after its request (`client_early`) to the service,
+/// and what the service sent after its `101` to the client.
+pub(crate) async fn upgraded<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
+    client_early: &[u8],
+    (mut upstream, early): ServiceSide,
+    peer: SocketAddr,
+) {
+    let started = async {
+        upstream.write_all(client_early).await?;
+        client.write_all(&early).await
+    };
+    if let Err(e) = started.await {
+        tracing::debug!(client = %peer, error = %e, "upgraded tunnel failed");
+        return;
+    }
+    match copy_bidirectional(client, &mut upstream).await {
+        Ok((up, down)) => tracing::info!(
+            target: "sitio::access",
+            client = %peer,
+            protocol = "upgrade",
+            bytes_in = up + client_early.len() as u64,
+            bytes_out = down + early.len() as u64,
+            "tunnel closed"
+        ),
+        Err(e) => tracing::debug!(client = %peer, error = %e, "upgraded tunnel failed"),
+    }
 }
 
 /// Relays a non-HTTP/1 connection to the service untouched; `prefix` holds the

@@ -115,6 +115,7 @@ fn asked_by(request: &str) -> Asked {
         keep_alive: !request.contains("close") && (!http10 || request.contains("keep-alive")),
         http10,
         trailers: te,
+        connect: request.starts_with("CONNECT"),
     }
 }
 
@@ -342,6 +343,35 @@ fn cases() -> Vec<Case> {
             }
         }
     }
+    // Upgrades: a `101` ends the connection's HTTP whatever was asked, as
+    // does a 2xx to `CONNECT`, neither with a body or framing fields (a
+    // framing field in a 2xx to `CONNECT` is an error); other answers to
+    // them are framed as any.
+    let framing: [&[(&str, &str)]; 4] = [
+        &[],
+        &[("content-length", "5")],
+        &[("transfer-encoding", "chunked")],
+        &[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("trailer", "x-a"),
+        ],
+    ];
+    for request in UPGRADES.iter().chain(&REQUESTS[..2]) {
+        for status in [101, 200, 204, 403] {
+            for fields in framing {
+                for hint in [Some(5), None] {
+                    out.push(Case {
+                        request,
+                        status: StatusCode::from_u16(status).unwrap(),
+                        fields: fields.to_vec(),
+                        hint,
+                        ..base()
+                    });
+                }
+            }
+        }
+    }
     out.push(Case {
         fields: vec![("content-length", "5"), ("content-length", "6")],
         hint: None,
@@ -391,6 +421,14 @@ const REQUESTS: [&str; 6] = [
     "GET / HTTP/1.0\r\nhost: a\r\n\r\n",
     "GET / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n",
     "HEAD / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n",
+];
+
+/// Requests that ask for an upgrade (hyper's `wants_upgrade`).
+const UPGRADES: [&str; 4] = [
+    "GET /chat HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    "GET /chat HTTP/1.1\r\nhost: a\r\nconnection: upgrade, close\r\nupgrade: websocket\r\n\r\n",
+    "CONNECT a:443 HTTP/1.1\r\nhost: a:443\r\n\r\n",
+    "CONNECT a:443 HTTP/1.0\r\nhost: a:443\r\n\r\n",
 ];
 
 /// Requests whose `TE` lists `trailers` (the first two say so).

@@ -13,10 +13,11 @@
 //!   and a ready body written together.
 //! - `serve`: the connection loop (keep-alive, pipelining, the client watched
 //!   while its exchange runs, the drain and the connection cap). It serves
-//!   requests with no body, a body of known length or a chunked one
-//!   (`crate::chunked`, hyper's rules; `100-continue` included, HTTP/1.0
-//!   too); whatever else arrives is handed, with every byte read, to
-//!   hyper's server, which answers it as before.
+//!   every request it can parse: no body, a body of known length or a
+//!   chunked one (`crate::chunked`, hyper's rules; `100-continue` included,
+//!   HTTP/1.0 too), and upgrades, whose tunnel it relays itself after the
+//!   `101`. A head its parser refuses is handed, with every byte read, to
+//!   hyper's server, which answers it (400, 431...) as before.
 //!
 //! Each part is held to hyper on the same bytes: the parser on generated
 //! heads, the desync corpus and a fuzz target (`request_head`); the encoder
@@ -27,8 +28,6 @@
 //! When no decorator has request hooks, `head` also plans how the head can
 //! go to the service as the bytes it came in (`crate::splice`);
 //! `splice_alike` holds that to the edited field map's way.
-//!
-//! Still to come: upgrades (`Upgrade`, `CONNECT`).
 
 mod date;
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //!
 //! The rules, briefly: a body whose length is known gets `content-length`
 //! (the response's own if it has one), an unknown one is chunked; HEAD, 204,
-//! 304 and 1xx carry no body whatever their fields say; a response without
+//! 304, 1xx and a 2xx to `CONNECT` carry no body whatever their fields say
+//! (and the last two end the connection's HTTP: a tunnel follows); a response without
 //! `date` gets one; a connection that will not persist says
 //! `connection: close`; an HTTP/1.0 client gets an HTTP/1.0 response, which
 //! says `keep-alive` if the connection persists, and no chunks.
@@ -30,6 +31,22 @@ pub(crate) struct Asked {
     /// The request's `TE` lists `trailers`: a chunked response ends with
     /// the trailers its `Trailer` field names (hyper's rule).
     pub(crate) trailers: bool,
+    /// The request was a `CONNECT`: a 2xx to it has no body and no framing
+    /// fields, and ends the connection's HTTP (hyper's rule).
+    pub(crate) connect: bool,
+}
+
+impl Asked {
+    /// A 2xx to a `CONNECT`: the connection becomes a tunnel after it.
+    fn tunnels(&self, status: StatusCode) -> bool {
+        self.connect && status.is_success()
+    }
+
+    /// Whether a response with `status` may say its length (hyper's
+    /// `can_have_content_length`).
+    fn length_for(&self, status: StatusCode) -> bool {
+        can_have_length(status) && !self.tunnels(status)
+    }
 }
 
 /// What the response body says of its length before it is read.
@@ -205,7 +222,7 @@ fn chunk_size(len: usize, dst: &mut Vec<u8>) {
 }
 
 fn can_chunk(asked: Asked, status: StatusCode) -> bool {
-    !asked.head && can_have_length(status)
+    !asked.head && asked.length_for(status)
 }
 
 fn can_have_length(status: StatusCode) -> bool {
@@ -246,7 +263,9 @@ pub(crate) fn encode_head(
     let framed = Framed {
         asked,
         body,
-        is_last: status == StatusCode::SWITCHING_PROTOCOLS || !asked.keep_alive,
+        is_last: status == StatusCode::SWITCHING_PROTOCOLS
+            || asked.tunnels(status)
+            || !asked.keep_alive,
     };
     let start = dst.len();
     framed
@@ -274,7 +293,7 @@ pub(crate) fn encode_lines(
         || asked.head
         || asked.trailers
         || !head.headers.is_empty()
-        || !can_have_length(head.status)
+        || !asked.length_for(head.status)
     {
         return None;
     }
@@ -374,7 +393,9 @@ impl Framed {
         status_line(head, dst);
         let mut f = Fields {
             kind: Kind::Length(0),
-            wrote_len: false,
+            // A tunnel's head may not frame a body: a framing field in it
+            // is an error, as if one had been written (hyper's rule).
+            wrote_len: self.asked.tunnels(head.status),
             wrote_date: false,
             is_last: self.is_last,
             must_chunk: false,
@@ -508,12 +529,12 @@ impl Framed {
             }
             Some(BodyLength::Unknown) => Kind::Close,
             None | Some(BodyLength::Known(0)) => {
-                if can_have_length(status) && !self.asked.head {
+                if self.asked.length_for(status) && !self.asked.head {
                     dst.extend_from_slice(b"content-length: 0\r\n");
                 }
                 Kind::Length(0)
             }
-            Some(BodyLength::Known(len)) if can_have_length(status) => {
+            Some(BodyLength::Known(len)) if self.asked.length_for(status) => {
                 dst.extend_from_slice(b"content-length: ");
                 dst.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
                 dst.extend_from_slice(b"\r\n");

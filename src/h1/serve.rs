@@ -3,14 +3,15 @@
 //! again, in one buffer per direction that lives as long as the connection
 //! is awake (hyper's server allocates a new read buffer for every request).
 //!
-//! It serves what most exchanges are: HTTP/1.0 and HTTP/1.1 requests with no
-//! body, a body of known length or a chunked one (`100-continue` included),
-//! the body read as the exchange asks for it (`client_body`). Anything else
-//! — a head it refuses, an upgrade — is handed with every byte
-//! read so far to hyper's server (`connection::serve_awake`), which answers
-//! it as it always did; the connection stays with hyper until it is next
-//! parked. Timeouts, parking and the lingering close are `ClientIo`'s, as
-//! under hyper.
+//! It serves HTTP/1.0 and HTTP/1.1 requests with no body, a body of known
+//! length or a chunked one (`100-continue` included), the body read as the
+//! exchange asks for it (`client_body`), and upgrades: once the `101` is out,
+//! the loop relays the tunnel itself, beginning with what the client sent
+//! early. A head its parser refuses is handed with every byte read so far
+//! to hyper's server (`connection::serve_awake`), which answers it as it
+//! always did; the connection stays with hyper until it is next parked.
+//! Timeouts, parking and the lingering close are `ClientIo`'s, as under
+//! hyper.
 
 use std::future::Future;
 use std::io;
@@ -20,7 +21,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Version};
+use http::{HeaderMap, Method, Request, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -30,6 +31,7 @@ use super::watch::{Client, fill};
 use crate::client_body::{Feed, Framing};
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled};
 use crate::proxy::{Arrived, ConnCtx};
+use crate::tunnel::ServiceSide;
 use crate::upstream::Source;
 
 /// How long a request already on its way when the drain or the cap ends the
@@ -42,8 +44,8 @@ pub(crate) enum Ended {
     Closed,
     /// Idle long enough to park: `ClientIo::into_parked` has the socket.
     Parked,
-    /// A request this side does not serve: its head's bytes and all read
-    /// after them, for hyper to read first (`ClientIo::unread`).
+    /// A head this side's parser refuses: its bytes and all read after
+    /// them, for hyper to read (and answer) first (`ClientIo::unread`).
     Hyper(Bytes, BytesMut),
 }
 
@@ -125,9 +127,6 @@ impl Conn {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let head = self.read_head(io, &ctx.phase, limits).await?;
-        if !served_here(&head) {
-            return Err(Stop::Hyper(head.wire, std::mem::take(&mut self.buf)));
-        }
         let phase = &ctx.phase;
         phase.head_scanned(head.raw);
         let framing = match head.body {
@@ -149,12 +148,22 @@ impl Conn {
             }
             None => (None, Source::Empty),
         };
+        // Where the service's side of an upgrade comes, if it switches.
+        let (upgrade, mut upgraded) = match head.wants_upgrade {
+            true => {
+                let (to_loop, from_send) = tokio::sync::oneshot::channel();
+                (Some(to_loop), Some(from_send))
+            }
+            false => (None, None),
+        };
         let body = Arrived {
             head: for_service(ctx, &head, feed.is_some()),
             body,
+            upgrade,
         };
         phase.request_arrived(feed.is_some());
         let asked_head = head.parts.method == Method::HEAD;
+        let connect = head.parts.method == Method::CONNECT;
         let http10 = head.parts.version == Version::HTTP_10;
         let head_trailers = head.trailers;
         let mut keep_alive = head.keep_alive && self.closing.is_none();
@@ -185,11 +194,23 @@ impl Conn {
             keep_alive,
             http10,
             trailers: head_trailers,
+            connect,
         };
+        let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
         watch.responding();
         let buffers = (&mut self.out, &mut self.spare);
         let lines = res.body_mut().take_lines();
         match send::response(io, (res, lines), asked, buffers, &mut watch).await {
+            Ok(_) if switching => {
+                // The service's side, if it switched: not when a decorator
+                // answered `101` itself, or the body is not all read.
+                let service = upgraded.as_mut().and_then(|s| s.try_recv().ok());
+                if let Some(service) = service.filter(|_| watch.body_done(phase)) {
+                    drop(watch);
+                    self.tunnel(io, ctx, service).await;
+                }
+                Err(Stop::Closed)
+            }
             // A body left unread closes the connection (the close lingers).
             Ok(persists) => Ok(persists && watch.body_done(phase)),
             Err(send::Failed::Io(e)) => Err(Stop::Failed(e)),
@@ -199,6 +220,21 @@ impl Conn {
                 Err(Stop::Closed)
             }
         }
+    }
+
+    /// Relays the upgraded connection both ways until it ends, beginning
+    /// with what the client sent after its request.
+    async fn tunnel<S>(&mut self, io: &mut ClientIo<S>, ctx: &ConnCtx, service: ServiceSide)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        // HTTP's timeouts no longer apply, nor parking.
+        ctx.phase.tunnel();
+        let early = std::mem::take(&mut self.buf);
+        // The tunnel's buffers are its own.
+        (self.out, self.spare) = (Vec::new(), None);
+        crate::tunnel::upgraded(io, &early, service, ctx.peer).await;
+        let _ = io.shutdown().await;
     }
 
     /// Reads until a whole head is in: parsed, or handed to hyper when the
@@ -269,11 +305,6 @@ fn for_service(ctx: &ConnCtx, head: &RequestHead, body: bool) -> Option<Bytes> {
         client_ip: &ctx.forwarded_for,
     };
     Some(splice.encode(&head.wire, &head.parts.method, target, &added))
-}
-
-/// Whether this side serves the request (else hyper does, see the module).
-fn served_here(head: &RequestHead) -> bool {
-    !head.wants_upgrade
 }
 
 /// Logs (and counts) why a connection failed, as for hyper's connections.

@@ -375,6 +375,14 @@ fn the_own_server_side_answers_as_hyper_does() {
         "GET /echo HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nX-Echo-Trailers: 1\r\n\r\nGET /echo HTTP/1.1\r\nHost: a\r\nX-Echo-Trailers: 1\r\n\r\n",
         "POST /echo HTTP/1.1\r\nHost: a\r\nTE: gzip, trailers\r\nX-Echo-Trailers: 1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-In: 1\r\n\r\nGET /echo HTTP/1.0\r\nTE: trailers\r\nX-Echo-Trailers: 1\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        // Upgrades: the service switches (and echoes through the tunnel),
+        // or does not; bytes sent before the `101` go through the tunnel.
+        "GET /switch HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nsent early",
+        "GET /switch HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\nContent-Length: 3\r\n\r\nabcdef",
+        "GET /switch HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /switch HTTP/1.0\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade, keep-alive\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /nowhere HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
         "POST /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: a\r\n\r\n",
         "POST /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
@@ -389,6 +397,16 @@ fn the_own_server_side_answers_as_hyper_does() {
     let te = b"GET /echo HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nX-Echo-Trailers: 1\r\n\r\n";
     let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(te)).into_owned();
     assert!(own.contains("\r\n0\r\nx-sum: 1\r\n\r\n"), "{own}");
+    // The tunnel echoes what was sent early, then the closing request.
+    let switch =
+        b"GET /switch HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nearly";
+    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(switch)).into_owned();
+    let (head, tunnel) = own.split_once("\r\n\r\n").unwrap_or_default();
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{own}"
+    );
+    assert!(tunnel.starts_with("earlyGET /end HTTP/1.1\r\n"), "{own}");
 }
 
 #[test]

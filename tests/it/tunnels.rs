@@ -78,3 +78,102 @@ async fn non_http_traffic_is_tunnelled_with_half_close() {
     }
     sitio.stop().await;
 }
+
+/// A real WebSocket client and service (the `websockets` package) through
+/// sitio with its default decorators: the handshake's fields reach the
+/// service, and text, a 1 MiB binary message, a burst, ping and pong, a
+/// message the service sends first and the close code all come through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_session_runs_through_sitio() {
+    let service = Script::start("ws.py", &["serve"]).await;
+    let config = config_for(service.port);
+    let decorators = sitio::default_decorators(&config).unwrap();
+    let sitio = Sitio::start(config, decorators).await;
+    let script = format!("{}/tests/backends/ws.py", env!("CARGO_MANIFEST_DIR"));
+    let url = format!("ws://{}/chat?room=1", sitio.addr);
+    let client = tokio::process::Command::new("python3")
+        .args([script.as_str(), "client", url.as_str()])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), client)
+        .await
+        .expect("the WebSocket client finished in time")
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let checks = [
+        "subprotocol",
+        "text",
+        "binary",
+        "burst",
+        "ping",
+        "push",
+        "push-echo",
+        "close",
+    ];
+    let want: Vec<String> = checks.iter().map(|c| format!("OK {c}")).collect();
+    assert_eq!(
+        printed.lines().collect::<Vec<_>>(),
+        want,
+        "client said:\n{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        service.printed("SEEN"),
+        ["SEEN /chat?room=1 chat.v1 127.0.0.1"]
+    );
+    sitio.stop().await;
+}
+
+/// Bytes a client sends right after its upgrade request, before the `101`
+/// came, reach the service once it switched: nothing read early is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_sent_before_the_101_reach_the_service() {
+    let backend = Backend::start().await;
+    let sitio = Sitio::start(config_for(backend.port()), Decorators::none()).await;
+    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+    s.write_all(
+        b"GET /upgrade HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nsent early",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let res = read_response(&mut s, &mut buf, false).await.unwrap();
+    assert_eq!(res.status, 101);
+    let mut got = buf;
+    while got.len() < b"sent early".len() {
+        let mut more = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut more))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {got:?}");
+        got.extend_from_slice(&more[..n]);
+    }
+    assert_eq!(got, b"sent early");
+    sitio.stop().await;
+}
+
+/// A service that does not switch answers an upgrade request as any: the
+/// connection stays HTTP and serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_upgrade_keeps_the_connection_for_http() {
+    let backend = Backend::start().await;
+    let sitio = Sitio::start(config_for(backend.port()), Decorators::none()).await;
+    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+    s.write_all(
+        b"GET /bytes/5 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let res = read_response(&mut s, &mut buf, false).await.unwrap();
+    assert_eq!((res.status, res.body.len()), (200, 5));
+    s.write_all(b"GET /bytes/3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let res = read_response(&mut s, &mut buf, false).await.unwrap();
+    assert_eq!((res.status, res.body.len()), (200, 3));
+    sitio.stop().await;
+}
