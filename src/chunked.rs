@@ -10,6 +10,9 @@
 //! differently, a request can be smuggled; sitio's own side must end a body
 //! exactly where hyper's side ended it (`h1::tests`, `served_alike`).
 //!
+//! Its one piece of encoding, [`SizeLine`], is shared by the two writers of
+//! chunks (the client's response, the service's request).
+//!
 //! The decoder works on the connection's read buffer as bytes arrive, in
 //! any split, and takes out of it what it used: data as slices of the
 //! buffer (no copy); the trailer section gathered in a buffer of its own
@@ -303,6 +306,44 @@ impl Chunked {
             map.append(name, value);
         }
         Ok(Decoded::Trailers(map))
+    }
+}
+
+/// A chunk's size line: the size in upper-case hex, as hyper writes it,
+/// and CRLF; kept inline, with no allocation per chunk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SizeLine {
+    buf: [u8; 18],
+    /// Where the line begins in `buf` (it ends at its end).
+    at: u8,
+}
+
+impl SizeLine {
+    /// The size line of a chunk of `len` bytes.
+    pub(crate) fn new(len: usize) -> Self {
+        let mut buf = [0u8; 18];
+        buf[16..].copy_from_slice(b"\r\n");
+        let (mut at, mut n) = (16, len);
+        loop {
+            at -= 1;
+            buf[at] = b"0123456789ABCDEF"[n & 15];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        SizeLine { buf, at: at as u8 }
+    }
+
+    /// The line's bytes not yet written.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[usize::from(self.at)..]
+    }
+
+    /// `n` more of its bytes were written (fewer than are left).
+    pub(crate) fn advance(&mut self, n: usize) {
+        let left = self.buf.len() - usize::from(self.at);
+        self.at += n.min(left) as u8;
     }
 }
 

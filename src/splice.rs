@@ -10,8 +10,9 @@
 //! send, field for field; only the order of fields of different names and
 //! the case of names may differ (held to them by `h1::splice_alike`).
 //! A head this plan does not cover (an upgrade, `TE`, a list of lengths,
-//! a `Connection` option other than `keep-alive` or `close`, a line ending
-//! in a bare LF...) takes the map's way as before.
+//! a `Transfer-Encoding` other than one plain `chunked`, a `Connection`
+//! option other than `keep-alive` or `close`, a line ending in a bare
+//! LF...) takes the map's way as before.
 
 use std::ops::Range;
 
@@ -55,6 +56,7 @@ pub(crate) struct Plan {
     close_token: bool,
     close_field: bool,
     length: Option<u64>,
+    chunked: bool,
 }
 
 impl Plan {
@@ -71,6 +73,7 @@ impl Plan {
             close_token: false,
             close_field: false,
             length: None,
+            chunked: false,
         }
     }
 
@@ -110,6 +113,12 @@ impl Plan {
             }
             // sitio answers `100-continue` itself.
             header::EXPECT => self.cut(line),
+            // One plain `chunked` goes on as it came: the map's way sends
+            // `chunked` too (`headers::to_upstream`), the service the body
+            // in chunks sitio writes again (`upstream::h1`).
+            header::TRANSFER_ENCODING if !self.chunked && &wire[range(value)] == b"chunked" => {
+                self.chunked = true;
+            }
             header::TE | header::TRANSFER_ENCODING | header::UPGRADE => self.ok = false,
             // A common name (`names::common`) is none of the others.
             _ if common => {}
@@ -147,8 +156,10 @@ impl Plan {
     /// The splice of `wire` (the whole head, its empty line included; its
     /// fields from `fields_start`), if the head can go as bytes.
     pub(crate) fn finish(self, wire: &[u8], fields_start: usize) -> Option<Splice> {
+        // Both framings: refused by the guard, never sent; not spliced.
         let ok = self.ok
             && !(self.close_token && self.close_field)
+            && !(self.chunked && self.length.is_some())
             && wire.ends_with(b"\r\n\r\n")
             && fields_start >= 2
             && wire[..fields_start].ends_with(b"\r\n");
@@ -160,6 +171,7 @@ impl Plan {
             proto: self.proto,
             forwarded_for: self.forwarded_for,
             length: self.length,
+            chunked: self.chunked,
         })
     }
 }
@@ -179,6 +191,8 @@ pub(crate) struct Splice {
     forwarded_for: Option<Span>,
     /// Its `Content-Length`.
     pub(crate) length: Option<u64>,
+    /// Its body is chunked (`Transfer-Encoding: chunked`).
+    pub(crate) chunked: bool,
 }
 
 /// What the forwarding edits add to a head (`headers::to_upstream`'s).

@@ -211,3 +211,25 @@ fn data_is_handed_as_it_comes_without_waiting_for_the_chunk_end() {
     assert_eq!(decoder.decode(&mut buf), Ok(Decoded::End));
     assert!(buf.is_empty());
 }
+
+#[test]
+fn a_size_line_is_the_size_in_hex_and_crlf_and_advances() {
+    for (len, line) in [
+        (0, "0\r\n"),
+        (1, "1\r\n"),
+        (15, "F\r\n"),
+        (16, "10\r\n"),
+        (4096, "1000\r\n"),
+        (0xABCDE, "ABCDE\r\n"),
+        (usize::MAX, "FFFFFFFFFFFFFFFF\r\n"),
+    ] {
+        assert_eq!(super::SizeLine::new(len).as_bytes(), line.as_bytes());
+    }
+    let mut line = super::SizeLine::new(0x1F);
+    line.advance(1);
+    assert_eq!(line.as_bytes(), b"F\r\n");
+    line.advance(2);
+    assert_eq!(line.as_bytes(), b"\n");
+    line.advance(5);
+    assert_eq!(line.as_bytes(), b"");
+}

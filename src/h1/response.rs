@@ -124,7 +124,7 @@ impl Encoder {
                 (take as usize, b"")
             }
             Kind::Chunked => {
-                chunk_size(len, pre);
+                pre.extend_from_slice(crate::chunked::SizeLine::new(len).as_bytes());
                 (len, b"\r\n")
             }
             Kind::Close => (len, b""),
@@ -202,23 +202,6 @@ fn may_trail(name: &HeaderName) -> bool {
             | header::TRANSFER_ENCODING
             | header::TE
     )
-}
-
-/// `len` in hex (upper case, as hyper writes it) and CRLF.
-fn chunk_size(len: usize, dst: &mut Vec<u8>) {
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    let mut n = len;
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789ABCDEF"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    dst.extend_from_slice(&digits[i..]);
-    dst.extend_from_slice(b"\r\n");
 }
 
 fn can_chunk(asked: Asked, status: StatusCode) -> bool {

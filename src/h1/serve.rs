@@ -292,11 +292,11 @@ impl Conn {
 
 /// The head the service gets, made now from the client's bytes (`splice`)
 /// if the head was planned so; `None` where only the field map's way can
-/// frame its body. Made before the exchange, whose future it would
+/// frame its body (neither a length nor chunks). Made before the exchange, whose future it would
 /// otherwise grow.
 fn for_service(ctx: &ConnCtx, head: &RequestHead, body: bool) -> Option<Bytes> {
     let splice = head.splice.as_ref()?;
-    if body && splice.length.is_none() {
+    if body && splice.length.is_none() && !splice.chunked {
         return None;
     }
     let target = head.parts.uri.path_and_query().map_or("/", |p| p.as_str());

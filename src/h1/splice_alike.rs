@@ -57,8 +57,9 @@ pub(crate) fn check(wire: &[u8]) -> Result<Option<bool>, String> {
     };
     let len = match mapped.body {
         head::BodyFraming::Length(n) if n > 1 << 16 => return Ok(None),
-        head::BodyFraming::Length(n) => n as usize,
-        _ => 0,
+        head::BodyFraming::Length(n) => Some(n as usize),
+        head::BodyFraming::Chunked => None,
+        _ => Some(0),
     };
     crate::headers::to_upstream(&mut mapped.parts, &IP, false, &SERVICE);
     let Ok(by_map) = read(&encode_head(mapped.parts, len)) else {
@@ -190,6 +191,9 @@ mod tests {
             b"GET / HTTP/1.1\nHost: a\r\n\r\n",
             b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\
               Expect: 100-continue\r\nProxy-Connection: x\r\nX-Forwarded-For: 1\r\n\r\n",
         ];
@@ -230,5 +234,15 @@ mod tests {
                host: 127.0.0.1:8087\r\nx-forwarded-for: 10.1.1.1, 192.0.2.7\r\n\
                x-forwarded-proto: http\r\n\r\n"[..]
         );
+    }
+
+    /// A chunked upload's head goes as its bytes, its one plain `chunked`
+    /// kept: the service reads what the map's way would send.
+    #[test]
+    fn a_chunked_uploads_head_is_spliced() {
+        let wire = b"PUT /upload/file HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(check(wire), Ok(Some(true)));
+        let head = parse(wire).expect("a head");
+        assert!(head.splice.expect("a splice").chunked);
     }
 }

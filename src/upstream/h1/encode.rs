@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, header, request};
 use hyper::body::Body as _;
 use tokio::io::AsyncWrite;
 
+use crate::chunked::SizeLine;
 use crate::error::BoxError;
 use crate::upstream::RequestBody;
 
@@ -53,12 +54,16 @@ impl Message {
     /// service as [`Message::new`] edits a map; `head` is the map it was
     /// read into, unedited, for its length.
     pub(crate) fn spliced(wire: Bytes, head: request::Parts, body: RequestBody) -> Self {
-        let out = if body.is_end_stream() {
+        // A splice is made only for a body of known length or a chunked
+        // one (`h1::serve`): its head says which. Anything else would be
+        // sent as no body, never with a framing the head does not declare.
+        let chunked = head.headers.contains_key(header::TRANSFER_ENCODING);
+        let out = if chunked {
+            // Chunks, as declared, even if none come: then the last one.
+            Out::Chunked
+        } else if body.is_end_stream() {
             Out::Empty
         } else {
-            // A splice is made only for a body of known length (`proxy`):
-            // its head carries it. Anything else would be sent as no body,
-            // never with a framing the head does not declare.
             match crate::headers::content_length(&head.headers) {
                 Ok(Some(n)) => Out::Length(n),
                 _ => {
@@ -160,6 +165,30 @@ impl std::fmt::Display for WriteError {
 /// Buffers queued before they are written (a chunk is three).
 const MAX_QUEUED: usize = 8;
 
+/// One buffer of the queue: the request's bytes, or a chunk's size line
+/// (inline: a `Bytes` of its own was an allocation per chunk).
+enum Piece {
+    Bytes(Bytes),
+    Size(SizeLine),
+}
+
+impl Piece {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Piece::Bytes(b) => b,
+            Piece::Size(line) => line.as_bytes(),
+        }
+    }
+
+    /// `n` more of its bytes were written (fewer than are left).
+    fn advance(&mut self, n: usize) {
+        match self {
+            Piece::Bytes(b) => b.advance(n),
+            Piece::Size(line) => line.advance(n),
+        }
+    }
+}
+
 /// The request on its way out: queued bytes first, then the body's frames
 /// as the client sends them.
 pub(crate) struct Writer {
@@ -169,7 +198,7 @@ pub(crate) struct Writer {
     first: Bytes,
     /// How much of `first` is written.
     first_at: usize,
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Piece>,
     /// `None` once the body's end (and its terminator) is queued.
     body: Option<RequestBody>,
     out: Out,
@@ -248,13 +277,14 @@ impl Writer {
                     return Err(WriteError::Length);
                 }
                 *left -= n;
-                self.queue.push_back(data);
+                self.queue.push_back(Piece::Bytes(data));
             }
             Out::Chunked => {
+                let size = SizeLine::new(data.len());
+                self.queue.push_back(Piece::Size(size));
+                self.queue.push_back(Piece::Bytes(data));
                 self.queue
-                    .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
-                self.queue.push_back(data);
-                self.queue.push_back(Bytes::from_static(b"\r\n"));
+                    .push_back(Piece::Bytes(Bytes::from_static(b"\r\n")));
             }
             Out::Empty => return Err(WriteError::Length),
         }
@@ -267,7 +297,8 @@ impl Writer {
             Out::Length(0) | Out::Empty => Ok(()),
             Out::Length(_) => Err(WriteError::Length),
             Out::Chunked => {
-                self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                let last = Bytes::from_static(b"0\r\n\r\n");
+                self.queue.push_back(Piece::Bytes(last));
                 Ok(())
             }
         }
@@ -281,7 +312,7 @@ impl Writer {
         let mut last = b"0\r\n".to_vec();
         crate::headers::write_fields(&mut last, trailers);
         last.extend_from_slice(b"\r\n");
-        self.queue.push_back(Bytes::from(last));
+        self.queue.push_back(Piece::Bytes(Bytes::from(last)));
         self.body = None;
         Ok(())
     }
@@ -301,7 +332,7 @@ impl Writer {
                 let mut slices = [IoSlice::new(&[]); MAX_QUEUED + 3];
                 let bufs = std::iter::once(first)
                     .filter(|b| !b.is_empty())
-                    .chain(self.queue.iter().map(|b| &b[..]));
+                    .chain(self.queue.iter().map(Piece::as_bytes));
                 let mut count = 0;
                 for (slice, buf) in slices.iter_mut().zip(bufs) {
                     *slice = IoSlice::new(buf);
@@ -325,11 +356,12 @@ impl Writer {
             let Some(front) = self.queue.front_mut() else {
                 return;
             };
-            if n < front.len() {
+            let len = front.as_bytes().len();
+            if n < len {
                 front.advance(n);
                 return;
             }
-            n -= front.len();
+            n -= len;
             self.queue.pop_front();
         }
     }

@@ -116,26 +116,35 @@ pub(crate) fn read_once(
 
 /// A request head encoded as `send` writes it (for the codec's benchmark).
 pub(crate) fn encode_once(head: http::request::Parts) -> usize {
-    encode_head(head, 0).len()
+    encode_head(head, Some(0)).len()
 }
 
-/// The head `send` writes for `head` with a body of `len` bytes, edited
-/// for the service already; or the head of a spliced request (`wire`).
-pub(crate) fn encode_head(head: http::request::Parts, len: usize) -> bytes::Bytes {
+/// The head `send` writes for `head` with a body of `len` bytes (`None`:
+/// of unknown length), edited for the service already.
+pub(crate) fn encode_head(head: http::request::Parts, len: Option<usize>) -> bytes::Bytes {
     encode_with(head, len, None)
 }
 
 /// [`encode_head`], or with the head already made as bytes (`splice`).
 pub(crate) fn encode_with(
     head: http::request::Parts,
-    len: usize,
+    len: Option<usize>,
     wire: Option<bytes::Bytes>,
 ) -> bytes::Bytes {
-    let full = http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; len]));
+    use http_body_util::BodyExt;
+    let data = bytes::Bytes::from(vec![b'x'; len.unwrap_or(5)]);
+    let made = match len {
+        Some(_) => http_body_util::Full::new(data)
+            .map_err(|e: std::convert::Infallible| match e {})
+            .boxed_unsync(),
+        // A stream says nothing of its length.
+        None => {
+            let frames = [Ok(hyper::body::Frame::data(data))];
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+        }
+    };
     let body = crate::upstream::RequestBody::new(
-        crate::upstream::Source::Made(http_body_util::BodyExt::boxed_unsync(
-            http_body_util::BodyExt::map_err(full, |e: std::convert::Infallible| match e {}),
-        )),
+        crate::upstream::Source::Made(made),
         None,
         Default::default(),
     )
