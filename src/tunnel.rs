@@ -49,34 +49,38 @@ fn spawn_upgraded(tasks: &TaskTracker, client: OnUpgrade, service: ServiceSide, 
                 return;
             }
         };
-        upgraded(&mut TokioIo::new(client), &[], service, peer).await;
+        upgraded(&mut TokioIo::new(client), Bytes::new(), service, peer).await;
     });
 }
 
 /// Relays an upgraded connection both ways until both ends closed: first
 /// what the client sent after its request (`client_early`) to the service,
-/// and what the service sent after its `101` to the client.
+/// and what the service sent after its `101` to the client (both buffers
+/// freed once written: a tunnel may last hours).
 pub(crate) async fn upgraded<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut C,
-    client_early: &[u8],
+    client_early: Bytes,
     (mut upstream, early): ServiceSide,
     peer: SocketAddr,
 ) {
+    let (early_in, early_out) = (client_early.len() as u64, early.len() as u64);
     let started = async {
-        upstream.write_all(client_early).await?;
+        upstream.write_all(&client_early).await?;
+        drop(client_early);
         client.write_all(&early).await
     };
     if let Err(e) = started.await {
         tracing::debug!(client = %peer, error = %e, "upgraded tunnel failed");
         return;
     }
+    drop(early);
     match copy_bidirectional(client, &mut upstream).await {
         Ok((up, down)) => tracing::info!(
             target: "sitio::access",
             client = %peer,
             protocol = "upgrade",
-            bytes_in = up + client_early.len() as u64,
-            bytes_out = down + early.len() as u64,
+            bytes_in = up + early_in,
+            bytes_out = down + early_out,
             "tunnel closed"
         ),
         Err(e) => tracing::debug!(client = %peer, error = %e, "upgraded tunnel failed"),

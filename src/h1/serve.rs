@@ -230,10 +230,10 @@ impl Conn {
     {
         // HTTP's timeouts no longer apply, nor parking.
         ctx.phase.tunnel();
-        let early = std::mem::take(&mut self.buf);
+        let early = std::mem::take(&mut self.buf).freeze();
         // The tunnel's buffers are its own.
         (self.out, self.spare) = (Vec::new(), None);
-        crate::tunnel::upgraded(io, &early, service, ctx.peer).await;
+        crate::tunnel::upgraded(io, early, service, ctx.peer).await;
         let _ = io.shutdown().await;
     }
 
