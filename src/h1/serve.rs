@@ -149,12 +149,11 @@ impl Conn {
             None => (None, Source::Empty),
         };
         // Where the service's side of an upgrade comes, if it switches.
-        let (upgrade, mut upgraded) = match head.wants_upgrade {
-            true => {
-                let (to_loop, from_send) = tokio::sync::oneshot::channel();
-                (Some(to_loop), Some(from_send))
-            }
-            false => (None, None),
+        let (upgrade, mut upgraded) = if head.wants_upgrade {
+            let (to_loop, from_send) = tokio::sync::oneshot::channel();
+            (Some(to_loop), Some(from_send))
+        } else {
+            (None, None)
         };
         let body = Arrived {
             head: for_service(ctx, &head, feed.is_some()),
@@ -292,8 +291,8 @@ impl Conn {
 
 /// The head the service gets, made now from the client's bytes (`splice`)
 /// if the head was planned so; `None` where only the field map's way can
-/// frame its body (neither a length nor chunks). Made before the exchange, whose future it would
-/// otherwise grow.
+/// frame its body (neither a length nor chunks). Made before the exchange,
+/// whose future it would otherwise grow.
 fn for_service(ctx: &ConnCtx, head: &RequestHead, body: bool) -> Option<Bytes> {
     let splice = head.splice.as_ref()?;
     if body && splice.length.is_none() && !splice.chunked {
