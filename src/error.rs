@@ -231,6 +231,11 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// The `T` an IO error wraps, if it is one (`ClientIo`'s timeouts).
+pub(crate) fn io_inner<T: std::error::Error + 'static>(e: &std::io::Error) -> Option<&T> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<T>())
+}
+
 /// The `T` somewhere in `e`'s source chain, looking inside IO errors too:
 /// hyper wraps IO errors (and the h2 crate's), which wrap sitio's own.
 pub(crate) fn cause<'e, T: std::error::Error + 'static>(
@@ -241,11 +246,7 @@ pub(crate) fn cause<'e, T: std::error::Error + 'static>(
         if let Some(found) = err.downcast_ref::<T>() {
             return Some(found);
         }
-        if let Some(found) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<T>())
-        {
+        if let Some(found) = err.downcast_ref::<std::io::Error>().and_then(io_inner) {
             return Some(found);
         }
         source = err.source();

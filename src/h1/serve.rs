@@ -29,6 +29,7 @@ use super::head::{self, BodyFraming, Limits, RequestHead};
 use super::send::{self, Watch};
 use super::watch::{Client, fill};
 use crate::client_body::{Feed, Framing};
+use crate::error::io_inner;
 use crate::io::{ClientIo, ConnPhase, HeaderTimeout, Stalled};
 use crate::proxy::{Arrived, ConnCtx};
 use crate::tunnel::ServiceSide;
@@ -309,12 +310,11 @@ fn for_service(ctx: &ConnCtx, head: &RequestHead, body: bool) -> Option<Bytes> {
 /// Logs (and counts) why a connection failed, as for hyper's connections.
 fn log_failure(ctx: &ConnCtx, e: &io::Error) {
     let peer = ctx.peer;
-    let inner = e.get_ref();
-    if inner.is_some_and(|i| i.is::<HeaderTimeout>()) {
+    if io_inner::<HeaderTimeout>(e).is_some() {
         let connections = &ctx.shared.telemetry.connections;
         connections.refused(crate::guard::Refusal::HeaderTimeout);
         tracing::info!(client = %peer, status = 408, "request head too slow; connection closed");
-    } else if let Some(why) = inner.and_then(|i| i.downcast_ref::<Stalled>()) {
+    } else if let Some(why) = io_inner::<Stalled>(e) {
         tracing::info!(client = %peer, "{why}; connection closed");
     } else {
         tracing::debug!(client = %peer, error = %e, "client connection ended with an error");

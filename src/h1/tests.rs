@@ -326,6 +326,25 @@ fn the_new_parser_reads_the_desync_corpus_as_sitio_does_today() {
     assert_alike(&corpus, 20);
 }
 
+/// What the client reads from sitio's own server side for `input`.
+fn by_own(input: &[u8]) -> String {
+    String::from_utf8_lossy(&crate::fuzzing::serve_bytes(input)).into_owned()
+}
+
+/// What the client reads from hyper's server side alone for `input`.
+fn by_hyper(input: &[u8]) -> String {
+    String::from_utf8_lossy(&crate::fuzzing::serve_bytes_by_hyper(input)).into_owned()
+}
+
+/// The own side answers `input` once, 400 for its body, and closes; the
+/// comparison with hyper's side allows it.
+fn assert_refused_as_malformed_and_closed(input: &[u8]) {
+    let own = by_own(input);
+    assert!(own.contains("<p>malformed request body</p>"), "{own}");
+    assert_eq!(own.matches("HTTP/1.1 ").count(), 1, "closed after: {own}");
+    assert!(crate::fuzzing::served_alike(input).is_ok());
+}
+
 /// Every input of `named` served whole by sitio's own server side and by
 /// hyper's: the client reads the same bytes (dates aside). Most are not
 /// served by the own side at all (a body, HTTP/1.0, a refused head): they
@@ -395,12 +414,12 @@ fn the_own_server_side_answers_as_hyper_does() {
     }
     assert_served_alike(&named);
     let te = b"GET /echo HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nX-Echo-Trailers: 1\r\n\r\n";
-    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(te)).into_owned();
+    let own = by_own(te);
     assert!(own.contains("\r\n0\r\nx-sum: 1\r\n\r\n"), "{own}");
     // The tunnel echoes what was sent early, then the closing request.
     let switch =
         b"GET /switch HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nearly";
-    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(switch)).into_owned();
+    let own = by_own(switch);
     let (head, tunnel) = own.split_once("\r\n\r\n").unwrap_or_default();
     assert!(
         head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
@@ -432,8 +451,8 @@ fn a_pipelined_head_with_both_framing_fields_is_refused_for_them() {
     let input = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
         GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\
         Content-Length: 5\r\n\r\n0\r\n\r\n";
-    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(input)).into_owned();
-    let hyper = String::from_utf8_lossy(&crate::fuzzing::serve_bytes_by_hyper(input)).into_owned();
+    let own = by_own(input);
+    let hyper = by_hyper(input);
     assert!(
         own.contains("both Content-Length and Transfer-Encoding"),
         "{own}"
@@ -452,8 +471,8 @@ fn a_pipelined_head_with_both_framing_fields_is_not_forwarded() {
     let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
         GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\
         Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(input)).into_owned();
-    let hyper = String::from_utf8_lossy(&crate::fuzzing::serve_bytes_by_hyper(input)).into_owned();
+    let own = by_own(input);
+    let hyper = by_hyper(input);
     assert!(
         own.contains("both Content-Length and Transfer-Encoding"),
         "{own}"
@@ -481,8 +500,8 @@ fn an_unparsable_head_after_an_http10_exchange_is_refused_by_both() {
     let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
         GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n\
         GET / HTTP/1.1\r\n\r2";
-    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(input)).into_owned();
-    let hyper = String::from_utf8_lossy(&crate::fuzzing::serve_bytes_by_hyper(input)).into_owned();
+    let own = by_own(input);
+    let hyper = by_hyper(input);
     assert_eq!(own.matches("HTTP/1.1 400 Bad Request").count(), 1, "{own}");
     assert_eq!(
         hyper.matches("HTTP/1.0 400 Bad Request").count(),
@@ -568,11 +587,11 @@ fn the_own_server_side_reads_chunked_bodies_as_hyper_does() {
     assert_served_alike(&named);
     // The comparison sees bodies: the service's echo of a good one.
     let good = &named[0].1;
-    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(good)).into_owned();
+    let own = by_own(good);
     assert!(own.contains("data: b\"hello\""), "{own}");
     assert!(own.contains("transfer-encoding: [\"chunked\"]"), "{own}");
     let with_trailers = &named[4 * 7].1;
-    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(with_trailers)).into_owned();
+    let own = by_own(with_trailers);
     assert!(own.contains("\"x-a\": \"1\""), "{own}");
 }
 
@@ -586,10 +605,7 @@ fn a_broken_chunked_body_read_whole_is_refused_before_the_answer() {
     let input = b"POST /nowhere HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
         5;ext=1\r\nhello\r\n6\r\n world\r\n1\r\n5;ext=1\r\nhell2\r\n\r\n\
         GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-    let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(input)).into_owned();
-    assert!(own.contains("<p>malformed request body</p>"), "{own}");
-    assert_eq!(own.matches("HTTP/1.1 ").count(), 1, "closed after: {own}");
-    assert!(crate::fuzzing::served_alike(input).is_ok());
+    assert_refused_as_malformed_and_closed(input);
 }
 
 /// Found by the `server_side` fuzz target once the harness's body timeout
@@ -603,9 +619,6 @@ fn a_stalled_request_body_is_answered_400_and_the_connection_closed() {
         b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 500\r\n\r\nhello",
         b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
     ] {
-        let own = String::from_utf8_lossy(&crate::fuzzing::serve_bytes(input)).into_owned();
-        assert!(own.contains("<p>malformed request body</p>"), "{own}");
-        assert_eq!(own.matches("HTTP/1.1 ").count(), 1, "closed after: {own}");
-        assert!(crate::fuzzing::served_alike(input).is_ok());
+        assert_refused_as_malformed_and_closed(input);
     }
 }

@@ -14,7 +14,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::send::Watch;
 use crate::client_body::{Feed, Took};
+use crate::error::io_inner;
 use crate::io::ConnPhase;
+use crate::io::Stalled;
 
 /// What a connection's read buffer starts with, and grows by.
 const READ_BUF: usize = 8 * 1024;
@@ -58,12 +60,6 @@ fn poll_read<S: AsyncRead + Unpin>(
     };
     *gone = true;
     Poll::Ready(Err(left))
-}
-
-/// `ClientIo`'s error for a request body that stalled past its timeout.
-fn is_body_stall(e: &io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.is::<crate::io::Stalled>())
 }
 
 /// One exchange's client.
@@ -153,7 +149,7 @@ impl<'b> Client<'b> {
                 // A body that stalled: the client is still there and gets
                 // the exchange's answer (400), as from hyper's side; the
                 // connection closes after it (the body is unfinished).
-                Poll::Ready(Err(e)) if is_body_stall(&e) => {
+                Poll::Ready(Err(e)) if io_inner::<Stalled>(&e).is_some() => {
                     feed.fail(e);
                     return Some(Poll::Pending);
                 }

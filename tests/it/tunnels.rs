@@ -9,18 +9,24 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::common::backend::Backend;
 use crate::common::*;
 
+/// Sends `request` to a new connection to `sitio`; returns the connection,
+/// the first response and what came after it.
+async fn first_answer(sitio: &Sitio, request: &[u8]) -> (TcpStream, RawResponse, Vec<u8>) {
+    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let res = read_response(&mut s, &mut buf, false).await.unwrap();
+    (s, res, buf)
+}
+
+const UPGRADE: &[u8] =
+    b"GET /upgrade HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_becomes_a_two_way_tunnel_after_101() {
     let backend = Backend::start().await;
     let sitio = Sitio::start(config_for(backend.port()), Decorators::none()).await;
-    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
-    s.write_all(
-        b"GET /upgrade HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    let res = read_response(&mut s, &mut buf, false).await.unwrap();
+    let (mut s, res, _) = first_answer(&sitio, UPGRADE).await;
     assert_eq!(res.status, 101);
     assert_eq!(res.header("upgrade"), Some("echo"));
     for msg in [
@@ -131,25 +137,10 @@ async fn a_websocket_session_runs_through_sitio() {
 async fn bytes_sent_before_the_101_reach_the_service() {
     let backend = Backend::start().await;
     let sitio = Sitio::start(config_for(backend.port()), Decorators::none()).await;
-    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
-    s.write_all(
-        b"GET /upgrade HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nsent early",
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    let res = read_response(&mut s, &mut buf, false).await.unwrap();
+    let (mut s, res, mut got) = first_answer(&sitio, &[UPGRADE, b"sent early"].concat()).await;
     assert_eq!(res.status, 101);
-    let mut got = buf;
-    while got.len() < b"sent early".len() {
-        let mut more = [0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut more))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed after {got:?}");
-        got.extend_from_slice(&more[..n]);
-    }
+    let early = b"sent early".len();
+    assert!(fill(&mut s, &mut got, early).await.is_some(), "{got:?}");
     assert_eq!(got, b"sent early");
     sitio.stop().await;
 }
@@ -160,19 +151,13 @@ async fn bytes_sent_before_the_101_reach_the_service() {
 async fn a_declined_upgrade_keeps_the_connection_for_http() {
     let backend = Backend::start().await;
     let sitio = Sitio::start(config_for(backend.port()), Decorators::none()).await;
-    let mut s = TcpStream::connect(sitio.addr).await.unwrap();
-    s.write_all(
-        b"GET /bytes/5 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    let res = read_response(&mut s, &mut buf, false).await.unwrap();
+    let declined =
+        b"GET /bytes/5 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n";
+    let (mut s, res, mut buf) = first_answer(&sitio, declined).await;
     assert_eq!((res.status, res.body.len()), (200, 5));
     s.write_all(b"GET /bytes/3 HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    let mut buf = Vec::new();
     let res = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!((res.status, res.body.len()), (200, 3));
     sitio.stop().await;

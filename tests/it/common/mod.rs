@@ -330,7 +330,9 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
     }
 }
 
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> Option<()> {
+/// Reads into `buf` until it holds `len` bytes; `None` if the stream ends
+/// (or stays silent for 10 s) first.
+pub async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> Option<()> {
     while buf.len() < len {
         if read_more(stream, buf).await == 0 {
             return None;
